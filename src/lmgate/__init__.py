@@ -1,0 +1,1 @@
+"""lmgate: a secure, observable LAN gateway for local LLM servers."""

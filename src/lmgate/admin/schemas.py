@@ -1,0 +1,69 @@
+"""Validated request bodies of the admin API (camelCase on the wire, as the seed defined it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def wire(self) -> dict[str, Any]:
+        """The camelCase dict that is stored and injected; unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class DefaultInference(Schema):
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = None
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    repeat_penalty: float | None = Field(None, gt=0)
+    stop_strings: list[str] | None = None
+    stream: bool | None = None
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _max_tokens(cls, value: int | None) -> int | None:
+        if value is not None and value != -1 and value < 1:
+            raise ValueError("maxTokens must be a positive integer, or -1 for no limit")
+        return value
+
+
+class GpuConfig(Schema):
+    ratio: float | None = Field(None, ge=0, le=1)
+    layers: int | None = Field(None, ge=0)
+
+
+class LoadConfig(Schema):
+    context_length: int | None = Field(None, gt=0)
+    gpu: GpuConfig | None = None
+    cpu_threads: int | None = Field(None, gt=0)
+    rope_frequency_base: float | None = Field(None, gt=0)
+    rope_frequency_scale: float | None = Field(None, gt=0)
+    flash_attention: bool | None = None
+    eval_batch_size: int | None = Field(None, gt=0)
+    num_experts: int | None = Field(None, gt=0)
+    offload_kv_cache_to_gpu: bool | None = None
+    ttl: int | None = Field(None, gt=0)
+
+
+class ModelKey(Schema):
+    model_key: str = Field(min_length=1, max_length=512)
+
+
+class ActivateRequest(ModelKey):
+    default_inference: DefaultInference | None = None
+
+
+class LoadRequest(ModelKey):
+    activate: bool = True
+    default_inference: DefaultInference | None = None
+    load_config: LoadConfig | None = None
+
+
+class UnloadRequest(ModelKey):
+    pass

@@ -1,0 +1,158 @@
+"""`create_app(settings)`: the whole middleware stack and route table on one screen.
+
+    ExchangeMiddleware   one Exchange per request; X-Request-ID; observers at start/finish
+      GuardMiddleware    normalise path -> allowlist (403) -> key (401) -> scope (403)
+        dispatch         /v1/*, /api/v0/*, /api/v1/*, shorthands -> ProxyApp (pure ASGI)
+                         everything else -> control plane (FastAPI: admin, debug, health)
+
+The proxy never passes through FastAPI: no validation models or routing tables on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from lmgate.admin.routes import router as admin_router
+from lmgate.asgi import ASGIApp, Receive, Scope, Send
+from lmgate.errors import BadRequest, GatewayError, NotFound
+from lmgate.exchange import ExchangeMiddleware
+from lmgate.gateway import Gateway
+from lmgate.guard.allowlist import NetworkSet
+from lmgate.guard.auth import GuardMiddleware, KeyRing
+from lmgate.guard.paths import Scope as KeyScope
+from lmgate.observe.requestlog import RequestLog
+from lmgate.observe.routes import router as monitoring_router
+from lmgate.proxy.relay import ProxyApp, is_proxied
+from lmgate.service_routes import router as service_router
+from lmgate.settings import Settings
+
+
+def _error_response(error: GatewayError) -> Response:
+    return Response(
+        error.body(), status_code=error.status, media_type="application/json", headers=error.headers
+    )
+
+
+def _control_plane(gw: Gateway) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.upstream.start()
+        try:
+            yield
+        finally:
+            await gw.upstream.close()
+            gw.db.close()
+
+    app = FastAPI(
+        title="lmgate",
+        summary="Admin and monitoring API of the lmgate LLM gateway",
+        lifespan=lifespan,
+        openapi_url="/admin/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = gw
+    app.include_router(service_router)
+    app.include_router(admin_router)
+    app.include_router(monitoring_router)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, exc: GatewayError) -> Response:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        where = ".".join(loc)
+        msg = str(first.get("msg", "invalid request"))
+        if first.get("type") == "json_invalid":
+            return _error_response(BadRequest(f"request body is not valid JSON: {msg}"))
+        text = f"{where}: {msg}" if where else msg
+        return _error_response(BadRequest(text, code="invalid_value", param=where or None))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            return _error_response(NotFound(f"no route for {request.method} {request.url.path}"))
+        error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
+        error.status = exc.status_code
+        error.type = "invalid_request_error"
+        return _error_response(error)
+
+    return app
+
+
+_FORMISH = (b"application/x-www-form-urlencoded", b"text/plain")
+
+
+def json_bodies(app: ASGIApp) -> ASGIApp:
+    """Admin bodies are JSON whatever `curl -d` claims (it sends a form content type)."""
+
+    async def shim(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = scope["headers"]
+            for i, (name, value) in enumerate(headers):
+                if name == b"content-type" and value.split(b";")[0].strip() in _FORMISH:
+                    headers = [
+                        *headers[:i],
+                        (b"content-type", b"application/json"),
+                        *headers[i + 1 :],
+                    ]
+                    scope = {**scope, "headers": headers}
+                    break
+        await app(scope, receive, send)
+
+    return shim
+
+
+class LmgateApp:
+    """The ASGI application; `.gateway` gives tests and the CLI its parts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.gateway = gw = Gateway.build(settings)
+        control = json_bodies(_control_plane(gw))
+        proxy = ProxyApp(
+            gw.upstream,
+            gw.state,
+            gw.inference_events,
+            max_body_bytes=settings.max_body_bytes,
+            forward_credentials=not settings.auth_enabled,
+        )
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and is_proxied(scope["path"]):
+                await proxy(scope, receive, send)
+            else:
+                await control(scope, receive, send)
+
+        keys: list[tuple[str, KeyScope, str]] = []
+        if settings.admin_key is not None:
+            keys.append(("admin", KeyScope.ADMIN, settings.admin_key.get_secret_value()))
+        keys += [
+            (f"api-key-{i}", KeyScope.INFERENCE, k.get_secret_value())
+            for i, k in enumerate(settings.api_keys, 1)
+        ]
+        guarded = GuardMiddleware(
+            dispatch,
+            keys=KeyRing(keys),
+            allow=NetworkSet(settings.allow),
+            trusted_proxies=NetworkSet(settings.trusted_proxies),
+            health_public=not settings.require_auth_for_health,
+        )
+        self._app = ExchangeMiddleware(
+            guarded, observers=[gw.stats, gw.prometheus, gw.inference_events, RequestLog()]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> LmgateApp:
+    return LmgateApp(settings)

@@ -1,0 +1,131 @@
+"""The `lmgate` command line: `lmgate serve` runs the gateway.
+
+Flags only override what env vars (`LMGATE_*`), `./.env` and the TOML config already say; the
+Settings model does the merging, so every setting has one name in every source.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from lmgate.settings import Settings, is_loopback_host
+
+app = typer.Typer(
+    help=(
+        "lmgate: a secure, observable LAN gateway in front of LM Studio.\n\n"
+        "Every setting can also come from an env var LMGATE_<NAME> (e.g. LMGATE_ADMIN_KEY, "
+        "LMGATE_API_KEYS=k1,k2, LMGATE_ALLOW=10.0.0.0/8,fd00::/8, LMGATE_UPSTREAM_TOKEN, "
+        "LMGATE_TRUSTED_PROXIES, LMGATE_REQUEST_TIMEOUT, LMGATE_STREAM_TIMEOUT, "
+        "LMGATE_REQUIRE_AUTH_FOR_HEALTH, LMGATE_MAX_BODY_BYTES) or a TOML file (--config); "
+        "precedence: flag > env > .env > TypeScript-edition env names > file > default."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root() -> None:
+    """lmgate: a secure, observable LAN gateway in front of LM Studio."""
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Settings from flags given on the command line (None = not given) and every other source."""
+    given = {k: v for k, v in flags.items() if v is not None and v != [] and v is not False}
+    try:
+        return Settings(**given)
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"lmgate: invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def check_exposure(settings: Settings) -> str | None:
+    """Secure by default: no open gateway on a network without keys, unless asked for."""
+    if settings.auth_enabled or is_loopback_host(settings.host) or settings.insecure_no_auth:
+        return None
+    return (
+        f"refusing to listen on {settings.host} with no API key configured: anyone on the "
+        "network could use the model. Set LMGATE_ADMIN_KEY and/or LMGATE_API_KEYS, listen on "
+        "127.0.0.1, or pass --insecure-no-auth if you really want an open gateway."
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [1235].")] = None,
+    upstream: Annotated[
+        str | None, typer.Option(help="LM Studio base URL [http://127.0.0.1:1234].")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file (LMGATE_CONFIG).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="State directory [per-user data dir].")
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Allowed client CIDR or address; repeatable [everyone]."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host with no API key (unsafe).")
+    ] = False,
+    demo_fallback: Annotated[
+        bool,
+        typer.Option(
+            help="When no upstream is configured and none answers on LM Studio's default "
+            "address, serve the built-in LM Studio emulator as the upstream (demo mode)."
+        ),
+    ] = False,
+) -> None:
+    """Run the gateway."""
+    from lmgate.app import create_app
+    from lmgate.demo import demo_upstream
+    from lmgate.observe.requestlog import configure_logging
+
+    settings = load_settings(
+        host=host,
+        port=port,
+        upstream=upstream,
+        config=config,
+        data_dir=data_dir,
+        allow=allow,
+        log_level=log_level,
+        insecure_no_auth=insecure_no_auth,
+    )
+    problem = check_exposure(settings)
+    if problem:
+        typer.echo(f"lmgate: {problem}", err=True)
+        raise typer.Exit(2)
+    configure_logging(settings.log_level)
+    with demo_upstream(settings, enabled=demo_fallback) as settings:
+        auth = "on" if settings.auth_enabled else "off (loopback only)"
+        typer.echo(
+            f"lmgate listening on http://{settings.host}:{settings.port} -> "
+            f"{settings.upstream_url} (auth {auth}, data {settings.data_dir})",
+            err=True,
+        )
+        uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                loop="uvloop" if sys.platform != "win32" else "auto",
+                http="httptools",
+                proxy_headers=False,  # the guard decides whom to trust, not uvicorn
+                server_header=False,
+                access_log=False,
+                log_config=None,
+                log_level=settings.log_level,
+                timeout_graceful_shutdown=5,
+            )
+        ).run()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,117 @@
+"""One record per request, opened by the outermost middleware and finished exactly once.
+
+Every layer below writes what it learns (key name, model, status, streaming) onto the
+`Exchange`; observers (log line, metrics, events) read it at start and at finish. This keeps
+the proxy free of logging and metrics code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from lmgate.asgi import ASGIApp, Message, Receive, Scope, Send
+from lmgate.errors import GatewayError, send_error
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+log = structlog.get_logger("lmgate")
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    method: str
+    path: str
+    client: str | None
+    started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
+    key_name: str | None = None
+    endpoint: str | None = None  # inference kind, e.g. "chat"; None for other routes
+    model: str | None = None
+    status: int = 0
+    streamed: bool = False
+    error: str | None = None
+    latency_ms: float = 0.0
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 400 or self.status == 0 or self.error is not None
+
+
+class Observer(Protocol):
+    """A hook on the exchange lifecycle; must never block or raise."""
+
+    def on_start(self, exchange: Exchange) -> None: ...
+
+    def on_finish(self, exchange: Exchange) -> None: ...
+
+
+def exchange_of(scope: Scope) -> Exchange:
+    ex: Exchange = scope["lmgate.exchange"]
+    return ex
+
+
+def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+class ExchangeMiddleware:
+    """Opens the Exchange, stamps `X-Request-ID`, turns stray errors into JSON, then finishes."""
+
+    def __init__(self, app: ASGIApp, observers: Sequence[Observer]) -> None:
+        self.app = app
+        self.observers = tuple(observers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        ex = Exchange(
+            request_id=_request_id(scope["headers"]),
+            method=scope["method"],
+            path=scope["path"],
+            client=client[0] if client else None,
+        )
+        scope["lmgate.exchange"] = ex
+        rid_header = (b"x-request-id", ex.request_id.encode())
+        started = False
+
+        async def send_stamped(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                ex.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        for observer in self.observers:
+            observer.on_start(ex)
+        try:
+            await self.app(scope, receive, send_stamped)
+        except GatewayError as exc:
+            ex.error = exc.message
+            if not started:
+                await send_error(send_stamped, exc)
+        except Exception as exc:
+            ex.error = f"{type(exc).__name__}: {exc}"
+            log.exception("unhandled_error", request_id=ex.request_id, path=ex.path)
+            if not started:
+                await send_error(send_stamped, GatewayError("internal gateway error"))
+        finally:
+            ex.latency_ms = (time.perf_counter() - ex.started) * 1000.0
+            for observer in self.observers:
+                observer.on_finish(ex)

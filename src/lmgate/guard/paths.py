@@ -1,0 +1,80 @@
+"""Path normalisation and classification, done once before any check.
+
+Every spelling of a path (`//admin`, `/v1/../admin`, `%2561dmin`, `/ADMIN`) must classify the
+same way, or a key with the inference scope could reach admin routes or LM Studio's model
+management endpoints. The normalised path is also what is forwarded upstream.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from urllib.parse import quote, unquote
+
+from lmgate.errors import BadRequest
+
+_MAX_DECODE_ROUNDS = 4
+_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class Scope(StrEnum):
+    """What a key may do. Admin includes inference."""
+
+    PUBLIC = "public"
+    INFERENCE = "inference"
+    ADMIN = "admin"
+
+
+ADMIN_PREFIXES = ("/admin", "/debug", "/metrics")
+# LM Studio's own model management: loading and unloading models is an operator's act.
+UPSTREAM_ADMIN_PREFIXES = (
+    "/api/v1/models/load",
+    "/api/v1/models/unload",
+    "/api/v1/models/download",
+)
+
+
+def normalise(path: str) -> str:
+    """Decode repeatedly, fold `\\` and `//`, resolve `.` and `..`; never climb above `/`."""
+    decoded = path
+    for _ in range(_MAX_DECODE_ROUNDS):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    else:
+        raise BadRequest("request path is encoded too many times", code="invalid_path")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+        raise BadRequest("request path contains control characters", code="invalid_path")
+    parts: list[str] = []
+    for segment in decoded.replace("\\", "/").split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(segment)
+    trailing = "/" if decoded.endswith("/") and parts else ""
+    return "/" + "/".join(parts) + trailing
+
+
+def quote_path(path: str) -> str:
+    """The normalised path as it goes on the wire upstream."""
+    return quote(path, safe=_SAFE)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def required_scope(lower_path: str, *, health_public: bool) -> Scope:
+    """The scope a request to `lower_path` (normalised, lower-cased) needs. Deny by default."""
+    if lower_path in PUBLIC_PATHS or (health_public and lower_path == "/health"):
+        return Scope.PUBLIC
+    if any(_under(lower_path, p) for p in ADMIN_PREFIXES + UPSTREAM_ADMIN_PREFIXES):
+        return Scope.ADMIN
+    return Scope.INFERENCE
+
+
+# Paths anyone may reach. Add to it on purpose only; `/health` is public unless configured.
+PUBLIC_PATHS: tuple[str, ...] = ()

@@ -1,0 +1,109 @@
+"""Model name and default sampling parameters, injected into requests that lack them.
+
+Pure functions on an already parsed body. Defaults are compiled once per activation into
+`(wire_name, value)` pairs per endpoint kind, so a request pays a dict lookup per field.
+A field present in the request always wins, even an explicit `null`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Normalised path -> endpoint kind. Only these bodies are parsed; everything else streams as is.
+ENDPOINTS: dict[str, str] = {
+    "/v1/chat/completions": "chat",
+    "/api/v0/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/api/v0/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/api/v0/embeddings": "embeddings",
+    "/v1/responses": "responses",
+    "/v1/messages": "messages",
+    "/api/v1/chat": "native_chat",
+}
+
+_OPENAI = {
+    "temperature": "temperature",
+    "maxTokens": "max_tokens",
+    "topP": "top_p",
+    "topK": "top_k",
+    "repeatPenalty": "repeat_penalty",
+    "stopStrings": "stop",
+    "stream": "stream",
+}
+
+# Gateway field (camelCase) -> the endpoint's wire name. Absent = not injectable there.
+WIRE_NAMES: dict[str, dict[str, str]] = {
+    "chat": _OPENAI,
+    "completions": _OPENAI,
+    "embeddings": {},
+    "responses": {
+        "temperature": "temperature",
+        "maxTokens": "max_output_tokens",
+        "topP": "top_p",
+        "stream": "stream",
+    },
+    "messages": {
+        "temperature": "temperature",
+        "maxTokens": "max_tokens",
+        "topP": "top_p",
+        "topK": "top_k",
+        "stopStrings": "stop_sequences",
+        "stream": "stream",
+    },
+    "native_chat": {
+        "temperature": "temperature",
+        "maxTokens": "max_output_tokens",
+        "topP": "top_p",
+        "topK": "top_k",
+        "repeatPenalty": "repeat_penalty",
+        "stream": "stream",
+    },
+}
+
+# `maxTokens: -1` means "no limit": only OpenAI-style endpoints accept -1 on the wire.
+_UNLIMITED_OK = frozenset({"chat", "completions"})
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """What to add to requests: the active model and its defaults, compiled per kind."""
+
+    model: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    by_kind: Mapping[str, tuple[tuple[str, Any], ...]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.model is None and not any(self.by_kind.values())
+
+
+def compile_injection(model: str | None, defaults: Mapping[str, Any] | None) -> Injection:
+    defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+    by_kind: dict[str, tuple[tuple[str, Any], ...]] = {}
+    for kind, names in WIRE_NAMES.items():
+        pairs = []
+        for gateway_name, value in defaults.items():
+            wire = names.get(gateway_name)
+            if wire is None:
+                continue
+            if gateway_name == "maxTokens" and value == -1 and kind not in _UNLIMITED_OK:
+                continue
+            pairs.append((wire, value))
+        by_kind[kind] = tuple(pairs)
+    return Injection(model=model, defaults=defaults, by_kind=by_kind)
+
+
+def inject(body: dict[str, Any], kind: str, injection: Injection) -> bool:
+    """Fill in what `body` lacks; return whether anything changed."""
+    changed = False
+    if injection.model is not None and "model" not in body:
+        body["model"] = injection.model
+        changed = True
+    for wire, value in injection.by_kind.get(kind, ()):
+        if wire not in body:
+            body[wire] = list(value) if isinstance(value, list) else value
+            changed = True
+    return changed

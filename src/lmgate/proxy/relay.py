@@ -1,0 +1,171 @@
+"""The transparent proxy: read the body, inject, relay the answer as it arrives.
+
+A stream has one owner: the `async with upstream.open(...)` block. When the client goes away,
+a watcher cancels this task, the block exits, the upstream socket closes, and LM Studio stops
+generating. Bytes are sent on as they come; nothing here buffers or coalesces chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from lmgate.asgi import Receive, Scope, Send
+from lmgate.errors import BadRequest, GatewayError, PayloadTooLarge
+from lmgate.exchange import Exchange, exchange_of
+from lmgate.guard.paths import quote_path
+from lmgate.observe.inference_events import InferenceEvents
+from lmgate.pipeline.injection import ENDPOINTS, inject
+from lmgate.proxy.headers import request_headers, response_headers
+from lmgate.store.state import StateStore
+from lmgate.upstream.client import UpstreamClient
+
+# The TypeScript edition's shorthand routes.
+SHORTHAND = {
+    "/chat/completions": "/v1/chat/completions",
+    "/completions": "/v1/completions",
+    "/models": "/v1/models",
+    "/embeddings": "/v1/embeddings",
+}
+PROXY_PREFIXES = ("/v1/", "/api/v0/", "/api/v1/")
+
+
+class ClientGone(Exception):
+    """The client hung up before it finished sending its request."""
+
+
+def is_proxied(path: str) -> bool:
+    return path.startswith(PROXY_PREFIXES) or path in SHORTHAND or path in ("/v1", "/api/v0")
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(parsed, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return parsed
+
+
+def _sse_error(ex: Exchange, error: GatewayError) -> bytes:
+    """How a stream that broke midway tells the client, in its endpoint's framing."""
+    if ex.endpoint == "messages":
+        payload = {"type": "error", "error": {"type": "api_error", "message": error.message}}
+        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return b"data: " + error.body() + b"\n\n"
+
+
+class ProxyApp:
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        state: StateStore,
+        events: InferenceEvents,
+        *,
+        max_body_bytes: int,
+        forward_credentials: bool,
+    ) -> None:
+        self.upstream = upstream
+        self.state = state
+        self.events = events
+        self.max_body = max_body_bytes
+        self.forward_credentials = forward_credentials
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = exchange_of(scope)
+        current = asyncio.current_task()
+        assert current is not None
+        disconnected = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+            current.cancel()
+
+        try:
+            body = await read_body(scope, receive, self.max_body)
+            watcher = asyncio.create_task(watch())
+            await self._forward(scope, ex, body, send)
+        except ClientGone:
+            ex.error, ex.status = "client disconnected", 499
+        except asyncio.CancelledError:
+            if not disconnected.is_set() and watcher is not None:
+                raise
+            current.uncancel()
+            ex.error = "client disconnected"
+            if ex.status == 0:
+                ex.status = 499
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _forward(self, scope: Scope, ex: Exchange, body: bytes, send: Send) -> None:
+        path: str = scope["path"]
+        path = SHORTHAND.get(path, path)
+        kind = ENDPOINTS.get(path) if scope["method"] == "POST" else None
+        streaming = False
+        if kind is not None:
+            ex.endpoint = kind
+            obj = parse_object(body)
+            if inject(obj, kind, self.state.injection):
+                body = orjson.dumps(obj)
+            model = obj.get("model")
+            ex.model = model if isinstance(model, str) else None
+            streaming = ex.streamed = obj.get("stream") is True
+            self.events.started(ex)
+        target = quote_path(path)
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = request_headers(
+            scope["headers"],
+            auth_header=self.upstream.auth_header,
+            forward_credentials=self.forward_credentials,
+        )
+        async with self.upstream.open(
+            scope["method"], target, headers, body or None, streaming=streaming
+        ) as resp:
+            if not ex.streamed:
+                ex.streamed = any(
+                    k == b"content-type" and v.startswith(b"text/event-stream")
+                    for k, v in resp.headers
+                )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": resp.status,
+                    "headers": response_headers(resp.headers),
+                }
+            )
+            try:
+                async for chunk in resp.chunks():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except GatewayError as exc:
+                ex.error = exc.message
+                if ex.streamed:
+                    await send({"type": "http.response.body", "body": _sse_error(ex, exc)})
+                return  # a non-stream body cannot be mended: the connection is cut short
+            await send({"type": "http.response.body", "body": b""})

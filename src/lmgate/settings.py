@@ -1,0 +1,210 @@
+"""Settings: one frozen value built from flags > env > .env > legacy env > TOML file > defaults.
+
+`LMGATE_<NAME>` env vars map to the fields below. The TypeScript edition's env names are
+honoured as aliases (see `LEGACY_ENV`) so its users can switch without touching their setup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import platformdirs
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_UPSTREAM = "http://127.0.0.1:1234"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _ms_to_seconds(value: str) -> float | None:
+    millis = float(value)
+    return None if millis == 0 else millis / 1000.0
+
+
+def _allowlist(value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return ["0.0.0.0/0", "::/0"] if "*" in items else items
+
+
+# TypeScript edition name -> (our field, converter)
+LEGACY_ENV: dict[str, tuple[str, Any]] = {
+    "LMSTUDIO_BASE_URL": ("upstream", str),
+    "GATEWAY_HOST": ("host", str),
+    "GATEWAY_PORT": ("port", int),
+    "GATEWAY_API_KEY": ("admin_key", str),
+    "IP_ALLOWLIST": ("allow", _allowlist),
+    "REQUIRE_AUTH_FOR_HEALTH": ("require_auth_for_health", str),
+    "LOG_LEVEL": ("log_level", str),
+    "PROXY_TIMEOUT": ("request_timeout", _ms_to_seconds),
+    "PROXY_STREAM_TIMEOUT": ("stream_timeout", _ms_to_seconds),
+}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class LegacyEnvSource(PydanticBaseSettingsSource):
+    """Reads the TypeScript edition's env names, from the environment and from `./.env`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], dotenv_path: Path) -> None:
+        super().__init__(settings_cls)
+        self._dotenv_path = dotenv_path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, str | None] = {}
+        if self._dotenv_path.is_file():
+            values.update(dotenv_values(self._dotenv_path))
+        values.update({k: v for k, v in os.environ.items() if k in LEGACY_ENV})
+        out: dict[str, Any] = {}
+        for name, (field, convert) in LEGACY_ENV.items():
+            raw = values.get(name)
+            if raw is not None and raw.strip() != "":
+                out[field] = convert(raw.strip())
+        return out
+
+
+class CamelTomlSource(TomlConfigSettingsSource):
+    """A TOML config file whose keys may be camelCase (`requireAuthForHealth`) or snake_case."""
+
+    def __call__(self) -> dict[str, Any]:
+        return {_snake(key): value for key, value in super().__call__().items()}
+
+
+class Settings(BaseSettings):
+    """Everything lmgate can be told. Frozen: runtime-editable state lives in SQLite."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LMGATE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(1235, ge=0, le=65535, description="Port to listen on.")
+    upstream: str = Field(DEFAULT_UPSTREAM, description="Base URL of LM Studio (or any server).")
+    config: Path | None = Field(None, description="TOML config file.")
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("lmgate")),
+        description="Where state (SQLite) is kept.",
+    )
+    admin_key: SecretStr | None = Field(None, description="Bootstrap key with admin scope.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bootstrap keys with inference scope."
+    )
+    allow: CommaList = Field(
+        default_factory=list, description="Client CIDRs allowed in; empty = everyone."
+    )
+    trusted_proxies: CommaList = Field(
+        default_factory=list, description="Peers whose X-Forwarded-For/Forwarded are honoured."
+    )
+    upstream_token: SecretStr | None = Field(None, description="Bearer token sent upstream.")
+    connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout (s).")
+    request_timeout: float | None = Field(
+        600.0, description="Upstream timeout for a non-streaming answer (s); none = no limit."
+    )
+    stream_timeout: float | None = Field(
+        300.0, description="Longest silence allowed inside a stream (s); none = no limit."
+    )
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body.")
+    require_auth_for_health: bool = Field(False, description="Protect /health with a key too.")
+    insecure_no_auth: bool = Field(False, description="Allow a non-loopback host with no key.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    keepalive_seconds: float = Field(30.0, gt=0, description="Debug-stream heartbeat interval.")
+
+    @field_validator("allow", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: Any) -> Any:
+        items = _split_list(value)
+        if isinstance(items, list):
+            for item in items:
+                ipaddress.ip_network(str(item), strict=False)  # raises a clear ValueError
+        return items
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("request_timeout", "stream_timeout", mode="before")
+    @classmethod
+    def _zero_is_none(cls, value: Any) -> Any:
+        return None if value in (0, 0.0, "0", "") else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("log level must be debug, info, warning, error or critical")
+        return level
+
+    @property
+    def upstream_url(self) -> str:
+        return self.upstream.rstrip("/")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.admin_key is not None or bool(self.api_keys)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        config_path = init_kwargs.get("config") or os.environ.get("LMGATE_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            LegacyEnvSource(settings_cls, Path(".env")),
+        ]
+        if config_path:
+            path = Path(config_path)
+            if not path.is_file():
+                raise ValueError(f"config file not found: {path}")
+            sources.append(CamelTomlSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def _split_list(value: Any) -> Any:
+    """Comma-separated strings or JSON lists, as env vars carry them."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return orjson.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def explicit_upstream(settings: Settings) -> bool:
+    """True when someone chose the upstream (flag, env, file), rather than the default."""
+    return "upstream" in settings.model_fields_set

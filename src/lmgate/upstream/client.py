@@ -1,0 +1,156 @@
+"""The only code that talks to the upstream. Transport failures become GatewayErrors here, once.
+
+One pooled aiohttp session lives for the app's lifetime. Bodies are relayed as bytes, never
+decompressed or re-encoded, so what the client receives is what the upstream sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from lmgate.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from lmgate.settings import Settings
+
+_SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    _raw: aiohttp.ClientResponse
+    _describe: str
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Bytes as they arrive: no coalescing, no waiting for a full buffer."""
+        try:
+            async for chunk in self._raw.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"{self._describe} went silent mid-response") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{self._describe} failed mid-response: {exc}") from exc
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The outcome of a call lmgate makes on its own account."""
+
+    ok: bool
+    status: int
+    body: Any
+    latency_ms: float
+    error: str | None = None
+
+
+class UpstreamClient:
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.upstream_url
+        self.connect_timeout = settings.connect_timeout
+        self.request_timeout = settings.request_timeout
+        self.stream_timeout = settings.stream_timeout
+        token = settings.upstream_token
+        self.auth_header = (
+            ("Authorization", f"Bearer {token.get_secret_value()}") if token else None
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise GatewayError("upstream client is not started")
+        return self._session
+
+    def _timeout(self, streaming: bool) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.connect_timeout,
+            sock_read=self.stream_timeout if streaming else self.request_timeout,
+        )
+
+    @asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        *,
+        streaming: bool = False,
+    ) -> AsyncIterator[UpstreamResponse]:
+        """Send a request; the response is closed (and the upstream told) when the block exits."""
+        describe = f"upstream {self.base}"
+        try:
+            raw = await self.session.request(
+                method,
+                URL(self.base + target, encoded=True),
+                headers=list(headers),
+                data=body,
+                timeout=self._timeout(streaming),
+                allow_redirects=False,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(f"{describe} is unreachable: {exc.strerror}") from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"{describe} did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{describe} failed: {exc}") from exc
+        try:
+            yield UpstreamResponse(
+                raw.status,
+                [(k.lower(), v) for k, v in raw.raw_headers],
+                raw,
+                describe,
+            )
+        finally:
+            raw.close()  # a no-op for a finished body; otherwise the upstream sees the socket close
+
+    async def probe(self, path: str, *, limit_s: float = 5.0) -> Probe:
+        """GET `path` on our own account. LM Studio answers unknown paths with HTTP 200 and an
+        `error` body, so such a body counts as a failure."""
+        started = time.perf_counter()
+        headers = [self.auth_header] if self.auth_header else []
+        try:
+            async with self.session.get(
+                URL(self.base + path, encoded=True),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=limit_s),
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            elapsed = (time.perf_counter() - started) * 1000.0
+            return Probe(False, 0, None, elapsed, f"{type(exc).__name__}: {exc}")
+        elapsed = (time.perf_counter() - started) * 1000.0
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return Probe(False, status, None, elapsed, "answer is not JSON")
+        if isinstance(body, dict) and "error" in body:
+            return Probe(False, status, body, elapsed, str(body["error"])[:300])
+        return Probe(200 <= status < 300, status, body, elapsed, None)

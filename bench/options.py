@@ -1,0 +1,89 @@
+"""Command-line options. Every figure has a default sized so a full run ends in about a minute.
+
+Flags left unset take their value from the preset (`full` or `--quick`), so `--quick
+--streams 20` still means "a smoke run, but with more streams".
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from ipaddress import ip_address
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    upstream: str = "fake"
+    quick: bool = False
+    requests: int = 2000  # 1-client non-streaming requests, per target
+    duration: float = 8.0  # seconds of multi-client load, per target
+    concurrency: int = 16  # clients in the throughput scenario
+    streams: int = 60  # streams per client, per target, in each streaming scenario
+    stream_concurrency: int = 10
+    chunks: int = 20  # chunks per stream sent by the fake upstream
+    chunk_delay_ms: float = 5.0
+    rounds: int = 4  # A B A B alternations each scenario's work is split into
+    warmup: int = 100  # unmeasured requests per target before the first scenario
+    json_path: Path | None = None
+    pin: bool = True
+
+
+QUICK = Options(quick=True, requests=300, duration=1.0, streams=8, rounds=2, warmup=30)
+
+
+def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
+    def check(text: str) -> N:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return check
+
+
+def _upstream(text: str) -> str:
+    """`fake`, `emulator`, or a loopback URL: the bench never sends traffic off this machine."""
+    if text in ("fake", "emulator"):
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected fake, emulator or an http URL, got {text}")
+    host = parts.hostname
+    if host != "localhost" and not ip_address(host).is_loopback:
+        raise argparse.ArgumentTypeError(f"{host} is not a loopback address")
+    return text.rstrip("/")
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure the latency, throughput and streaming overhead lmgate adds "
+        "over calling its upstream directly. Traffic stays on 127.0.0.1.",
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run (~15 s)")
+    p.add_argument(
+        "--upstream",
+        type=_upstream,
+        help="fake (default: built-in minimal server), emulator (lmgate.emulator), or URL",
+    )
+    p.add_argument("--requests", type=_positive(int), help="1-client requests per target")
+    p.add_argument("--duration", type=_positive(float), help="seconds of 16-client load/target")
+    p.add_argument("--concurrency", type=_positive(int), help="clients for the throughput run")
+    p.add_argument("--streams", type=_positive(int), help="streams per client per target")
+    p.add_argument("--stream-concurrency", type=_positive(int), help="concurrent streams")
+    p.add_argument("--chunks", type=_positive(int), help="chunks per fake-upstream stream")
+    p.add_argument("--chunk-delay-ms", type=float, help="pause between chunks (ms)")
+    p.add_argument("--rounds", type=_positive(int), help="A/B alternations per scenario")
+    p.add_argument("--warmup", type=int, help="unmeasured requests per target")
+    p.add_argument("--json", dest="json_path", type=Path, help="also write results here")
+    p.add_argument("--no-pin", dest="pin", action="store_false", default=None)
+    args = vars(p.parse_args(argv))
+    base = QUICK if args.pop("quick") else Options()
+    given = {f.name: args[f.name] for f in fields(Options) if args.get(f.name) is not None}
+    return replace(base, **given)

@@ -1,0 +1,79 @@
+"""Session-wide real servers: one emulator (LM Studio 0.4) and gateways in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import ADMIN_KEY, API_KEY, ServerProcess, start_emulator, start_gateway
+
+
+@pytest.fixture(scope="session")
+def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_root: Path) -> Iterator[ServerProcess]:
+    server = start_emulator(tmp_root, "--token-delay", "0.005")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_root: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
+    """A gateway with an admin key and an inference key."""
+    server = start_gateway(
+        tmp_root,
+        emulator.url,
+        env={"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_API_KEYS": f"{API_KEY},second-key-abcdef"},
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def open_gateway(tmp_root: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
+    """A gateway with no keys (loopback only), as a newcomer first runs it."""
+    server = start_gateway(tmp_root, emulator.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin(gateway: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def user(gateway: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def upstream(emulator: ServerProcess) -> Iterator[httpx.Client]:
+    """Direct access to the emulator, including its `/__emulator/*` test hooks."""
+    with httpx.Client(base_url=emulator.url, timeout=30) as client:
+        client.delete("/__emulator/requests")
+        yield client
+
+
+@pytest.fixture
+def no_active_model(admin: httpx.Client) -> Iterator[None]:
+    """Start and end with nothing active on the shared gateway."""
+    active = admin.get("/admin/state").json()["activeModel"]
+    if active:
+        admin.post("/admin/models/unload", json={"modelKey": active})
+    yield
+    active = admin.get("/admin/state").json()["activeModel"]
+    if active:
+        admin.post("/admin/models/unload", json={"modelKey": active})

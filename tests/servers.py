@@ -46,10 +46,13 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT
-        )
+        if self.log_path is not None:
+            with open(self.log_path, "ab") as out:  # the child keeps its own copy
+                self.proc = subprocess.Popen(
+                    self.args, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT
+                )
+        else:
+            self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

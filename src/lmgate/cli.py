@@ -6,6 +6,7 @@ Settings model does the merging, so every setting has one name in every source.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -103,6 +104,9 @@ def serve(
         typer.echo(f"lmgate: {problem}", err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that
+    # context managers (the demo emulator) clean up instead of the process dying on the spot.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with demo_upstream(settings, enabled=demo_fallback) as settings:
         auth = "on" if settings.auth_enabled else "off (loopback only)"
         typer.echo(
@@ -125,6 +129,10 @@ def serve(
                 timeout_graceful_shutdown=5,
             )
         ).run()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main() -> None:

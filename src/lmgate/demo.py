@@ -45,7 +45,9 @@ def demo_upstream(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "lmgate.emulator", "--host", "127.0.0.1", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -18,9 +18,9 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: 200 only when the upstream answers its model list."""
+    """Readiness: 200 only when the upstream answers its model list (within 2 s at most)."""
     gw = gateway_of(request)
-    probe = await gw.upstream.probe("/v1/models", limit_s=gw.settings.connect_timeout)
+    probe = await gw.upstream.probe("/v1/models", limit_s=min(gw.settings.connect_timeout, 2.0))
     gw.prometheus.upstream_up.set(1 if probe.ok else 0)
     body: dict[str, object] = {
         "status": "ready" if probe.ok else "unavailable",

@@ -67,7 +67,7 @@ def test_openai_completions_embeddings_responses(oai: openai.OpenAI) -> None:
     assert len(emb.data) == 2 and len(emb.data[0].embedding) > 0
     resp = oai.responses.create(model=MODEL, input="hi there", max_output_tokens=5)
     assert resp.output_text
-    with oai.responses.stream(model=MODEL, input="stream please", max_output_tokens=5) as events:
+    with oai.responses.stream(model=MODEL, input="stream please", max_output_tokens=64) as events:
         deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
         final = events.get_final_response()
     assert deltas and final.output_text == "".join(deltas)

@@ -14,12 +14,10 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 import orjson
 
-T = TypeVar("T")
+from bench.aio import run
 
 _JSON = b"application/json"
 
@@ -143,15 +141,6 @@ def main() -> None:
     args = p.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         run(serve(args.host, args.port, args.chunks, args.chunk_delay_ms / 1000))
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed, as lmgate itself does."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ class Options:
     pin: bool = True
 
 
-QUICK = Options(quick=True, requests=300, duration=1.0, streams=8, rounds=2, warmup=30)
+QUICK = Options(quick=True, requests=500, duration=2.0, streams=12, rounds=2, warmup=50)
 
 
 def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:

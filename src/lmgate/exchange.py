@@ -38,6 +38,9 @@ class Exchange:
     streamed: bool = False
     error: str | None = None
     latency_ms: float = 0.0
+    ttft_ms: float | None = None  # first answer byte of a stream, from the request's start
+    tokens_in: int | None = None  # from the upstream's `usage`, when it reports one
+    tokens_out: int | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -8,6 +8,7 @@ generating. Bytes are sent on as they come; nothing here buffers or coalesces ch
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -19,8 +20,9 @@ from lmgate.guard.paths import quote_path
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.pipeline.injection import ENDPOINTS, inject
 from lmgate.proxy.headers import request_headers, response_headers
+from lmgate.proxy.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.store.state import StateStore
-from lmgate.upstream.client import UpstreamClient
+from lmgate.upstream.client import UpstreamClient, UpstreamResponse
 
 # The TypeScript edition's shorthand routes.
 SHORTHAND = {
@@ -86,12 +88,14 @@ class ProxyApp:
         *,
         max_body_bytes: int,
         forward_credentials: bool,
+        hooks: Sequence[ProxyHook] = (),
     ) -> None:
         self.upstream = upstream
         self.state = state
         self.events = events
         self.max_body = max_body_bytes
         self.forward_credentials = forward_credentials
+        self.hooks = tuple(hooks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = exchange_of(scope)
@@ -126,16 +130,24 @@ class ProxyApp:
     async def _forward(self, scope: Scope, ex: Exchange, body: bytes, send: Send) -> None:
         path: str = scope["path"]
         path = SHORTHAND.get(path, path)
-        kind = ENDPOINTS.get(path) if scope["method"] == "POST" else None
-        streaming = False
+        method: str = scope["method"]
+        kind = ENDPOINTS.get(path) if method == "POST" else None
+        request = ProxyRequest(scope, method, path, kind, None)
         if kind is not None:
             ex.endpoint = kind
-            obj = parse_object(body)
-            if inject(obj, kind, self.state.injection):
-                body = orjson.dumps(obj)
+            request.body = obj = parse_object(body)
+            request.changed = inject(obj, kind, self.state.injection)
             model = obj.get("model")
             ex.model = model if isinstance(model, str) else None
-            streaming = ex.streamed = obj.get("stream") is True
+            ex.streamed = obj.get("stream") is True
+        taps: list[ResponseTap] = []
+        for hook in self.hooks:
+            tap = await hook.before_forward(ex, request)
+            if tap is not None:
+                taps.append(tap)
+        if request.changed:
+            body = orjson.dumps(request.body)
+        if kind is not None:
             self.events.started(ex)
         target = quote_path(path)
         if scope["query_string"]:
@@ -146,26 +158,56 @@ class ProxyApp:
             forward_credentials=self.forward_credentials,
         )
         async with self.upstream.open(
-            scope["method"], target, headers, body or None, streaming=streaming
+            method, target, headers, body or None, streaming=ex.streamed
         ) as resp:
             if not ex.streamed:
                 ex.streamed = any(
                     k == b"content-type" and v.startswith(b"text/event-stream")
                     for k, v in resp.headers
                 )
+            out_headers = response_headers(resp.headers)
+            for tap in taps:
+                out_headers = tap.start(resp.status, out_headers)
             await send(
-                {
-                    "type": "http.response.start",
-                    "status": resp.status,
-                    "headers": response_headers(resp.headers),
-                }
+                {"type": "http.response.start", "status": resp.status, "headers": out_headers}
             )
-            try:
-                async for chunk in resp.chunks():
+            if taps:
+                await self._relay_tapped(ex, resp, taps, send)
+            else:
+                await self._relay(ex, resp, send)
+
+    async def _relay(self, ex: Exchange, resp: UpstreamResponse, send: Send) -> None:
+        try:
+            async for chunk in resp.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except GatewayError as exc:
+            await self._broken(ex, exc, send)
+            return
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _relay_tapped(
+        self, ex: Exchange, resp: UpstreamResponse, taps: list[ResponseTap], send: Send
+    ) -> None:
+        """As `_relay`, with every chunk shown to the taps; each tap's `end` runs exactly once."""
+        ended = False
+        try:
+            async for chunk in resp.chunks():
+                for tap in taps:
+                    chunk = tap.feed(chunk)
+                if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except GatewayError as exc:
-                ex.error = exc.message
-                if ex.streamed:
-                    await send({"type": "http.response.body", "body": _sse_error(ex, exc)})
-                return  # a non-stream body cannot be mended: the connection is cut short
-            await send({"type": "http.response.body", "body": b""})
+            ended = True
+            tail = b"".join(tap.end() for tap in taps)
+            await send({"type": "http.response.body", "body": tail})
+        except GatewayError as exc:
+            await self._broken(ex, exc, send)
+        finally:
+            if not ended:
+                for tap in taps:
+                    tap.end()
+
+    async def _broken(self, ex: Exchange, exc: GatewayError, send: Send) -> None:
+        """The upstream broke mid-answer. A stream can say so; a plain body is cut short."""
+        ex.error = exc.message
+        if ex.streamed:
+            await send({"type": "http.response.body", "body": _sse_error(ex, exc)})

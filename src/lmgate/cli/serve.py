@@ -1,8 +1,4 @@
-"""The `lmgate` command line: `lmgate serve` runs the gateway.
-
-Flags only override what env vars (`LMGATE_*`), `./.env` and the TOML config already say; the
-Settings model does the merging, so every setting has one name in every source.
-"""
+"""`lmgate serve`: build Settings from flags and every other source, check exposure, run."""
 
 from __future__ import annotations
 
@@ -16,24 +12,6 @@ import uvicorn
 from pydantic import ValidationError
 
 from lmgate.settings import Settings, is_loopback_host
-
-app = typer.Typer(
-    help=(
-        "lmgate: a secure, observable LAN gateway in front of LM Studio.\n\n"
-        "Every setting can also come from an env var LMGATE_<NAME> (e.g. LMGATE_ADMIN_KEY, "
-        "LMGATE_API_KEYS=k1,k2, LMGATE_ALLOW=10.0.0.0/8,fd00::/8, LMGATE_UPSTREAM_TOKEN, "
-        "LMGATE_TRUSTED_PROXIES, LMGATE_REQUEST_TIMEOUT, LMGATE_STREAM_TIMEOUT, "
-        "LMGATE_REQUIRE_AUTH_FOR_HEALTH, LMGATE_MAX_BODY_BYTES) or a TOML file (--config); "
-        "precedence: flag > env > .env > TypeScript-edition env names > file > default."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-)
-
-
-@app.callback()
-def root() -> None:
-    """lmgate: a secure, observable LAN gateway in front of LM Studio."""
 
 
 def load_settings(**flags: Any) -> Settings:
@@ -57,7 +35,6 @@ def check_exposure(settings: Settings) -> str | None:
     )
 
 
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [1235].")] = None,
@@ -133,7 +110,3 @@ def serve(
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
-
-
-def main() -> None:
-    app()

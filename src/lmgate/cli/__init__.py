@@ -1,0 +1,36 @@
+"""The `lmgate` command line. Each command lives in its own module of this package.
+
+Flags only override what env vars (`LMGATE_*`), `./.env` and the TOML config already say; the
+Settings model does the merging, so every setting has one name in every source.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from lmgate.cli.serve import serve
+
+app = typer.Typer(
+    help=(
+        "lmgate: a secure, observable LAN gateway in front of LM Studio.\n\n"
+        "Every setting can also come from an env var LMGATE_<NAME> (e.g. LMGATE_ADMIN_KEY, "
+        "LMGATE_API_KEYS=k1,k2, LMGATE_ALLOW=10.0.0.0/8,fd00::/8, LMGATE_UPSTREAM_TOKEN, "
+        "LMGATE_TRUSTED_PROXIES, LMGATE_REQUEST_TIMEOUT, LMGATE_STREAM_TIMEOUT, "
+        "LMGATE_REQUIRE_AUTH_FOR_HEALTH, LMGATE_MAX_BODY_BYTES) or a TOML file (--config); "
+        "precedence: flag > env > .env > TypeScript-edition env names > file > default."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root() -> None:
+    """lmgate: a secure, observable LAN gateway in front of LM Studio."""
+
+
+app.command()(serve)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,53 @@
+"""Seams of the proxy: hooks run before a request goes upstream, taps watch the answer.
+
+Hooks run in order on every proxied request (checks that may refuse it, loading a model on
+demand, asking the upstream for usage...). A hook may edit the parsed body and return a tap.
+Taps see the answer's bytes as they pass. They must hand bytes on unchanged: the one
+sanctioned rewrite is removing what lmgate itself asked for (the usage chunk of a stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lmgate.asgi import Scope
+from lmgate.exchange import Exchange
+
+
+@dataclass(slots=True)
+class ProxyRequest:
+    """A request on its way upstream. `body` is the parsed JSON of inference endpoints."""
+
+    scope: Scope
+    method: str
+    path: str
+    kind: str | None
+    body: dict[str, Any] | None
+    changed: bool = False
+
+    def set(self, field: str, value: Any) -> None:
+        """Edit the body (inference endpoints only); it is re-serialised once, at the end."""
+        if self.body is not None:
+            self.body[field] = value
+            self.changed = True
+
+
+class ResponseTap(Protocol):
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Called once with the status and headers; returns the headers to send."""
+        ...
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Called for every chunk; returns what to send on (normally `chunk` itself)."""
+        ...
+
+    def end(self) -> bytes:
+        """Called once when the answer ends or breaks; returns any last bytes to send."""
+        ...
+
+
+class ProxyHook(Protocol):
+    async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
+        """Inspect or edit the request; raise a GatewayError to refuse it."""
+        ...

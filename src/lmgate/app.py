@@ -26,7 +26,6 @@ from lmgate.gateway import Gateway
 from lmgate.guard.allowlist import NetworkSet
 from lmgate.guard.auth import GuardMiddleware, KeyRing
 from lmgate.guard.paths import Scope as KeyScope
-from lmgate.observe.requestlog import RequestLog
 from lmgate.observe.routes import router as monitoring_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
 from lmgate.service_routes import router as service_router
@@ -42,12 +41,11 @@ def _error_response(error: GatewayError) -> Response:
 def _control_plane(gw: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await gw.upstream.start()
+        await gw.start()
         try:
             yield
         finally:
-            await gw.upstream.close()
-            gw.db.close()
+            await gw.stop()
 
     app = FastAPI(
         title="lmgate",
@@ -124,6 +122,7 @@ class LmgateApp:
             gw.inference_events,
             max_body_bytes=settings.max_body_bytes,
             forward_credentials=not settings.auth_enabled,
+            hooks=gw.proxy_hooks(),
         )
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
@@ -146,9 +145,7 @@ class LmgateApp:
             trusted_proxies=NetworkSet(settings.trusted_proxies),
             health_public=not settings.require_auth_for_health,
         )
-        self._app = ExchangeMiddleware(
-            guarded, observers=[gw.stats, gw.prometheus, gw.inference_events, RequestLog()]
-        )
+        self._app = ExchangeMiddleware(guarded, observers=gw.observers())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)

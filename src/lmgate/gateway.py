@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
+
+from lmgate.exchange import Observer
+from lmgate.observe.requestlog import RequestLog
+from lmgate.proxy.hooks import ProxyHook
 
 from lmgate.observe.events import EventBus
 from lmgate.observe.inference_events import InferenceEvents
@@ -26,6 +33,28 @@ class Gateway:
     stats: Stats
     prometheus: PrometheusMetrics
     inference_events: InferenceEvents
+    # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def proxy_hooks(self) -> list[ProxyHook]:
+        """Run in this order before every proxied request: refuse first, then prepare."""
+        return []
+
+    def observers(self) -> list[Observer]:
+        """Told of every exchange at its start and finish."""
+        return [self.stats, self.prometheus, self.inference_events, RequestLog()]
+
+    async def start(self) -> None:
+        await self.upstream.start()
+        self._tasks = [asyncio.create_task(loop()) for loop in self.background]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.upstream.close()
+        self.db.close()
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:

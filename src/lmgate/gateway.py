@@ -10,13 +10,12 @@ from typing import Any
 from starlette.requests import Request
 
 from lmgate.exchange import Observer
-from lmgate.observe.requestlog import RequestLog
-from lmgate.proxy.hooks import ProxyHook
-
 from lmgate.observe.events import EventBus
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.prometheus import PrometheusMetrics
+from lmgate.observe.requestlog import RequestLog
 from lmgate.observe.stats import Stats
+from lmgate.proxy.hooks import ProxyHook
 from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore

@@ -1,15 +1,15 @@
 """Deterministic fake generation: the same prompt always yields the same reply.
 
-A "token" is one word piece. The natural reply is `NATURAL_TOKENS` pieces picked from a fixed
-vocabulary by a hash of the seed text (the last user message), so tests can predict output,
-and a reply cut short by `max_tokens` or a stop string is always a prefix of the natural one.
+A "token" is one word piece. The natural reply is `NATURAL_TOKENS` consecutive words of a fixed
+passage, starting at an offset picked by a hash of the seed text (the last user message), so
+output reads like prose yet is predictable, and a reply cut short by `max_tokens` or a stop
+string is always a prefix of the natural one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import random
 import secrets
 import string
 from collections.abc import Iterable, Sequence
@@ -19,13 +19,14 @@ from typing import Any, Literal
 NATURAL_TOKENS = 24
 EMBEDDING_DIMS = 8
 
-WORDS = (
-    "the", "local", "model", "reads", "your", "message", "and", "writes", "a", "short",
-    "calm", "answer", "about", "it", "while", "tokens", "travel", "through", "each", "layer",
-    "of", "quiet", "context", "so", "reply", "stays", "steady", "clear", "simple", "useful",
-    "here", "is", "one", "more", "thought", "on", "that", "topic", "with", "care",
-    "every", "word", "arrives", "in", "order", "then", "stops", "gently",
-)  # fmt: skip
+PASSAGE = (
+    "Local models answer quietly on your own machine, so every token you read was computed "
+    "right here. This reply is shaped by your prompt, kept short on purpose, and streamed one "
+    "word at a time until the model decides it has said enough. Ask again with different "
+    "words and the answer changes, ask the same way and it repeats exactly, which keeps "
+    "things predictable."
+)
+WORDS = tuple(PASSAGE.split())
 
 FinishKind = Literal["eos", "stop_string", "max_tokens"]
 
@@ -101,11 +102,11 @@ def prompt_from_turns(turns: Iterable[tuple[str, Any]]) -> Prompt:
 
 
 def reply_pieces(seed: str) -> list[str]:
-    """The natural reply for `seed`: a capitalised first word, a full stop at the end."""
-    rng = random.Random(hashlib.sha256(seed.encode()).digest())
-    words = [rng.choice(WORDS) for _ in range(NATURAL_TOKENS)]
-    words[0] = words[0].capitalize()
-    words[-1] += "."
+    """The natural reply for `seed`: a run of the passage starting at a hashed offset."""
+    offset = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % len(WORDS)
+    words = [WORDS[(offset + i) % len(WORDS)] for i in range(NATURAL_TOKENS)]
+    words[0] = words[0][0].upper() + words[0][1:]
+    words[-1] = words[-1].rstrip(",.") + "."
     return [words[0], *(" " + word for word in words[1:])]
 
 

@@ -77,3 +77,29 @@ def no_active_model(admin: httpx.Client) -> Iterator[None]:
     active = admin.get("/admin/state").json()["activeModel"]
     if active:
         admin.post("/admin/models/unload", json={"modelKey": active})
+
+
+@pytest.fixture(scope="session")
+def emulator03(tmp_root: Path) -> Iterator[ServerProcess]:
+    """LM Studio 0.3: no REST v1, so no model management over HTTP."""
+    server = start_emulator(tmp_root, "--version", "0.3", "--token-delay", "0.005", name="emu03")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway03(tmp_root: Path, emulator03: ServerProcess) -> Iterator[ServerProcess]:
+    server = start_gateway(tmp_root, emulator03.url, env={"LMGATE_ADMIN_KEY": ADMIN_KEY})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin03(gateway03: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=gateway03.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    ) as client:
+        active = client.get("/admin/state").json()["activeModel"]
+        if active:
+            client.post("/admin/models/unload", json={"modelKey": active})
+        yield client

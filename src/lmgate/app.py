@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from lmgate.admin.inventory_routes import router as inventory_router
 from lmgate.admin.routes import router as admin_router
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
 from lmgate.errors import BadRequest, GatewayError, NotFound
@@ -58,6 +59,7 @@ def _control_plane(gw: Gateway) -> FastAPI:
     app.state.gateway = gw
     app.include_router(service_router)
     app.include_router(admin_router)
+    app.include_router(inventory_router)
     app.include_router(monitoring_router)
 
     @app.exception_handler(GatewayError)

@@ -9,6 +9,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from lmgate.admin.models import ModelManager
+from lmgate.admin.on_demand import ActiveModelKeeper, OnDemandLoader
 from lmgate.exchange import Observer
 from lmgate.observe.events import EventBus
 from lmgate.observe.inference_events import InferenceEvents
@@ -20,6 +22,7 @@ from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient
+from lmgate.upstream.sync import UpstreamWatcher
 
 
 @dataclass(slots=True)
@@ -32,13 +35,25 @@ class Gateway:
     stats: Stats
     prometheus: PrometheusMetrics
     inference_events: InferenceEvents
+    watcher: UpstreamWatcher
+    models: ModelManager
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def proxy_hooks(self) -> list[ProxyHook]:
         """Run in this order before every proxied request: refuse first, then prepare."""
-        return []
+        hooks: list[ProxyHook] = []
+        if self.settings.on_demand_load:
+            hooks.append(
+                OnDemandLoader(
+                    self.models,
+                    self.watcher,
+                    self.state,
+                    max_loaded=self.settings.max_loaded_models,
+                )
+            )
+        return hooks
 
     def observers(self) -> list[Observer]:
         """Told of every exchange at its start and finish."""
@@ -59,16 +74,28 @@ class Gateway:
     def build(cls, settings: Settings) -> Gateway:
         db = Database(settings.data_dir)
         bus = EventBus()
-        return cls(
+        state = StateStore(db)
+        upstream = UpstreamClient(settings)
+        stats = Stats()
+        watcher = UpstreamWatcher(upstream, bus, interval=settings.sync_interval)
+        models = ModelManager(
+            upstream, watcher, state, bus, stats, load_timeout=settings.load_timeout
+        )
+        watcher.listeners.append(ActiveModelKeeper(models, state, auto_reload=settings.auto_reload))
+        gw = cls(
             settings=settings,
             db=db,
-            state=StateStore(db),
-            upstream=UpstreamClient(settings),
+            state=state,
+            upstream=upstream,
             bus=bus,
-            stats=Stats(),
+            stats=stats,
             prometheus=PrometheusMetrics(),
             inference_events=InferenceEvents(bus),
+            watcher=watcher,
+            models=models,
         )
+        gw.background.append(watcher.run)
+        return gw
 
 
 def gateway_of(request: Request) -> Gateway:

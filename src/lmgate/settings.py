@@ -125,6 +125,18 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = Field(False, description="Allow a non-loopback host with no key.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     keepalive_seconds: float = Field(30.0, gt=0, description="Debug-stream heartbeat interval.")
+    # model management
+    sync_interval: float = Field(5.0, gt=0, description="Seconds between model-list polls.")
+    load_timeout: float = Field(600.0, gt=0, description="Longest wait for a model load (s).")
+    on_demand_load: bool = Field(
+        False, description="Load a requested, unloaded model with its profile before forwarding."
+    )
+    max_loaded_models: int | None = Field(
+        None, ge=1, description="With on-demand loading, unload least recently used beyond this."
+    )
+    auto_reload: bool = Field(
+        False, description="Reload the active model with its profile when it disappears upstream."
+    )
 
     @field_validator("allow", "trusted_proxies", mode="before")
     @classmethod

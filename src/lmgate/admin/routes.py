@@ -1,7 +1,7 @@
 """Admin model state: activate, load, unload, and the state itself (admin scope only).
 
-This upstream surface cannot load models by itself yet, so load and unload store the intent
-and answer with the steps the operator has to do by hand (the seed's honest workflow).
+Load and unload act on the upstream for real when it has LM Studio's REST v1 API; otherwise
+they store the intent and answer with the steps to do by hand (see `workflow.py`).
 """
 
 from __future__ import annotations
@@ -11,26 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from lmgate.admin.schemas import ActivateRequest, LoadRequest, UnloadRequest
-from lmgate.gateway import gateway_of
+from lmgate.admin.workflow import load_workflow, unload_workflow
+from lmgate.gateway import Gateway, gateway_of
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for name, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{name}."))
-        else:
-            flat[f"{prefix}{name}"] = value
-    return flat
-
-
-def _describe_load_config(config: dict[str, Any]) -> str:
-    if not config:
-        return "Use LM Studio's default load settings."
-    parts = [f"{name} = {value}" for name, value in sorted(_flatten(config).items())]
-    return "Apply these load settings in LM Studio: " + ", ".join(parts) + "."
 
 
 @router.post("/models/activate")
@@ -47,72 +31,99 @@ async def activate(body: ActivateRequest, request: Request) -> dict[str, Any]:
     }
 
 
+async def _remember(
+    gw: Gateway, body: LoadRequest, config: dict[str, Any], given: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Store the load config (and activate); returns the defaults now in force for the model."""
+    if body.activate:
+        state = await gw.state.activate(body.model_key, given, config)
+        gw.bus.publish(
+            "model_activate", modelKey=body.model_key, defaultInference=state.default_inference
+        )
+        return state.default_inference
+    await gw.state.set_profile(body.model_key, config, given, merge=True)
+    return gw.state.profile(body.model_key).default_inference or {}
+
+
 @router.post("/models/load")
 async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
     key = body.model_key
     config = body.load_config.wire() if body.load_config else {}
     given = body.default_inference.wire() if body.default_inference else None
-    defaults = given or {}
-    gw.bus.publish("model_load_start", modelKey=key, loadConfig=config)
-    gw.stats.current_operation = f"load {key}"
-    try:
-        if body.activate:
-            defaults = (await gw.state.activate(key, given, config)).default_inference
-        else:
-            await gw.state.store_load_config(key, config)
-    finally:
-        gw.stats.current_operation = None
-    gw.bus.publish("model_load_complete", modelKey=key, activated=body.activate, loaded=False)
-    if body.activate:
-        gw.bus.publish("model_activate", modelKey=key, defaultInference=defaults)
-    return {
-        "status": "activated" if body.activate else "stored",
-        "message": (
-            f"'{key}' is {'now the active model' if body.activate else 'stored'} in lmgate. "
-            "This upstream cannot be told to load models, so load it in LM Studio by hand."
-        ),
-        "modelKey": key,
-        "loadConfig": config,
-        "defaultInference": defaults,
-        "workflow": {
-            "step1": "Load the model manually in LM Studio UI",
-            "step2": _describe_load_config(config),
-            "step3": f"Or from a shell on the LM Studio machine: lms load {key}",
-            "step4": (
-                "Requests without a model, or lacking parameters, now get "
-                f"'{key}' and the stored defaults injected by lmgate."
-                if body.activate
-                else "Activate it with POST /admin/models/activate when it should be the default."
+    if not (await gw.watcher.capabilities()).model_management:
+        gw.bus.publish("model_load_start", modelKey=key, loadConfig=config)
+        defaults = await _remember(gw, body, config, given)
+        gw.bus.publish("model_load_complete", modelKey=key, activated=body.activate, loaded=False)
+        return {
+            "status": "activated" if body.activate else "stored",
+            "message": (
+                f"'{key}' is {'now the active model' if body.activate else 'stored'} in lmgate. "
+                "This upstream cannot be told to load models, so load it in LM Studio by hand."
             ),
-        },
+            "modelKey": key,
+            "loadConfig": config,
+            "defaultInference": defaults,
+            "workflow": load_workflow(key, config, body.activate),
+        }
+    outcome = await gw.models.load(key, config, new_instance=body.new_instance)
+    defaults = await _remember(gw, body, config, given)
+    what = "was already loaded" if outcome.already_loaded else "is loaded"
+    return {
+        "status": "loaded",
+        "message": f"'{key}' {what} as instance '{outcome.instance_id}'.",
+        "modelKey": key,
+        "instanceId": outcome.instance_id,
+        "loadTimeSeconds": outcome.load_seconds,
+        "alreadyLoaded": outcome.already_loaded,
+        "replacedInstances": outcome.replaced,
+        "applied": outcome.applied,
+        "notApplied": outcome.not_applied,
+        "activated": body.activate,
+        "defaultInference": defaults,
     }
 
 
 @router.post("/models/unload")
 async def unload(body: UnloadRequest, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
-    key = body.model_key
-    gw.bus.publish("model_unload_start", modelKey=key)
-    was_active = await gw.state.clear(key)
-    gw.bus.publish("model_unload_complete", modelKey=key, wasActive=was_active)
+    target = body.model_key or body.instance_id or "all"
+    gw.bus.publish("model_unload_start", modelKey=body.model_key, target=target)
+    if not (await gw.watcher.capabilities()).model_management:
+        key = body.model_key or body.instance_id
+        was_active = await gw.state.clear(None if body.all else key)
+        gw.bus.publish("model_unload_complete", modelKey=key, wasActive=was_active)
+        return {
+            "status": "cleared",
+            "message": (
+                f"'{target}' is no longer the active model."
+                if was_active
+                else f"'{target}' was not the active model; nothing changed in lmgate."
+            ),
+            "modelKey": key,
+            "wasActive": was_active,
+            "workflow": unload_workflow(None if body.all else key),
+        }
+    unloaded, was_active = await gw.models.unload(
+        model_key=body.model_key, instance_id=body.instance_id, everything=body.all
+    )
+    gw.bus.publish(
+        "model_unload_complete", modelKey=body.model_key, unloaded=unloaded, wasActive=was_active
+    )
     return {
-        "status": "cleared",
-        "message": (
-            f"'{key}' is no longer the active model."
-            if was_active
-            else f"'{key}' was not the active model; nothing changed in lmgate."
-        ),
-        "modelKey": key,
+        "status": "unloaded",
+        "message": f"unloaded {len(unloaded)} instance(s) of {target}.",
+        "modelKey": body.model_key,
+        "unloaded": unloaded,
         "wasActive": was_active,
-        "workflow": {
-            "step1": "Unload the model manually in LM Studio UI",
-            "step2": f"Or from a shell on the LM Studio machine: lms unload {key}",
-            "step3": "Requests without a model now pass to LM Studio unchanged.",
-        },
     }
 
 
 @router.get("/state")
 async def state(request: Request) -> dict[str, Any]:
-    return gateway_of(request).state.state.as_json()
+    gw = gateway_of(request)
+    body = gw.state.state.as_json()
+    active = gw.state.state.active_model
+    known = gw.watcher.synced_at is not None and active is not None
+    body["activeModelLoaded"] = gw.watcher.is_loaded(active) if known and active else None
+    return body

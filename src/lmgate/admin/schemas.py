@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -63,7 +63,22 @@ class LoadRequest(ModelKey):
     activate: bool = True
     default_inference: DefaultInference | None = None
     load_config: LoadConfig | None = None
+    new_instance: bool = False
 
 
-class UnloadRequest(ModelKey):
-    pass
+class UnloadRequest(Schema):
+    model_key: str | None = Field(None, min_length=1, max_length=512)
+    instance_id: str | None = Field(None, min_length=1, max_length=512)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> UnloadRequest:
+        given = sum([self.model_key is not None, self.instance_id is not None, self.all])
+        if given != 1:
+            raise ValueError("give exactly one of modelKey, instanceId or all: true")
+        return self
+
+
+class ProfileRequest(Schema):
+    load_config: LoadConfig | None = None
+    default_inference: DefaultInference | None = None

@@ -67,21 +67,35 @@ WIRE_NAMES: dict[str, dict[str, str]] = {
 _UNLIMITED_OK = frozenset({"chat", "completions"})
 
 
+Compiled = Mapping[str, tuple[tuple[str, Any], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Injection:
-    """What to add to requests: the active model and its defaults, compiled per kind."""
+    """What to add to requests: the active model, its defaults compiled per kind, and for
+    models with a profile, the profile's defaults laid over the active ones."""
 
     model: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    by_kind: Mapping[str, tuple[tuple[str, Any], ...]] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return self.model is None and not any(self.by_kind.values())
+    by_kind: Compiled = field(default_factory=dict)
+    by_model: Mapping[str, Compiled] = field(default_factory=dict)
 
 
-def compile_injection(model: str | None, defaults: Mapping[str, Any] | None) -> Injection:
-    defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+def compile_injection(
+    model: str | None,
+    defaults: Mapping[str, Any] | None,
+    profiles: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Injection:
+    base = {k: v for k, v in (defaults or {}).items() if v is not None}
+    by_model = {
+        key: _compile({**base, **{k: v for k, v in own.items() if v is not None}})
+        for key, own in (profiles or {}).items()
+        if key != model
+    }
+    return Injection(model=model, defaults=base, by_kind=_compile(base), by_model=by_model)
+
+
+def _compile(defaults: Mapping[str, Any]) -> Compiled:
     by_kind: dict[str, tuple[tuple[str, Any], ...]] = {}
     for kind, names in WIRE_NAMES.items():
         pairs = []
@@ -93,7 +107,7 @@ def compile_injection(model: str | None, defaults: Mapping[str, Any] | None) -> 
                 continue
             pairs.append((wire, value))
         by_kind[kind] = tuple(pairs)
-    return Injection(model=model, defaults=defaults, by_kind=by_kind)
+    return by_kind
 
 
 def inject(body: dict[str, Any], kind: str, injection: Injection) -> bool:
@@ -102,7 +116,11 @@ def inject(body: dict[str, Any], kind: str, injection: Injection) -> bool:
     if injection.model is not None and "model" not in body:
         body["model"] = injection.model
         changed = True
-    for wire, value in injection.by_kind.get(kind, ()):
+    named = body.get("model")
+    compiled = injection.by_kind
+    if isinstance(named, str):
+        compiled = injection.by_model.get(named, compiled)
+    for wire, value in compiled.get(kind, ()):
         if wire not in body:
             body[wire] = list(value) if isinstance(value, list) else value
             changed = True

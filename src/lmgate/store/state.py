@@ -1,7 +1,9 @@
-"""The active model, its default inference parameters and stored load configs.
+"""The active model, its default inference parameters, and per-model profiles.
 
 Persisted in SQLite and mirrored in memory: the proxy reads `injection` (a precompiled value)
 without awaiting anything; admin writes update the database first, then swap the value.
+A profile is a model's stored load config and defaults; its defaults take precedence over
+the active ones for requests naming that model.
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ import orjson
 from lmgate.pipeline.injection import Injection, compile_injection
 from lmgate.store.db import Database
 
+Statement = tuple[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    load_config: dict[str, Any] | None = None
+    default_inference: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"loadConfig": self.load_config, "defaultInference": self.default_inference}
+
 
 @dataclass(frozen=True, slots=True)
 class ModelState:
     active_model: str | None = None
     default_inference: dict[str, Any] = field(default_factory=dict)
     activated_at: float | None = None
-    load_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    @property
+    def load_configs(self) -> dict[str, dict[str, Any]]:
+        return {k: p.load_config for k, p in self.profiles.items() if p.load_config is not None}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -29,51 +46,71 @@ class ModelState:
             "defaultInference": self.default_inference,
             "activatedAt": self.activated_at,
             "loadConfigs": self.load_configs,
+            "profiles": {k: p.as_json() for k, p in self.profiles.items()},
         }
 
 
 _CLEAR_ACTIVE = "UPDATE active_model SET model_key=NULL, default_inference='{}', activated_at=NULL"
+_UPSERT = (
+    "INSERT INTO model_profiles (model_key, load_config, default_inference, updated_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT(model_key) DO UPDATE SET"
+    " load_config=excluded.load_config, default_inference=excluded.default_inference,"
+    " updated_at=excluded.updated_at"
+)
+
+
+def _dump(value: dict[str, Any] | None) -> str | None:
+    return orjson.dumps(value).decode() if value is not None else None
+
+
+def _load(text: str | None) -> dict[str, Any] | None:
+    return orjson.loads(text) if text is not None else None
 
 
 class StateStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.state = self._read()
-        self.injection: Injection = compile_injection(
-            self.state.active_model, self.state.default_inference
-        )
+        self.state = ModelState()
+        self.injection = Injection()
+        self._swap(self._read())
 
     def _read(self) -> ModelState:
-        row = self.db.query("SELECT model_key, default_inference, activated_at FROM active_model")[
-            0
-        ]
-        configs = {
-            r["model_key"]: orjson.loads(r["load_config"])
-            for r in self.db.query("SELECT model_key, load_config FROM model_profiles")
-            if r["load_config"] is not None
+        sql = "SELECT model_key, default_inference, activated_at FROM active_model"
+        row = self.db.query(sql)[0]
+        profiles = {
+            r["model_key"]: Profile(_load(r["load_config"]), _load(r["default_inference"]))
+            for r in self.db.query(
+                "SELECT model_key, load_config, default_inference FROM model_profiles"
+            )
         }
         return ModelState(
             active_model=row["model_key"],
             default_inference=orjson.loads(row["default_inference"]),
             activated_at=row["activated_at"],
-            load_configs=configs,
+            profiles=profiles,
         )
 
     def _swap(self, state: ModelState) -> None:
         self.state = state
-        self.injection = compile_injection(state.active_model, state.default_inference)
-
-    def stored_defaults(self, model_key: str) -> dict[str, Any]:
-        """The defaults last given for `model_key` (its profile), or none."""
-        if model_key == self.state.active_model:
-            return dict(self.state.default_inference)
-        rows = self.db.query(
-            "SELECT default_inference FROM model_profiles WHERE model_key=?", (model_key,)
+        self.injection = compile_injection(
+            state.active_model,
+            state.default_inference,
+            {k: p.default_inference for k, p in state.profiles.items() if p.default_inference},
         )
-        if rows and rows[0]["default_inference"] is not None:
-            stored: dict[str, Any] = orjson.loads(rows[0]["default_inference"])
-            return stored
-        return {}
+
+    def profile(self, model_key: str) -> Profile:
+        return self.state.profiles.get(model_key, Profile())
+
+    async def _write(self, statements: list[Statement], state: ModelState) -> ModelState:
+        await self.db.atransaction(statements)
+        self._swap(state)
+        return state
+
+    def _with_profile(
+        self, key: str, profile: Profile, now: float
+    ) -> tuple[Statement, dict[str, Profile]]:
+        row = (key, _dump(profile.load_config), _dump(profile.default_inference), now)
+        return (_UPSERT, row), {**self.state.profiles, key: profile}
 
     async def activate(
         self,
@@ -81,57 +118,66 @@ class StateStore:
         default_inference: dict[str, Any] | None,
         load_config: dict[str, Any] | None = None,
     ) -> ModelState:
-        """Make `model_key` active. Defaults not given: the model's stored ones are kept."""
+        """Make `model_key` active. Defaults or load config not given: the stored ones stay."""
         now = time.time()
+        old = self.profile(model_key)
         if default_inference is None:
-            default_inference = self.stored_defaults(model_key)
-        statements: list[tuple[str, tuple[Any, ...]]] = [
-            (
-                "UPDATE active_model SET model_key=?, default_inference=?, activated_at=?",
-                (model_key, orjson.dumps(default_inference).decode(), now),
+            default_inference = old.default_inference or {}
+        profile = Profile(
+            load_config if load_config is not None else old.load_config, default_inference
+        )
+        upsert, profiles = self._with_profile(model_key, profile, now)
+        activate = (
+            "UPDATE active_model SET model_key=?, default_inference=?, activated_at=?",
+            (model_key, _dump(default_inference), now),
+        )
+        state = ModelState(model_key, dict(default_inference), now, profiles)
+        return await self._write([activate, upsert], state)
+
+    async def set_profile(
+        self,
+        model_key: str,
+        load_config: dict[str, Any] | None,
+        default_inference: dict[str, Any] | None,
+        *,
+        merge: bool = False,
+    ) -> ModelState:
+        """Store a model's profile; with `merge`, parts given as None keep their stored value."""
+        old = self.profile(model_key)
+        if merge:
+            load_config = load_config if load_config is not None else old.load_config
+            default_inference = (
+                default_inference if default_inference is not None else old.default_inference
             )
-        ]
-        configs = dict(self.state.load_configs)
-        statements.append(_upsert_profile(model_key, load_config, default_inference, now))
-        if load_config is not None:
-            configs[model_key] = load_config
-        await self.db.atransaction(statements)
-        self._swap(ModelState(model_key, dict(default_inference), now, configs))
-        return self.state
-
-    async def store_load_config(self, model_key: str, load_config: dict[str, Any]) -> ModelState:
-        now = time.time()
-        await self.db.atransaction([_upsert_profile(model_key, load_config, None, now)])
-        configs = {**self.state.load_configs, model_key: load_config}
+        upsert, profiles = self._with_profile(
+            model_key, Profile(load_config, default_inference), time.time()
+        )
         s = self.state
-        self._swap(ModelState(s.active_model, s.default_inference, s.activated_at, configs))
-        return self.state
+        statements = [upsert]
+        defaults = s.default_inference
+        if model_key == s.active_model and default_inference is not None:
+            defaults = default_inference
+            statements.append(
+                ("UPDATE active_model SET default_inference=?", (_dump(default_inference),))
+            )
+        state = ModelState(s.active_model, defaults, s.activated_at, profiles)
+        return await self._write(statements, state)
 
-    async def clear(self, model_key: str) -> bool:
-        """Deactivate `model_key` if it is the active model; return whether it was."""
-        if self.state.active_model != model_key:
+    async def delete_profile(self, model_key: str) -> bool:
+        if model_key not in self.state.profiles:
             return False
-        await self.db.atransaction([(_CLEAR_ACTIVE, ())])
-        self._swap(ModelState(None, {}, None, self.state.load_configs))
+        profiles = {k: p for k, p in self.state.profiles.items() if k != model_key}
+        s = self.state
+        delete = ("DELETE FROM model_profiles WHERE model_key=?", (model_key,))
+        await self._write(
+            [delete], ModelState(s.active_model, s.default_inference, s.activated_at, profiles)
+        )
         return True
 
-
-def _upsert_profile(
-    model_key: str,
-    load_config: dict[str, Any] | None,
-    default_inference: dict[str, Any] | None,
-    now: float,
-) -> tuple[str, tuple[Any, ...]]:
-    return (
-        "INSERT INTO model_profiles (model_key, load_config, default_inference, updated_at)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT(model_key) DO UPDATE SET"
-        " load_config=COALESCE(excluded.load_config, load_config),"
-        " default_inference=COALESCE(excluded.default_inference, default_inference),"
-        " updated_at=excluded.updated_at",
-        (
-            model_key,
-            orjson.dumps(load_config).decode() if load_config is not None else None,
-            orjson.dumps(default_inference).decode() if default_inference is not None else None,
-            now,
-        ),
-    )
+    async def clear(self, model_key: str | None = None) -> bool:
+        """Deactivate `model_key` (any model when None) if it is active; return whether it was."""
+        active = self.state.active_model
+        if active is None or (model_key is not None and active != model_key):
+            return False
+        await self._write([(_CLEAR_ACTIVE, ())], ModelState(None, {}, None, self.state.profiles))
+        return True

@@ -43,6 +43,36 @@ class UpstreamResponse:
         return b"".join([chunk async for chunk in self.chunks()])
 
 
+def error_reason(body: Any) -> str | None:
+    """The message of any of LM Studio's error shapes, or None when `body` is not an error."""
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+    error = body["error"]
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error)
+    return str(error)
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream answered with an error of its own; status and reason are relayed."""
+
+    def __init__(self, status: int, reason: str, body: Any) -> None:
+        super().__init__(reason, code=_code_of(body) or "upstream_refused")
+        # A client error keeps its status; the upstream's own failures (and LM Studio's
+        # "200 with an error" for unknown endpoints) become 502 Bad Gateway.
+        self.status = status if 400 <= status < 500 else 502
+        self.upstream_status = status
+        self.type = "invalid_request_error" if 400 <= status < 500 else "upstream_error"
+        self.body_json = body
+
+
+def _code_of(body: Any) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return str(error["code"])
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     """The outcome of a call lmgate makes on its own account."""
@@ -129,6 +159,40 @@ class UpstreamClient:
             )
         finally:
             raw.close()  # a no-op for a finished body; otherwise the upstream sees the socket close
+
+    async def call(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, *, limit_s: float
+    ) -> Any:
+        """A JSON call on lmgate's own account (model management). Any error answer — including
+        LM Studio's HTTP 200 with an `error` body — raises `UpstreamRefused` with its reason."""
+        describe = f"upstream {self.base}"
+        headers = [("Content-Type", "application/json")]
+        if self.auth_header:
+            headers.append(self.auth_header)
+        try:
+            async with self.session.request(
+                method,
+                URL(self.base + path, encoded=True),
+                headers=headers,
+                data=orjson.dumps(payload) if payload is not None else None,
+                timeout=aiohttp.ClientTimeout(total=limit_s, sock_connect=self.connect_timeout),
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(f"{describe} is unreachable: {exc.strerror}") from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"{describe} did not answer {method} {path} in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{describe} failed: {exc}") from exc
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"{describe} answered {method} {path} with non-JSON") from exc
+        reason = error_reason(body)
+        if reason is not None or status >= 400:
+            raise UpstreamRefused(status, reason or f"HTTP {status}", body)
+        return body
 
     async def probe(self, path: str, *, limit_s: float = 5.0) -> Probe:
         """GET `path` on our own account. LM Studio answers unknown paths with HTTP 200 and an

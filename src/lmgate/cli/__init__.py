@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from lmgate.cli.models import models_app
 from lmgate.cli.serve import serve
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ def root() -> None:
 
 
 app.command()(serve)
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

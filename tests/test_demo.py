@@ -20,70 +20,46 @@ def _lm_studio_port_is_free() -> bool:
         return sock.connect_ex(("127.0.0.1", 1234)) != 0
 
 
-@pytest.mark.skipif(not _lm_studio_port_is_free(), reason="something listens on 127.0.0.1:1234")
-def test_demo_fallback_serves_the_emulator(tmp_path: Path) -> None:
+def _serve_demo(tmp_path: Path, *args: str) -> tuple[int | None, str]:
+    """Run `lmgate serve --demo-fallback ARGS`; return /v1/models' status and the stderr."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
     env["LMGATE_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lmgate", "serve", "--port", str(port), "--demo-fallback"],
+        [sys.executable, "-m", "lmgate", "serve", "--port", str(port), "--demo-fallback", *args],
         env=env,
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
     )
+    status = None
     try:
         deadline = time.monotonic() + 30
-        models = None
         while time.monotonic() < deadline:
             try:
-                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
-                break
+                resp = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
             except httpx.HTTPError:
                 time.sleep(0.1)
-        assert models is not None and models.status_code == 200
-        assert any(m["id"] == "qwen/qwen3-4b" for m in models.json()["data"])
+                continue
+            status = resp.status_code
+            if status == 200:
+                assert any(m["id"] == "qwen/qwen3-4b" for m in resp.json()["data"])
+            break
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=15)
+    return status, err
+
+
+@pytest.mark.skipif(not _lm_studio_port_is_free(), reason="something listens on 127.0.0.1:1234")
+def test_demo_fallback_serves_the_emulator(tmp_path: Path) -> None:
+    status, err = _serve_demo(tmp_path)
+    assert status == 200
     assert "DEMO MODE" in err
 
 
 def test_explicit_upstream_disables_the_demo(tmp_path: Path) -> None:
-    port = free_port()
-    dead = f"http://127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
-    env["LMGATE_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lmgate",
-            "serve",
-            "--port",
-            str(port),
-            "--upstream",
-            dead,
-            "--demo-fallback",
-        ],
-        env=env,
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert status == 503
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=15)
+    status, err = _serve_demo(tmp_path, "--upstream", f"http://127.0.0.1:{free_port()}")
+    assert status == 503
     assert "DEMO MODE" not in err

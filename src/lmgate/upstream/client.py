@@ -7,8 +7,8 @@ decompressed or re-encoded, so what the client receives is what the upstream sen
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,19 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
+
+
+@contextmanager
+def translated(describe: str, timeout_text: str) -> Iterator[None]:
+    """aiohttp's exceptions become the gateway's: 503 unreachable, 504 timeout, 502 other."""
+    try:
+        yield
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(f"{describe} is unreachable: {exc.strerror}") from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"{describe} {timeout_text}") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"{describe} failed: {exc}") from exc
 
 
 def error_reason(body: Any) -> str | None:
@@ -135,7 +148,7 @@ class UpstreamClient:
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request; the response is closed (and the upstream told) when the block exits."""
         describe = f"upstream {self.base}"
-        try:
+        with translated(describe, "did not answer in time"):
             raw = await self.session.request(
                 method,
                 URL(self.base + target, encoded=True),
@@ -144,12 +157,6 @@ class UpstreamClient:
                 timeout=self._timeout(streaming),
                 allow_redirects=False,
             )
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnavailable(f"{describe} is unreachable: {exc.strerror}") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"{describe} did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{describe} failed: {exc}") from exc
         try:
             yield UpstreamResponse(
                 raw.status,
@@ -169,7 +176,7 @@ class UpstreamClient:
         headers = [("Content-Type", "application/json")]
         if self.auth_header:
             headers.append(self.auth_header)
-        try:
+        with translated(describe, f"did not answer {method} {path} in time"):
             async with self.session.request(
                 method,
                 URL(self.base + path, encoded=True),
@@ -179,12 +186,6 @@ class UpstreamClient:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnavailable(f"{describe} is unreachable: {exc.strerror}") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"{describe} did not answer {method} {path} in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{describe} failed: {exc}") from exc
         try:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError as exc:

@@ -1,7 +1,9 @@
 """`create_app(settings)`: the whole middleware stack and route table on one screen.
 
     ExchangeMiddleware   one Exchange per request; X-Request-ID; observers at start/finish
-      GuardMiddleware    normalise path -> allowlist (403) -> key (401) -> scope (403)
+      CORS               only when origins are configured; answers preflights
+      GuardMiddleware    normalise path -> allowlist 403 -> damping 429 -> key 401 -> scope 403
+        InputLimits      body size (413) and read deadline (408), for admitted requests only
         dispatch         /v1/*, /api/v0/*, /api/v1/*, shorthands -> ProxyApp (pure ASGI)
                          everything else -> control plane (FastAPI: admin, debug, health)
 
@@ -19,14 +21,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lmgate.admin.inventory_routes import router as inventory_router
+from lmgate.admin.keys_routes import router as keys_router
 from lmgate.admin.routes import router as admin_router
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
 from lmgate.errors import BadRequest, GatewayError, NotFound
 from lmgate.exchange import ExchangeMiddleware
 from lmgate.gateway import Gateway
-from lmgate.guard.allowlist import NetworkSet
-from lmgate.guard.auth import GuardMiddleware, KeyRing
-from lmgate.guard.paths import Scope as KeyScope
 from lmgate.observe.routes import router as monitoring_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
 from lmgate.service_routes import router as service_router
@@ -59,6 +59,7 @@ def _control_plane(gw: Gateway) -> FastAPI:
     app.state.gateway = gw
     app.include_router(service_router)
     app.include_router(admin_router)
+    app.include_router(keys_router)
     app.include_router(inventory_router)
     app.include_router(monitoring_router)
 
@@ -123,7 +124,7 @@ class LmgateApp:
             gw.state,
             gw.inference_events,
             max_body_bytes=settings.max_body_bytes,
-            forward_credentials=not settings.auth_enabled,
+            forward_credentials=not gw.security.keys.required,
             hooks=gw.proxy_hooks(),
         )
 
@@ -133,20 +134,7 @@ class LmgateApp:
             else:
                 await control(scope, receive, send)
 
-        keys: list[tuple[str, KeyScope, str]] = []
-        if settings.admin_key is not None:
-            keys.append(("admin", KeyScope.ADMIN, settings.admin_key.get_secret_value()))
-        keys += [
-            (f"api-key-{i}", KeyScope.INFERENCE, k.get_secret_value())
-            for i, k in enumerate(settings.api_keys, 1)
-        ]
-        guarded = GuardMiddleware(
-            dispatch,
-            keys=KeyRing(keys),
-            allow=NetworkSet(settings.allow),
-            trusted_proxies=NetworkSet(settings.trusted_proxies),
-            health_public=not settings.require_auth_for_health,
-        )
+        guarded = gw.security.wrap(dispatch, gw.bus)
         self._app = ExchangeMiddleware(guarded, observers=gw.observers())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -5,6 +5,7 @@ Upstream errors (LM Studio's own 4xx/5xx) are relayed unchanged and never pass t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -69,6 +70,31 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_headers_too_large"
+
+
+class TooManyRequests(GatewayError):
+    """A limit was hit; `Retry-After` says when trying again can succeed."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(
+            message, code=code, headers={"Retry-After": str(max(1, math.ceil(retry_after)))}
+        )
 
 
 class UpstreamError(GatewayError):

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from lmgate.admin.models import ModelManager
 from lmgate.admin.on_demand import ActiveModelKeeper, OnDemandLoader
 from lmgate.exchange import Observer
+from lmgate.guard.security import Security
 from lmgate.observe.events import EventBus
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.prometheus import PrometheusMetrics
@@ -37,13 +38,14 @@ class Gateway:
     inference_events: InferenceEvents
     watcher: UpstreamWatcher
     models: ModelManager
+    security: Security
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def proxy_hooks(self) -> list[ProxyHook]:
         """Run in this order before every proxied request: refuse first, then prepare."""
-        hooks: list[ProxyHook] = []
+        hooks: list[ProxyHook] = self.security.hooks()
         if self.settings.on_demand_load:
             hooks.append(
                 OnDemandLoader(
@@ -57,7 +59,13 @@ class Gateway:
 
     def observers(self) -> list[Observer]:
         """Told of every exchange at its start and finish."""
-        return [self.stats, self.prometheus, self.inference_events, RequestLog()]
+        return [
+            self.stats,
+            self.prometheus,
+            self.inference_events,
+            RequestLog(),
+            *self.security.observers(),
+        ]
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -68,6 +76,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstream.close()
+        self.security.close()
         self.db.close()
 
     @classmethod
@@ -93,6 +102,7 @@ class Gateway:
             inference_events=InferenceEvents(bus),
             watcher=watcher,
             models=models,
+            security=Security.build(settings, db),
         )
         gw.background.append(watcher.run)
         return gw

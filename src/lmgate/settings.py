@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import orjson
 import platformdirs
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,6 +23,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from lmgate.guard.cors import check_origins
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:1234"
 
@@ -137,6 +139,58 @@ class Settings(BaseSettings):
     auto_reload: bool = Field(
         False, description="Reload the active model with its profile when it disappears upstream."
     )
+
+    # security hardening
+    admin_allow: CommaList = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Client CIDRs that may reach admin routes; default loopback; * = everyone.",
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list, description="Browser origins allowed (CORS); empty = off; * = any."
+    )
+    tls_cert: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
+    tls_key: Path | None = Field(None, description="Private key (PEM) of the TLS certificate.")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request head (request line and headers)."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's head."
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client has to send a whole request body."
+    )
+    max_json_depth: int = Field(
+        64, ge=2, description="Deepest nesting accepted in a JSON request body."
+    )
+    auth_fail_limit: int = Field(
+        20, ge=0, description="Bad keys from one address within a minute before a block; 0 = off."
+    )
+    auth_block_seconds: float = Field(
+        60.0, gt=0, description="First block after too many bad keys; doubles on repeats."
+    )
+
+    @field_validator("admin_allow", mode="before")
+    @classmethod
+    def _admin_cidrs(cls, value: Any) -> Any:
+        items = _split_list(value)
+        if isinstance(items, list):
+            if "*" in items:
+                return ["0.0.0.0/0", "::/0"]
+            for item in items:
+                ipaddress.ip_network(str(item), strict=False)
+        return items
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        items = _split_list(value)
+        return check_origins(items) if isinstance(items, list) else items
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        return self
 
     @field_validator("allow", "trusted_proxies", mode="before")
     @classmethod

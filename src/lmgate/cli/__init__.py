@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import typer
 
+from lmgate.cli.doctor import doctor
+from lmgate.cli.keys import keys_app
 from lmgate.cli.models import models_app
 from lmgate.cli.serve import serve
+from lmgate.cli.tls import tls_app
 
 app = typer.Typer(
     help=(
@@ -32,6 +35,9 @@ def root() -> None:
 
 app.command()(serve)
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tls_app, name="tls")
+app.command()(doctor)
 
 
 def main() -> None:

@@ -24,9 +24,16 @@ def load_settings(**flags: Any) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def keys_required(settings: Settings) -> bool:
+    """Keys from settings, or managed keys in the data dir (`lmgate keys create`)."""
+    from lmgate.store.keys import any_keys
+
+    return settings.auth_enabled or any_keys(settings.data_dir)
+
+
 def check_exposure(settings: Settings) -> str | None:
     """Secure by default: no open gateway on a network without keys, unless asked for."""
-    if settings.auth_enabled or is_loopback_host(settings.host) or settings.insecure_no_auth:
+    if is_loopback_host(settings.host) or settings.insecure_no_auth or keys_required(settings):
         return None
     return (
         f"refusing to listen on {settings.host} with no API key configured: anyone on the "
@@ -53,6 +60,10 @@ def serve(
     insecure_no_auth: Annotated[
         bool, typer.Option(help="Allow a non-loopback --host with no API key (unsafe).")
     ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM); serve HTTPS with --tls-key.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Private key (PEM) of --tls-cert.")] = None,
     demo_fallback: Annotated[
         bool,
         typer.Option(
@@ -64,6 +75,8 @@ def serve(
     """Run the gateway."""
     from lmgate.app import create_app
     from lmgate.demo import demo_upstream
+    from lmgate.guard.exposure import startup_warnings
+    from lmgate.guard.protocol import guarded_protocol
     from lmgate.observe.requestlog import configure_logging
 
     settings = load_settings(
@@ -75,6 +88,8 @@ def serve(
         allow=allow,
         log_level=log_level,
         insecure_no_auth=insecure_no_auth,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     problem = check_exposure(settings)
     if problem:
@@ -85,9 +100,13 @@ def serve(
     # context managers (the demo emulator) clean up instead of the process dying on the spot.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with demo_upstream(settings, enabled=demo_fallback) as settings:
-        auth = "on" if settings.auth_enabled else "off (loopback only)"
+        required = keys_required(settings)
+        for warning in startup_warnings(settings, keys_required=required):
+            typer.echo(f"lmgate: WARNING: {warning}", err=True)
+        auth = "on" if required else "off (loopback only)"
+        scheme = "https" if settings.tls_cert else "http"
         typer.echo(
-            f"lmgate listening on http://{settings.host}:{settings.port} -> "
+            f"lmgate listening on {scheme}://{settings.host}:{settings.port} -> "
             f"{settings.upstream_url} (auth {auth}, data {settings.data_dir})",
             err=True,
         )
@@ -97,7 +116,11 @@ def serve(
                 host=settings.host,
                 port=settings.port,
                 loop="uvloop" if sys.platform != "win32" else "auto",
-                http="httptools",
+                http=guarded_protocol(
+                    max_head_bytes=settings.max_header_bytes, head_timeout=settings.header_timeout
+                ),
+                ssl_certfile=settings.tls_cert,
+                ssl_keyfile=settings.tls_key,
                 proxy_headers=False,  # the guard decides whom to trust, not uvicorn
                 server_header=False,
                 access_log=False,

@@ -2,60 +2,62 @@
 
 Order matters: a denied address learns nothing about keys (403 before 401), and the path is
 normalised before anything looks at it, so every later layer sees one canonical spelling.
+Admin routes have their own allowlist (loopback only unless configured). A key, once checked,
+is taken out of the request, so no later layer can forward or log it. Every denial is logged
+and published as an `access_denied` event with the address and the reason.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable
 from dataclasses import dataclass
 
+import structlog
+
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
-from lmgate.errors import Forbidden, GatewayError, Unauthorized, send_error
-from lmgate.exchange import exchange_of
+from lmgate.errors import Forbidden, GatewayError, TooManyRequests, Unauthorized, send_error
+from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.allowlist import NetworkSet, client_address
+from lmgate.guard.damping import Damper, bucket
+from lmgate.guard.keys import KeyRegistry, Principal, Problem
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.paths import normalise, quote_path, required_scope
+from lmgate.observe.events import EventBus
+
+_CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+_PROBLEMS = {
+    Problem.UNKNOWN: "the API key is not valid",
+    Problem.REVOKED: "the API key was revoked",
+    Problem.EXPIRED: "the API key has expired",
+}
+log = structlog.get_logger("lmgate.guard")
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: a key's name (never the key) and what it may do."""
-
-    name: str
-    scope: KeyScope
-
-    def may(self, needed: KeyScope) -> bool:
-        return needed is not KeyScope.ADMIN or self.scope is KeyScope.ADMIN
-
-
-class KeyRing:
-    """Bootstrap keys from settings. Every candidate is compared, in constant time each."""
-
-    def __init__(self, keys: Iterable[tuple[str, KeyScope, str]]) -> None:
-        self._keys = tuple((name, scope, secret.encode()) for name, scope, secret in keys)
-
-    def __bool__(self) -> bool:
-        return bool(self._keys)
-
-    def identify(self, token: bytes) -> Principal | None:
-        found: Principal | None = None
-        for name, scope, secret in self._keys:
-            if hmac.compare_digest(token, secret) and found is None:
-                found = Principal(name, scope)
-        return found
-
-
-def presented_key(scope: Scope) -> bytes | None:
-    """`Authorization: Bearer KEY` (OpenAI clients) or `x-api-key: KEY` (Anthropic clients)."""
+def presented_keys(scope: Scope) -> set[bytes]:
+    """Every key the request carries: `Authorization: Bearer KEY` and/or `x-api-key: KEY`."""
+    found: set[bytes] = set()
     for name, value in scope["headers"]:
         if name == b"authorization":
             kind, _, token = bytes(value).partition(b" ")
             if kind.lower() == b"bearer" and token.strip():
-                return token.strip()
+                found.add(token.strip())
         elif name == b"x-api-key" and value.strip():
-            return bytes(value).strip()
-    return None
+            found.add(bytes(value).strip())
+    return found
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    principal: Principal | None = scope.get("lmgate.principal")
+    return principal
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may come in: the inference and admin allowlists and the proxies to believe."""
+
+    allow: NetworkSet  # empty: everyone
+    admin_allow: NetworkSet  # empty: no one
+    trusted_proxies: NetworkSet
+    health_public: bool
 
 
 class GuardMiddleware:
@@ -63,16 +65,16 @@ class GuardMiddleware:
         self,
         app: ASGIApp,
         *,
-        keys: KeyRing,
-        allow: NetworkSet,
-        trusted_proxies: NetworkSet,
-        health_public: bool,
+        keys: KeyRegistry,
+        access: Access,
+        damper: Damper,
+        bus: EventBus | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
-        self.allow = allow
-        self.trusted = trusted_proxies
-        self.health_public = health_public
+        self.access = access
+        self.damper = damper
+        self.bus = bus
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,38 +82,80 @@ class GuardMiddleware:
             return
         ex = exchange_of(scope)
         try:
-            self._check(scope)
+            self._check(scope, ex)
         except GatewayError as exc:
             ex.error = exc.message
+            self._denied(ex, exc)
             await send_error(send, exc)
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> None:
-        ex = exchange_of(scope)
+    def _denied(self, ex: Exchange, exc: GatewayError) -> None:
+        log.warning(
+            "access_denied", client=ex.client, reason=exc.code, status=exc.status, path=ex.path
+        )
+        if self.bus is not None:
+            self.bus.publish(
+                "access_denied",
+                requestId=ex.request_id,
+                address=ex.client,
+                reason=exc.code,
+                status=exc.status,
+                path=ex.path,
+                key=ex.key_name,
+            )
+
+    def _check(self, scope: Scope, ex: Exchange) -> None:
         path = normalise(scope["path"])
         scope["path"] = ex.path = path
         scope["raw_path"] = quote_path(path).encode()
 
         peer = scope.get("client")
-        addr = client_address(peer[0] if peer else None, scope["headers"], self.trusted)
+        access = self.access
+        addr = client_address(peer[0] if peer else None, scope["headers"], access.trusted_proxies)
         ex.client = str(addr) if addr is not None else None
-        if self.allow and addr not in self.allow:
+        needed = required_scope(path.lower(), health_public=access.health_public)
+        if needed is KeyScope.ADMIN:
+            if addr not in access.admin_allow:
+                raise Forbidden(
+                    f"address {ex.client} may not reach admin routes (see LMGATE_ADMIN_ALLOW)",
+                    code="address_not_allowed",
+                )
+        elif access.allow and addr not in access.allow:
             raise Forbidden(f"address {ex.client} is not allowed", code="address_not_allowed")
 
-        needed = required_scope(path.lower(), health_public=self.health_public)
-        if needed is KeyScope.PUBLIC or not self.keys:
+        if needed is KeyScope.PUBLIC or not self.keys.required:
             return
-        token = presented_key(scope)
-        if token is None:
+        who = bucket(addr)
+        wait = self.damper.blocked_for(who)
+        if wait:
+            raise TooManyRequests(
+                "too many invalid API keys from this address; try again later",
+                retry_after=wait,
+                code="too_many_failed_attempts",
+            )
+        principal = self._identify(scope, who)
+        ex.key_name = principal.name
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in _CREDENTIAL_HEADERS]
+        if not principal.may(needed):
+            raise Forbidden(f"key '{principal.name}' lacks the admin scope for {path}")
+        scope["lmgate.principal"] = principal
+
+    def _identify(self, scope: Scope, who: str) -> Principal:
+        tokens = presented_keys(scope)
+        if not tokens:
             raise Unauthorized(
                 "an API key is required: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
                 code="missing_api_key",
             )
-        principal = self.keys.identify(token)
-        if principal is None:
-            raise Unauthorized("the API key is not valid")
-        ex.key_name = principal.name
-        if not principal.may(needed):
-            raise Forbidden(f"key '{principal.name}' lacks the admin scope for {path}")
-        scope["lmgate.principal"] = principal
+        if len(tokens) > 1:
+            self.damper.failed(who)
+            raise Unauthorized(
+                "the request carries more than one API key; send exactly one",
+                code="conflicting_api_keys",
+            )
+        found = self.keys.identify(tokens.pop())
+        if isinstance(found, Problem):
+            self.damper.failed(who)
+            raise Unauthorized(_PROBLEMS[found], code=found.value)
+        return found

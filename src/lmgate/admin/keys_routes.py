@@ -1,0 +1,126 @@
+"""`/admin/keys`: managed API keys over HTTP (admin scope), the same operations as `lmgate keys`.
+
+A new or rotated key is in the response body once and nowhere else: not in logs, not in
+events, not in the database (which keeps only its HMAC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from starlette.responses import JSONResponse
+
+from lmgate.errors import BadRequest, GatewayError, NotFound
+from lmgate.gateway import Gateway, gateway_of
+from lmgate.store.keys import KeyProblem, NameTaken, NewKey, UnknownKey, parse_expiry
+
+router = APIRouter(prefix="/admin/keys", tags=["keys"])
+
+_ONCE = "Store this key now: it is shown only once and cannot be recovered."
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "key_name_taken"
+
+
+class CreateKey(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="Unique among active keys.")
+    scope: Literal["inference", "admin"] = "inference"
+    models: list[str] | None = Field(
+        None, max_length=100, description="Glob patterns of the models this key may use."
+    )
+    rpm: int | None = Field(None, ge=1, le=1_000_000, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=1, le=1_000_000_000, description="Tokens per minute.")
+    max_concurrent: int | None = Field(
+        None, ge=1, le=10_000, description="Inference requests in progress at once."
+    )
+    expires: str | None = Field(
+        None, max_length=40, description="Lifetime (30d, 12h, 90m) or an ISO date."
+    )
+
+
+def _problem(exc: KeyProblem) -> GatewayError:
+    if isinstance(exc, UnknownKey):
+        return NotFound(str(exc), code="key_not_found")
+    if isinstance(exc, NameTaken):
+        return Conflict(str(exc))
+    return BadRequest(str(exc), code="invalid_value")
+
+
+async def _run(gw: Gateway, fn: Any, *args: Any) -> Any:
+    """A key-store call in a worker thread; the registry reloads at once after a change."""
+    try:
+        result = await asyncio.to_thread(fn, *args)
+    except KeyProblem as exc:
+        raise _problem(exc) from exc
+    gw.security.keys.refresh()
+    return result
+
+
+@router.get("")
+async def list_keys(request: Request, include_revoked: bool = False) -> dict[str, Any]:
+    """Every key (never the secret): scope, model patterns, limits, expiry, status."""
+    gw = gateway_of(request)
+    rows = await _run(gw, lambda: gw.security.store.list(include_revoked=include_revoked))
+    return {"keys": [row.as_json() for row in rows]}
+
+
+@router.post("", status_code=201)
+async def create_key(body: CreateKey, request: Request) -> JSONResponse:
+    """Make a key. The response is the only place the key ever appears."""
+    gw = gateway_of(request)
+    try:
+        expires_at = parse_expiry(body.expires, time.time()) if body.expires else None
+    except KeyProblem as exc:
+        raise _problem(exc) from exc
+    spec = NewKey(
+        name=body.name,
+        scope=body.scope,
+        models=tuple(body.models or ()),
+        rpm=body.rpm,
+        tpm=body.tpm,
+        max_concurrent=body.max_concurrent,
+        expires_at=expires_at,
+    )
+    row, key = await _run(gw, gw.security.store.create, spec)
+    gw.bus.publish("key_created", keyId=row.id, name=row.name, scope=row.scope)
+    return JSONResponse({"key": key, "message": _ONCE, **row.as_json()}, status_code=201)
+
+
+@router.get("/{key_ref}")
+async def get_key(key_ref: str, request: Request) -> dict[str, Any]:
+    """One key by id, or by name (the active key of that name)."""
+    gw = gateway_of(request)
+    row = await _run(gw, gw.security.store.find, key_ref)
+    if row is None:
+        raise NotFound(f"no key named or with id '{key_ref}'", code="key_not_found")
+    result: dict[str, Any] = row.as_json()
+    return result
+
+
+@router.delete("/{key_ref}")
+async def revoke_key(key_ref: str, request: Request) -> dict[str, Any]:
+    """Revoke a key; it is refused from the next request on."""
+    gw = gateway_of(request)
+    row = await _run(gw, gw.security.store.revoke, key_ref)
+    gw.bus.publish("key_revoked", keyId=row.id, name=row.name)
+    result: dict[str, Any] = row.as_json()
+    return result
+
+
+@router.post("/{key_ref}/rotate")
+async def rotate_key(key_ref: str, request: Request) -> dict[str, Any]:
+    """A new secret for the same key (name, scope, limits); the old secret stops working."""
+    gw = gateway_of(request)
+    row, key = await _run(gw, gw.security.store.rotate, key_ref)
+    gw.bus.publish("key_rotated", keyId=row.id, name=row.name)
+    return {"key": key, "message": _ONCE, **row.as_json()}

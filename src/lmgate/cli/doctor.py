@@ -1,0 +1,140 @@
+"""`lmgate doctor`: check a setup before (or while) it runs; non-zero exit on any problem.
+
+It reads the same configuration `lmgate serve` would (flags, env, .env, config file), then
+checks: the configuration itself, exposure (listen address, auth, TLS, an upstream that can be
+walked around), the data dir's permissions (state and key hashes readable only by the owner),
+the TLS files, and whether the upstream answers and what it offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from lmgate.cli.serve import keys_required, load_settings
+from lmgate.guard.exposure import Finding, lan_addresses, listener_findings, upstream_findings
+from lmgate.settings import Settings, is_loopback_host
+from lmgate.store.db import DB_NAME
+from lmgate.store.keys import SECRET_FILE
+from lmgate.upstream.capabilities import detect
+from lmgate.upstream.client import UpstreamClient
+
+_MARK = {"ok": "[ ok ]", "warn": "[WARN]", "fail": "[FAIL]"}
+
+
+def _private(path: Path, what: str) -> Finding:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        fix = "chmod 700" if path.is_dir() else "chmod 600"
+        return Finding(
+            "fail", "permissions", f"{what} {path} is open to others ({mode:o}): {fix} {path}"
+        )
+    return Finding("ok", "permissions", f"{what} {path} is private ({mode:o})")
+
+
+def data_dir_findings(settings: Settings) -> list[Finding]:
+    data = settings.data_dir
+    if not data.exists():
+        return [Finding("ok", "data-dir", f"{data} does not exist yet; serve will create it")]
+    found = [_private(data, "data dir")]
+    for name, what in ((DB_NAME, "state database"), (SECRET_FILE, "key secret")):
+        for path in (data / name, data / f"{name}-wal", data / f"{name}-shm"):
+            if path.exists():
+                found.append(_private(path, what))
+    return found
+
+
+def tls_findings(settings: Settings) -> list[Finding]:
+    from cryptography import x509
+
+    if settings.tls_cert is None or settings.tls_key is None:
+        return []
+    try:
+        certs = x509.load_pem_x509_certificates(settings.tls_cert.read_bytes())
+        settings.tls_key.stat()
+    except (OSError, ValueError) as exc:
+        return [Finding("fail", "tls", f"cannot use the TLS files: {exc}")]
+    found = [_private(settings.tls_key, "TLS key")]
+    days = (certs[0].not_valid_after_utc.timestamp() - time.time()) / 86400
+    if days < 0:
+        found.append(Finding("fail", "tls", f"{settings.tls_cert} has expired"))
+    elif days < 30:
+        found.append(Finding("warn", "tls", f"{settings.tls_cert} expires in {days:.0f} days"))
+    else:
+        found.append(Finding("ok", "tls", f"{settings.tls_cert} is valid for {days:.0f} days"))
+    return found
+
+
+async def upstream_health(settings: Settings) -> list[Finding]:
+    client = UpstreamClient(settings)
+    await client.start()
+    try:
+        caps = await detect(client, limit_s=min(settings.connect_timeout, 5.0))
+    finally:
+        await client.close()
+    url = settings.upstream_url
+    if not caps.reachable:
+        return [Finding("fail", "upstream", f"{url} does not answer: {caps.last_error}")]
+    if caps.auth_required and settings.upstream_token is None:
+        return [Finding("fail", "upstream", f"{url} wants a token: set LMGATE_UPSTREAM_TOKEN")]
+    management = "model management available" if caps.model_management else "no model management"
+    return [Finding("ok", "upstream", f"{url} answers: {caps.kind}, {management}")]
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    required = keys_required(settings)
+    found = [Finding("ok", "config", "the configuration is valid")]
+    if required:
+        found.append(Finding("ok", "auth", "keys are required"))
+    elif is_loopback_host(settings.host):
+        found.append(Finding("ok", "auth", "no keys exist: auth is off, on loopback only"))
+    found += listener_findings(settings, keys_required=required, addresses=lan_addresses())
+    found += data_dir_findings(settings)
+    found += tls_findings(settings)
+
+    async def network() -> list[Finding]:
+        health, exposure = await asyncio.gather(
+            upstream_health(settings), upstream_findings(settings)
+        )
+        return health + [f for f in exposure if f.topic != "upstream"]
+
+    return found + asyncio.run(network())
+
+
+def doctor(
+    host: Annotated[str | None, typer.Option(help="Address serve would listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port serve would listen on.")] = None,
+    upstream: Annotated[str | None, typer.Option(help="LM Studio base URL.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Findings as JSON.")] = False,
+) -> None:
+    """Check configuration, exposure, permissions, TLS and the upstream; exit 1 on problems."""
+    settings = load_settings(
+        host=host,
+        port=port,
+        upstream=upstream,
+        config=config,
+        data_dir=data_dir,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    findings = run_checks(settings)
+    if json:
+        typer.echo(orjson.dumps([asdict(f) for f in findings], option=orjson.OPT_INDENT_2))
+    else:
+        for f in findings:
+            typer.echo(f"{_MARK[f.level]} {f.topic}: {f.message}")
+    problems = sum(f.level != "ok" for f in findings)
+    if problems:
+        typer.echo(f"lmgate doctor: {problems} problem(s) found", err=True)
+        raise typer.Exit(1)

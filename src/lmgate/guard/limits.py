@@ -1,0 +1,133 @@
+"""Limits on what a client may send: body size, body read time, JSON nesting depth.
+
+`InputLimits` sits right after the guard, so only admitted requests get their bodies read.
+It reads the whole body under a size cap (413) and a deadline (408: a client trickling bytes
+cannot hold a connection and a buffer forever), then hands it on as one message. Doing it here
+covers the control plane too, whose framework would turn a failing read into a vague 400.
+
+The head of a request (line and headers) is limited earlier, in the HTTP protocol itself
+(`guard/protocol.py`), because by the time an ASGI app runs the headers are already in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from lmgate.asgi import ASGIApp, Message, Receive, Scope, Send
+from lmgate.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    RequestTimeout,
+    send_error,
+)
+from lmgate.exchange import Exchange, exchange_of
+from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            text = value.strip()
+            return int(text) if text.isdigit() else None
+    return None
+
+
+class InputLimits:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout: float) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.timeout = body_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            first = await self._read_within_limits(scope, receive)
+        except GatewayError as exc:
+            exchange_of(scope).error = exc.message
+            exc.headers["Connection"] = "close"  # what is left of the body is not a request
+            await send_error(send, exc)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read_within_limits(self, scope: Scope, receive: Receive) -> Message:
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body:
+            raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._read(receive)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.timeout:g} seconds"
+            ) from None
+
+    async def _read(self, receive: Receive) -> Message:
+        """The whole body as one `http.request` message, or the disconnect that cut it."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return {"type": "http.request", "body": body, "more_body": False}
+
+
+def json_depth(value: object, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, counting stops once past `limit`."""
+    deepest = 0
+    if not isinstance(value, dict | list):
+        return 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        children = node.values() if isinstance(node, dict) else node
+        assert isinstance(children, Iterable)
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return deepest
+
+
+class JsonDepthLimit:
+    """A proxy hook refusing inference bodies nested deeper than `limit` (400)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
+        if request.body is not None and json_depth(request.body, self.limit) > self.limit:
+            raise BadRequest(
+                f"request body is nested deeper than {self.limit} levels", code="json_too_deep"
+            )
+        return None

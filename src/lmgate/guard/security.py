@@ -1,0 +1,85 @@
+"""The guard's parts for one gateway, built from settings: keys, limits, damping, CORS.
+
+`wrap` stacks the ASGI layers in their fixed order (CORS outside, then the guard, then input
+limits, so a body is read only once its request is admitted); `hooks` are the proxy-side
+checks in the order they refuse: malformed body, forbidden model, over a limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmgate.asgi import ASGIApp
+from lmgate.exchange import Observer
+from lmgate.guard.allowlist import NetworkSet
+from lmgate.guard.auth import Access, GuardMiddleware
+from lmgate.guard.cors import with_cors
+from lmgate.guard.damping import Damper
+from lmgate.guard.keys import KeyRegistry
+from lmgate.guard.limits import InputLimits, JsonDepthLimit
+from lmgate.guard.model_access import ModelAccess
+from lmgate.guard.paths import Scope as KeyScope
+from lmgate.guard.ratelimit import RateLimiter
+from lmgate.observe.events import EventBus
+from lmgate.proxy.hooks import ProxyHook
+from lmgate.settings import Settings
+from lmgate.store.db import Database
+from lmgate.store.keys import KeyStore, load_secret
+
+
+def bootstrap_keys(settings: Settings) -> list[tuple[str, KeyScope, str]]:
+    """Keys from settings: LMGATE_ADMIN_KEY (or GATEWAY_API_KEY) and LMGATE_API_KEYS."""
+    keys: list[tuple[str, KeyScope, str]] = []
+    if settings.admin_key is not None:
+        keys.append(("admin", KeyScope.ADMIN, settings.admin_key.get_secret_value()))
+    keys += [
+        (f"api-key-{i}", KeyScope.INFERENCE, k.get_secret_value())
+        for i, k in enumerate(settings.api_keys, 1)
+    ]
+    return keys
+
+
+@dataclass(slots=True)
+class Security:
+    settings: Settings
+    keys: KeyRegistry
+    store: KeyStore
+    damper: Damper
+    limiter: RateLimiter
+    access: Access
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database) -> Security:
+        secret = load_secret(settings.data_dir)
+        return cls(
+            settings=settings,
+            keys=KeyRegistry(secret, bootstrap_keys(settings), db.path),
+            store=KeyStore(db, secret),
+            damper=Damper(limit=settings.auth_fail_limit, block_s=settings.auth_block_seconds),
+            limiter=RateLimiter(),
+            access=Access(
+                allow=NetworkSet(settings.allow),
+                admin_allow=NetworkSet(settings.admin_allow),
+                trusted_proxies=NetworkSet(settings.trusted_proxies),
+                health_public=not settings.require_auth_for_health,
+            ),
+        )
+
+    def wrap(self, app: ASGIApp, bus: EventBus | None) -> ASGIApp:
+        settings = self.settings
+        limited = InputLimits(
+            app, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout
+        )
+        guarded = GuardMiddleware(
+            limited, keys=self.keys, access=self.access, damper=self.damper, bus=bus
+        )
+        return with_cors(guarded, settings.cors_origins)
+
+    def hooks(self) -> list[ProxyHook]:
+        return [JsonDepthLimit(self.settings.max_json_depth), ModelAccess(), self.limiter]
+
+    def observers(self) -> list[Observer]:
+        return [self.limiter]
+
+    def close(self) -> None:
+        self.keys.close()

@@ -1,0 +1,260 @@
+"""Managed API keys in SQLite: create, list, revoke, rotate. Shared by the gateway and the CLI.
+
+A key is shown once, when made. What is stored is HMAC-SHA-256(server secret, key): a stolen
+database alone cannot be used to check guesses, and the secret lives in its own owner-only file
+in the data dir. Every change bumps `api_keys_generation` (by trigger), which running gateways
+watch to pick changes up on their next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lmgate.store.db import DB_NAME, Database
+
+KEY_PREFIX = "lmg_"
+SECRET_FILE = "keys.secret"
+SCOPES = ("inference", "admin")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+_COLUMNS = (
+    "id, name, hint, scope, models, rpm, tpm, max_concurrent,"
+    " created_at, expires_at, revoked_at, rotated_at"
+)
+
+
+class KeyProblem(ValueError):
+    """A key operation that cannot be done as asked (bad value, or one of the below)."""
+
+
+class UnknownKey(KeyProblem):
+    pass
+
+
+class NameTaken(KeyProblem):
+    pass
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The server's HMAC secret, created on first use (32 random bytes, mode 0600)."""
+    path = data_dir / SECRET_FILE
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_bytes()
+        if len(secret) < 32:
+            raise KeyProblem(f"{path} is damaged (shorter than 32 bytes)") from None
+        return secret
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def any_keys(data_dir: Path) -> bool:
+    """Whether the data dir holds managed keys (revoked ones count: auth stays on)."""
+    path = data_dir / DB_NAME
+    if not path.is_file():
+        return False
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM api_keys)").fetchone()[0])
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def key_digest(secret: bytes, token: bytes) -> bytes:
+    return hmac.new(secret, token, hashlib.sha256).digest()
+
+
+def _hint(key: str) -> str:
+    return key[: len(KEY_PREFIX) + 4]
+
+
+def generate_key() -> str:
+    """`lmg_` and 32 random bytes, URL-safe: recognisable in a leak scan, unguessable."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_expiry(text: str, now: float) -> float:
+    """`30d`, `12h`, `90m`, `3600s`, `2w` from now, or an ISO date/time (UTC unless it says)."""
+    text = text.strip()
+    match = re.fullmatch(r"(\d{1,7})([smhdw])", text)
+    if match:
+        return now + int(match[1]) * _UNITS[match[2]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise KeyProblem(f"expiry '{text}': use e.g. 30d, 12h, 90m or 2026-12-31") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    id: str
+    name: str
+    hint: str
+    scope: str
+    models: tuple[str, ...]
+    rpm: int | None
+    tpm: int | None
+    max_concurrent: int | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    rotated_at: float | None
+
+    @classmethod
+    def of(cls, row: sqlite3.Row) -> KeyRow:
+        models = tuple(orjson.loads(row["models"])) if row["models"] else ()
+        return cls(
+            row["id"], row["name"], row["hint"], row["scope"], models, row["rpm"], row["tpm"],
+            row["max_concurrent"], row["created_at"], row["expires_at"], row["revoked_at"],
+            row["rotated_at"],
+        )  # fmt: skip
+
+    def status(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "hint": self.hint + "...",
+            "scope": self.scope,
+            "models": list(self.models) or None,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "maxConcurrent": self.max_concurrent,
+            "createdAt": self.created_at,
+            "expiresAt": self.expires_at,
+            "revokedAt": self.revoked_at,
+            "rotatedAt": self.rotated_at,
+            "status": self.status(time.time()),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """What a caller may ask for; validated here so the CLI and the API agree."""
+
+    name: str
+    scope: str = "inference"
+    models: tuple[str, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    expires_at: float | None = None
+
+    def check(self, now: float) -> None:
+        if not _NAME.match(self.name):
+            raise KeyProblem("name: 1-64 letters, digits or ._@+- , starting with a letter/digit")
+        if self.scope not in SCOPES:
+            raise KeyProblem(f"scope must be one of {', '.join(SCOPES)}")
+        limits = {"rpm": self.rpm, "tpm": self.tpm, "max_concurrent": self.max_concurrent}
+        for label, value in limits.items():
+            if value is not None and value < 1:
+                raise KeyProblem(f"{label} must be at least 1")
+        if any(not p.strip() or len(p) > 200 for p in self.models) or len(self.models) > 100:
+            raise KeyProblem("models: up to 100 non-empty glob patterns")
+        if self.expires_at is not None and self.expires_at <= now:
+            raise KeyProblem("the expiry is in the past")
+
+
+class KeyStore:
+    def __init__(self, db: Database, secret: bytes) -> None:
+        self.db = db
+        self.secret = secret
+
+    def create(self, spec: NewKey) -> tuple[KeyRow, str]:
+        now = time.time()
+        spec.check(now)
+        key = generate_key()
+        key_id = "key_" + secrets.token_hex(6)
+        models = orjson.dumps(list(spec.models)).decode() if spec.models else None
+        try:
+            self.db.execute(
+                "INSERT INTO api_keys (id, name, digest, hint, scope, models, rpm, tpm,"
+                " max_concurrent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    spec.name,
+                    key_digest(self.secret, key.encode()),
+                    _hint(key),
+                    spec.scope,
+                    models,
+                    spec.rpm,
+                    spec.tpm,
+                    spec.max_concurrent,
+                    now,
+                    spec.expires_at,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise NameTaken(f"an active key named '{spec.name}' already exists") from exc
+        return self.get(key_id), key
+
+    def get(self, key_id: str) -> KeyRow:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM api_keys WHERE id=?", (key_id,))
+        if not rows:
+            raise UnknownKey(f"no key '{key_id}'")
+        return KeyRow.of(rows[0])
+
+    def find(self, name_or_id: str) -> KeyRow | None:
+        """By id, else the active key of that name, else the latest revoked one of that name."""
+        rows = self.db.query(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE id=? OR name=?"
+            " ORDER BY id=? DESC, revoked_at IS NULL DESC, created_at DESC LIMIT 1",
+            (name_or_id, name_or_id, name_or_id),
+        )
+        return KeyRow.of(rows[0]) if rows else None
+
+    def list(self, *, include_revoked: bool = False) -> list[KeyRow]:
+        where = "" if include_revoked else " WHERE revoked_at IS NULL"
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM api_keys{where} ORDER BY created_at")
+        return [KeyRow.of(r) for r in rows]
+
+    def _require_active(self, name_or_id: str) -> KeyRow:
+        row = self.find(name_or_id)
+        if row is None:
+            raise UnknownKey(f"no key named or with id '{name_or_id}'")
+        if row.revoked_at is not None:
+            raise KeyProblem(f"key '{row.name}' ({row.id}) is already revoked")
+        return row
+
+    def revoke(self, name_or_id: str) -> KeyRow:
+        row = self._require_active(name_or_id)
+        self.db.execute("UPDATE api_keys SET revoked_at=? WHERE id=?", (time.time(), row.id))
+        return self.get(row.id)
+
+    def rotate(self, name_or_id: str) -> tuple[KeyRow, str]:
+        """A new secret for the same key (name, limits); the old one stops working at once."""
+        row = self._require_active(name_or_id)
+        key = generate_key()
+        self.db.execute(
+            "UPDATE api_keys SET digest=?, hint=?, rotated_at=? WHERE id=?",
+            (key_digest(self.secret, key.encode()), _hint(key), time.time(), row.id),
+        )
+        return self.get(row.id), key

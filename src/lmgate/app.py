@@ -23,6 +23,7 @@ from starlette.responses import Response
 from lmgate.admin.inventory_routes import router as inventory_router
 from lmgate.admin.keys_routes import router as keys_router
 from lmgate.admin.routes import router as admin_router
+from lmgate.admin.usage_routes import router as usage_router
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
 from lmgate.errors import BadRequest, GatewayError, NotFound
 from lmgate.exchange import ExchangeMiddleware
@@ -62,6 +63,7 @@ def _control_plane(gw: Gateway) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(inventory_router)
     app.include_router(monitoring_router)
+    app.include_router(usage_router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:

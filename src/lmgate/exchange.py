@@ -38,9 +38,11 @@ class Exchange:
     streamed: bool = False
     error: str | None = None
     latency_ms: float = 0.0
-    ttft_ms: float | None = None  # first answer byte of a stream, from the request's start
+    ttft_ms: float | None = None  # first generated token of a stream, from the request's start
     tokens_in: int | None = None  # from the upstream's `usage`, when it reports one
     tokens_out: int | None = None
+    tokens_streamed: int = 0  # output frames relayed so far (about one per token), live
+    cancelled: str | None = None  # why an operator cancelled it (`DELETE /debug/requests/ID`)
     attributes: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -14,9 +14,9 @@ from lmgate.admin.on_demand import ActiveModelKeeper, OnDemandLoader
 from lmgate.exchange import Observer
 from lmgate.guard.security import Security
 from lmgate.observe.events import EventBus
+from lmgate.observe.hub import Observability
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.prometheus import PrometheusMetrics
-from lmgate.observe.requestlog import RequestLog
 from lmgate.observe.stats import Stats
 from lmgate.proxy.hooks import ProxyHook
 from lmgate.settings import Settings
@@ -36,6 +36,7 @@ class Gateway:
     stats: Stats
     prometheus: PrometheusMetrics
     inference_events: InferenceEvents
+    obs: Observability
     watcher: UpstreamWatcher
     models: ModelManager
     security: Security
@@ -55,15 +56,13 @@ class Gateway:
                     max_loaded=self.settings.max_loaded_models,
                 )
             )
+        hooks.extend(self.obs.hooks())  # usage accounting last: it sees the final body
         return hooks
 
     def observers(self) -> list[Observer]:
         """Told of every exchange at its start and finish."""
         return [
-            self.stats,
-            self.prometheus,
-            self.inference_events,
-            RequestLog(),
+            *self.obs.observers(),
             *self.security.observers(),
         ]
 
@@ -82,10 +81,11 @@ class Gateway:
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
         db = Database(settings.data_dir)
-        bus = EventBus()
         state = StateStore(db)
+        obs = Observability.build(settings, db, state)
+        bus = obs.bus
         upstream = UpstreamClient(settings)
-        stats = Stats()
+        stats = obs.stats
         watcher = UpstreamWatcher(upstream, bus, interval=settings.sync_interval)
         models = ModelManager(
             upstream, watcher, state, bus, stats, load_timeout=settings.load_timeout
@@ -98,13 +98,16 @@ class Gateway:
             upstream=upstream,
             bus=bus,
             stats=stats,
-            prometheus=PrometheusMetrics(),
-            inference_events=InferenceEvents(bus),
+            prometheus=obs.prometheus,
+            inference_events=obs.inference_events,
+            obs=obs,
             watcher=watcher,
             models=models,
             security=Security.build(settings, db),
         )
         gw.background.append(watcher.run)
+        obs.watcher = watcher
+        gw.background.extend(obs.loops())
         return gw
 
 

@@ -169,6 +169,55 @@ class Settings(BaseSettings):
         60.0, gt=0, description="First block after too many bad keys; doubles on repeats."
     )
 
+    # observability
+    debug_history: int = Field(
+        1000, ge=0, description="Recent events kept so /debug/stream can resume (Last-Event-ID)."
+    )
+    debug_queue_size: int = Field(
+        1000, ge=1, description="Events queued per /debug/stream subscriber before it loses some."
+    )
+    debug_completed_requests: int = Field(
+        100, ge=0, description="Finished requests listed by /debug/requests."
+    )
+    usage_accounting: bool = Field(
+        True,
+        description="Read token usage from answers (asking streams for it) and record it per "
+        "key and model in SQLite; off = answers are never parsed.",
+    )
+    usage_flush_seconds: float = Field(
+        1.0, gt=0, description="How often recorded usage is written to SQLite, in one batch."
+    )
+    lmstudio_log_dir: Path | None = Field(
+        None,
+        validate_default=True,
+        description="LM Studio's server-logs folder to follow; default ~/.lmstudio/server-logs "
+        "when it exists; empty or 'off' = none.",
+    )
+    lmstudio_log_poll_seconds: float = Field(
+        0.5, gt=0, description="How often the LM Studio log is checked for new lines."
+    )
+    log_file: Path | None = Field(None, description="Also write the JSON log lines here.")
+    log_file_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Size at which the log file is rotated."
+    )
+    log_file_backups: int = Field(5, ge=0, description="Rotated log files kept.")
+    log_prompts: bool = Field(
+        False, description="Log prompts and answers (redacted, truncated). Off by default."
+    )
+    log_prompt_chars: int = Field(
+        500, ge=1, description="Longest prompt or answer text a log line or event carries."
+    )
+
+    @field_validator("lmstudio_log_dir", mode="before")
+    @classmethod
+    def _lmstudio_log_dir(cls, value: Any) -> Any:
+        if value is None:  # not configured: LM Studio's own folder, if this machine has one
+            found = Path.home() / ".lmstudio" / "server-logs"
+            return found if found.is_dir() else None
+        if str(value).strip().lower() in ("", "off", "none", "false"):
+            return None
+        return value
+
     @field_validator("admin_allow", mode="before")
     @classmethod
     def _admin_cidrs(cls, value: Any) -> Any:

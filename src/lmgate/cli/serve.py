@@ -95,7 +95,12 @@ def serve(
     if problem:
         typer.echo(f"lmgate: {problem}", err=True)
         raise typer.Exit(2)
-    configure_logging(settings.log_level)
+    configure_logging(
+        settings.log_level,
+        file=settings.log_file,
+        file_max_bytes=settings.log_file_max_bytes,
+        file_backups=settings.log_file_backups,
+    )
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that
     # context managers (the demo emulator) clean up instead of the process dying on the spot.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -1,9 +1,21 @@
-"""Publishes `inference_start` / `inference_complete` (and `error`) for inference requests."""
+"""The events of an inference request: `inference_start`, then `inference_complete` (always),
+plus `inference_failed` and the TypeScript edition's `error` when it did not succeed.
+
+`inference_complete` carries the whole outcome: status, latency, time to first token (streams),
+tokens in and out as the upstream counted them, output tokens per second, and the key's name.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from lmgate.exchange import Exchange
 from lmgate.observe.events import EventBus
+from lmgate.observe.windows import tokens_per_second
+
+
+def _ms(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
 
 
 class InferenceEvents:
@@ -18,30 +30,44 @@ class InferenceEvents:
             "inference_start",
             requestId=ex.request_id,
             path=ex.path,
+            endpoint=ex.endpoint,
             model=ex.model,
             key=ex.key_name,
+            client=ex.client,
             streaming=ex.streamed,
         )
 
     def on_finish(self, ex: Exchange) -> None:
         if ex.endpoint is None:
             return
-        self.bus.publish(
-            "inference_complete",
-            requestId=ex.request_id,
-            path=ex.path,
-            model=ex.model,
-            key=ex.key_name,
-            status=ex.status,
-            streamed=ex.streamed,
-            totalMs=round(ex.latency_ms, 3),
-            error=ex.error,
-        )
+        outcome: dict[str, Any] = {
+            "requestId": ex.request_id,
+            "path": ex.path,
+            "endpoint": ex.endpoint,
+            "model": ex.model,
+            "key": ex.key_name,
+            "client": ex.client,
+            "status": ex.status,
+            "streamed": ex.streamed,
+            "totalMs": round(ex.latency_ms, 3),
+            "latencyMs": round(ex.latency_ms, 3),
+            "ttftMs": _ms(ex.ttft_ms),
+            "tokensIn": ex.tokens_in,
+            "tokensOut": ex.tokens_out,
+            "tokensPerSecond": tokens_per_second(ex),
+            "error": ex.error,
+        }
+        self.bus.publish("inference_complete", **outcome)
         if ex.failed:
+            message = ex.error or f"HTTP {ex.status}"
+            self.bus.publish(
+                "inference_failed", **outcome | {"message": message, "cancelled": ex.cancelled}
+            )
             self.bus.publish(
                 "error",
                 requestId=ex.request_id,
                 operation="inference",
                 path=ex.path,
-                message=ex.error or f"HTTP {ex.status}",
+                model=ex.model,
+                message=message,
             )

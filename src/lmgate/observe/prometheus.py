@@ -1,54 +1,107 @@
-"""Prometheus metrics (`lmgate_` prefix), one registry per app so tests can run several."""
+"""Prometheus metrics (`lmgate_` prefix), one registry per app so tests can run several.
+
+Request metrics are updated as exchanges finish; gauges that describe a state (subscribers,
+upstream health, pending usage rows) are read when scraped, by `StateCollector`. Model names
+come from clients, so each label keeps at most `MAX_VALUES` distinct values; the rest are
+counted as `other` rather than growing the series count without bound.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from lmgate.exchange import Exchange
+from lmgate.observe.windows import is_quiet, route_label, tokens_per_second
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TPS_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+MAX_VALUES = 100
+
+__all__ = ["PrometheusMetrics", "StateCollector", "route_label"]
 
 
-def route_label(ex: Exchange) -> str:
-    """A low-cardinality label: the inference kind, or the route family."""
-    if ex.endpoint:
-        return ex.endpoint
-    for family in ("/admin", "/debug", "/api/v0", "/api/v1", "/v1"):
-        if ex.path.startswith(family):
-            return family.strip("/")
-    return "other"
+class _Bounded:
+    """A label whose distinct values are capped."""
+
+    def __init__(self, limit: int = MAX_VALUES) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        value = value or "-"
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return "other"
+        self.seen.add(value)
+        return value
 
 
 class PrometheusMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "lmgate_requests",
             "Requests handled, by route and status.",
             ["route", "status"],
-            registry=self.registry,
+            registry=r,
         )
         self.duration = Histogram(
             "lmgate_request_duration_seconds",
             "Time from request to the last byte of the answer.",
             ["route"],
             buckets=_BUCKETS,
-            registry=self.registry,
+            registry=r,
         )
-        self.in_flight = Gauge(
-            "lmgate_requests_in_flight", "Requests being handled.", registry=self.registry
-        )
+        self.in_flight = Gauge("lmgate_requests_in_flight", "Requests being handled.", registry=r)
         self.errors = Counter(
             "lmgate_errors",
             "Requests that failed (status >= 400 or aborted), by route.",
             ["route"],
-            registry=self.registry,
+            registry=r,
         )
         self.upstream_up = Gauge(
-            "lmgate_upstream_up",
-            "1 when the upstream answered its last probe.",
-            registry=self.registry,
+            "lmgate_upstream_up", "1 when the upstream answered its last probe.", registry=r
         )
+        self.inference = Counter(
+            "lmgate_inference_requests",
+            "Inference requests, by endpoint, model, key and status.",
+            ["endpoint", "model", "key", "status"],
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "lmgate_inference_duration_seconds",
+            "Inference request latency, to the last byte.",
+            ["endpoint", "model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "lmgate_time_to_first_token_seconds",
+            "Streams: time from request to first token.",
+            ["endpoint", "model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "lmgate_tokens",
+            "Tokens as the upstream counted them; direction is in or out.",
+            ["model", "key", "direction"],
+            registry=r,
+        )
+        self.tps = Histogram(
+            "lmgate_output_tokens_per_second",
+            "Generation speed of each answer, per model.",
+            ["model"],
+            buckets=_TPS_BUCKETS,
+            registry=r,
+        )
+        self._model = _Bounded()
+        self._key = _Bounded()
 
     def on_start(self, ex: Exchange) -> None:
         self.in_flight.inc()
@@ -60,6 +113,43 @@ class PrometheusMetrics:
         self.duration.labels(route).observe(ex.latency_ms / 1000.0)
         if ex.failed:
             self.errors.labels(route).inc()
+        if ex.endpoint is None or is_quiet(ex):
+            return
+        model, key = self._model(ex.model), self._key(ex.key_name)
+        self.inference.labels(ex.endpoint, model, key, str(ex.status)).inc()
+        self.inference_duration.labels(ex.endpoint, model).observe(ex.latency_ms / 1000.0)
+        if ex.ttft_ms is not None:
+            self.ttft.labels(ex.endpoint, model).observe(ex.ttft_ms / 1000.0)
+        if ex.tokens_in:
+            self.tokens.labels(model, key, "in").inc(ex.tokens_in)
+        if ex.tokens_out:
+            self.tokens.labels(model, key, "out").inc(ex.tokens_out)
+        speed = tokens_per_second(ex)
+        if speed is not None:
+            self.tps.labels(model).observe(speed)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+Reading = Callable[[], Iterable[tuple[str, str, str, float, dict[str, str]]]]
+
+
+class StateCollector(Collector):
+    """Gauges and counters read at scrape time: (kind, name, help, value, labels) tuples."""
+
+    def __init__(self, read: Reading) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for kind, name, text, value, labels in self.read():
+            family = families.get(name)
+            if family is None:
+                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                family = families[name] = cls(name, text, labels=sorted(labels))
+            family.add_metric([labels[k] for k in sorted(labels)], value)
+        return list(families.values())
+
+    def describe(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        return []

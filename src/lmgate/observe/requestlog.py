@@ -1,19 +1,64 @@
-"""Structured logs: one JSON line per request, never a key and never a prompt."""
+"""Logging: structlog JSON lines on stdout (and optionally a size-rotated file), and the one
+line per request, which never carries a key or a prompt.
+
+The level filter is structlog's filtering logger: a call below the level returns at once,
+before any formatting, so debug logging costs nothing when it is off. Python's own `logging`
+(uvicorn, aiohttp) goes to stderr at the same level.
+"""
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 
 from lmgate.exchange import Exchange
 
 
-def configure_logging(level: str) -> None:
-    """JSON lines on stdout through structlog; the level filter costs nothing when off."""
+class JsonLines:
+    """The sink structlog writes rendered lines to: stdout, plus a rotating file if asked."""
+
+    def __init__(self, out: TextIO, file: logging.Handler | None = None) -> None:
+        self.out = out
+        self.file = file
+
+    def msg(self, message: str) -> None:
+        self.out.write(message + "\n")
+        self.out.flush()
+        if self.file is not None:
+            self.file.emit(logging.makeLogRecord({"msg": message}))
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def rotating_file(path: Path, *, max_bytes: int, backups: int) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def configure_logging(
+    level: str,
+    *,
+    file: Path | None = None,
+    file_max_bytes: int = 10 << 20,
+    file_backups: int = 5,
+) -> None:
+    """JSON lines through structlog at `level`; `file` adds a copy rotated at `file_max_bytes`."""
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    handler = rotating_file(file, max_bytes=file_max_bytes, backups=file_backups) if file else None
+    sink = JsonLines(sys.stdout, handler)
+
+    def factory(*_: Any) -> JsonLines:
+        return sink
+
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -22,12 +67,16 @@ def configure_logging(level: str) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+
+
+def _ms(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
 
 
 class RequestLog:
@@ -45,9 +94,13 @@ class RequestLog:
             key=ex.key_name,
             method=ex.method,
             path=ex.path,
+            endpoint=ex.endpoint,
             model=ex.model,
             status=ex.status,
             latency_ms=round(ex.latency_ms, 3),
+            ttft_ms=_ms(ex.ttft_ms),
+            tokens_in=ex.tokens_in,
+            tokens_out=ex.tokens_out,
             streamed=ex.streamed,
             error=ex.error,
         )

@@ -1,61 +1,25 @@
-"""Monitoring routes: `/debug/stream` (SSE), `/debug/status`, `/debug/metrics`, `/metrics`."""
+"""Monitoring routes: `/debug/status`, `/debug/metrics`, `/metrics`, `/debug/requests`.
+
+`/debug/stream` lives in its own module and is mounted here. `DELETE /debug/requests/{id}`
+cancels every in-flight request with that id (ids are the `X-Request-ID` a client may choose,
+so two can share one). The upstream connection closes, which stops the generation; the client
+gets a `request_cancelled` error (503), or an error frame if its stream had started.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from lmgate.errors import GatewayError, NotFound
 from lmgate.gateway import gateway_of
+from lmgate.observe.debug_stream import router as stream_router
 
 router = APIRouter(tags=["monitoring"])
-
-
-def _event(type_: str, data: dict[str, Any], id_: int | None = None) -> ServerSentEvent:
-    return ServerSentEvent(
-        data=orjson.dumps(data).decode(),
-        event=type_,
-        id=str(id_) if id_ is not None else None,
-        sep="\n",
-    )
-
-
-@router.get("/debug/stream")
-async def debug_stream(request: Request, types: str | None = None) -> EventSourceResponse:
-    gw = gateway_of(request)
-    wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
-    last_id = request.headers.get("last-event-id", "")
-    sub = gw.bus.subscribe(types=wanted, after_id=int(last_id) if last_id.isdigit() else None)
-
-    async def events() -> AsyncIterator[ServerSentEvent]:
-        try:
-            yield _event(
-                "connected",
-                {"type": "connected", "activeModel": gw.state.state.active_model},
-            )
-            reported = 0
-            while True:
-                event = await sub.queue.get()
-                if sub.dropped > reported:
-                    lost = sub.dropped - reported
-                    reported = sub.dropped
-                    yield _event("events_lost", {"type": "events_lost", "count": lost})
-                yield _event(event.type, event.as_json(), event.id)
-        finally:
-            gw.bus.unsubscribe(sub)
-
-    return EventSourceResponse(
-        events(),
-        ping=gw.settings.keepalive_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
-        sep="\n",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+router.include_router(stream_router)
 
 
 @router.get("/debug/status")
@@ -66,9 +30,10 @@ async def debug_status(request: Request) -> dict[str, Any]:
 
 @router.get("/debug/metrics")
 async def debug_metrics(request: Request) -> dict[str, Any]:
+    """The TypeScript edition's four sections, then windows, upstream health, events, usage."""
     gw = gateway_of(request)
     state = gw.state.state
-    return {
+    legacy = {
         "modelInfo": {
             "activeModel": state.active_model,
             "defaultInference": state.default_inference,
@@ -79,8 +44,43 @@ async def debug_metrics(request: Request) -> dict[str, Any]:
         "recentActivity": [e.as_json() for e in gw.bus.recent(20)],
         "system": gw.stats.system(),
     }
+    return legacy | gw.obs.snapshot()
 
 
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
     return Response(gateway_of(request).prometheus.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+REASON = "cancelled by an operator"
+
+
+class NotCancellable(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "not_cancellable"
+
+
+@router.get("/debug/requests")
+async def list_requests(
+    request: Request, limit: int = Query(50, ge=0, le=10_000)
+) -> dict[str, Any]:
+    tracker = gateway_of(request).obs.requests
+    own = request.scope["lmgate.exchange"].request_id
+    live = [r for r in tracker.in_flight() if r["requestId"] != own]
+    return {"inFlight": live, "completed": tracker.completed(limit)}
+
+
+@router.delete("/debug/requests/{request_id}")
+async def cancel_request(request_id: str, request: Request) -> JSONResponse:
+    tracker = gateway_of(request).obs.requests
+    found = tracker.find(request_id)
+    if not found:
+        raise NotFound(f"no request {request_id!r} is in flight", code="request_not_found")
+    cancelled = tracker.cancel(request_id, REASON)
+    if not cancelled:
+        raise NotCancellable(f"request {request_id!r} cannot be cancelled (not a proxied call)")
+    return JSONResponse(
+        {"requestId": request_id, "cancelled": len(cancelled), "reason": REASON},
+        status_code=202,
+    )

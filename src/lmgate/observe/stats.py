@@ -12,8 +12,7 @@ from collections import deque
 from typing import Any
 
 from lmgate.exchange import Exchange
-
-_QUIET_PREFIXES = ("/health", "/ready", "/debug", "/metrics")
+from lmgate.observe.windows import is_quiet
 
 
 def _summary(ex: Exchange) -> dict[str, Any]:
@@ -45,11 +44,11 @@ class Stats:
         self.current_operation: str | None = None
 
     def on_start(self, ex: Exchange) -> None:
-        if not ex.path.startswith(_QUIET_PREFIXES):
+        if not is_quiet(ex):
             self.in_flight += 1
 
     def on_finish(self, ex: Exchange) -> None:
-        if ex.path.startswith(_QUIET_PREFIXES):
+        if is_quiet(ex):
             return
         self.in_flight -= 1
         self.total_requests += 1

@@ -18,6 +18,7 @@ from lmgate.errors import BadRequest, GatewayError, PayloadTooLarge
 from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.paths import quote_path
 from lmgate.observe.inference_events import InferenceEvents
+from lmgate.observe.requests import RequestCancelled
 from lmgate.pipeline.injection import ENDPOINTS, inject
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.proxy.hooks import ProxyHook, ProxyRequest, ResponseTap
@@ -117,6 +118,10 @@ class ProxyApp:
         except ClientGone:
             ex.error, ex.status = "client disconnected", 499
         except asyncio.CancelledError:
+            if ex.cancelled is not None:
+                current.uncancel()
+                await self._cancelled(ex, send)
+                return
             if not disconnected.is_set() and watcher is not None:
                 raise
             current.uncancel()
@@ -205,6 +210,14 @@ class ProxyApp:
             if not ended:
                 for tap in taps:
                     tap.end()
+
+    async def _cancelled(self, ex: Exchange, send: Send) -> None:
+        """An operator cancelled the request (`DELETE /debug/requests/ID`); the upstream
+        response is closed already. Tell the client in the answer's own terms."""
+        error = RequestCancelled(ex.cancelled or "cancelled")
+        if ex.status == 0:
+            raise error
+        await self._broken(ex, error, send)
 
     async def _broken(self, ex: Exchange, exc: GatewayError, send: Send) -> None:
         """The upstream broke mid-answer. A stream can say so; a plain body is cut short."""

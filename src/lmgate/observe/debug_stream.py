@@ -1,0 +1,66 @@
+"""`GET /debug/stream`: the event bus as Server-Sent Events.
+
+Query: `types=a,b,model_*` (names or prefix globs), `model=KEY`. A reconnecting client sends
+`Last-Event-ID` (EventSource does so by itself; `lastEventId=` in the query works too).
+Whatever queued up while the client was busy goes out as one write, and every frame is
+encoded once for all subscribers, so many open dashboards cost the proxy little. A client
+that fell behind gets an `events_lost` event with the number it missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from lmgate.gateway import gateway_of
+from lmgate.observe.events import sse_frame
+
+router = APIRouter(tags=["monitoring"])
+
+
+def _resume_id(request: Request, query_value: str | None) -> int | None:
+    text = request.headers.get("last-event-id") or query_value or ""
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def _lost(count: int) -> bytes:
+    return sse_frame("events_lost", {"type": "events_lost", "count": count})
+
+
+@router.get("/debug/stream")
+async def debug_stream(
+    request: Request,
+    types: str | None = None,
+    model: str | None = None,
+    lastEventId: str | None = None,  # the name EventSource users know
+) -> EventSourceResponse:
+    gw = gateway_of(request)
+    bus = gw.bus
+    wanted = [t for t in types.split(",") if t.strip()] if types else None
+    sub = bus.subscribe(types=wanted, model=model, after_id=_resume_id(request, lastEventId))
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            hello = {
+                "type": "connected",
+                "activeModel": gw.state.state.active_model,
+                "lastEventId": bus.last_id,
+            }
+            yield sse_frame("connected", hello)
+            while True:
+                batch, lost = await sub.take()
+                head = [_lost(lost)] if lost else []
+                yield b"".join(head + [event.frame() for event in batch])
+        finally:
+            bus.unsubscribe(sub)
+
+    return EventSourceResponse(
+        frames(),
+        ping=gw.settings.keepalive_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
+        sep="\n",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,107 @@
+"""Who is being served right now, what finished lately, and cancelling a request.
+
+The tracker is an exchange observer. `on_start` runs inside the request's own task, so it
+keeps that task: cancelling it unwinds the relay's `async with` around the upstream response,
+which closes the upstream connection and stops the generation. The relay sees
+`Exchange.cancelled` and answers the client (`RequestCancelled`, or an error frame mid-stream).
+`on_start` also marks the task's context with the request id, so events published while
+serving it (model loads, denials) carry that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lmgate.errors import GatewayError
+from lmgate.exchange import Exchange
+from lmgate.observe.events import CURRENT_REQUEST
+from lmgate.observe.windows import is_quiet
+
+
+class RequestCancelled(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "request_cancelled"
+
+
+def _ms(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def describe(ex: Exchange, now: float) -> dict[str, Any]:
+    return {
+        "requestId": ex.request_id,
+        "method": ex.method,
+        "path": ex.path,
+        "endpoint": ex.endpoint,
+        "model": ex.model,
+        "key": ex.key_name,
+        "client": ex.client,
+        "streamed": ex.streamed,
+        "startedAt": ex.started_at,
+        "ageMs": round((now - ex.started_at) * 1000.0, 3),
+        "status": ex.status or None,
+        "latencyMs": _ms(ex.latency_ms or None),
+        "ttftMs": _ms(ex.ttft_ms),
+        "tokensStreamed": ex.tokens_streamed,
+        "tokensIn": ex.tokens_in,
+        "tokensOut": ex.tokens_out,
+        "error": ex.error,
+        "cancelled": ex.cancelled,
+    }
+
+
+@dataclass(slots=True)
+class _Live:
+    ex: Exchange
+    task: asyncio.Task[Any] | None
+
+
+class RequestTracker:
+    def __init__(
+        self, *, keep: int = 100, cancellable: Callable[[Exchange], bool] = lambda ex: True
+    ) -> None:
+        self.live: dict[int, _Live] = {}
+        self.done: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.cancellable = cancellable
+        self.cancelled = 0
+
+    def on_start(self, ex: Exchange) -> None:
+        CURRENT_REQUEST.set(ex.request_id)
+        if not is_quiet(ex):
+            self.live[id(ex)] = _Live(ex, asyncio.current_task())
+
+    def on_finish(self, ex: Exchange) -> None:
+        if self.live.pop(id(ex), None) is not None:
+            self.done.append(describe(ex, time.time()))
+
+    def in_flight(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [describe(live.ex, now) for live in self.live.values()]
+
+    def completed(self, limit: int) -> list[dict[str, Any]]:
+        return list(self.done)[-limit:][::-1] if limit > 0 else []
+
+    def cancel(self, request_id: str, reason: str) -> list[Exchange]:
+        """Cancel every in-flight request with this id that can be cancelled; return them.
+
+        Nothing is awaited here: the request's task unwinds by itself, on its next step."""
+        matches = [live for live in self.live.values() if live.ex.request_id == request_id]
+        done = []
+        for live in matches:
+            if live.task is None or live.task.done() or not self.cancellable(live.ex):
+                continue
+            if live.ex.cancelled is None:
+                live.ex.cancelled = reason
+                live.task.cancel()
+                self.cancelled += 1
+                done.append(live.ex)
+        return done
+
+    def find(self, request_id: str) -> list[Exchange]:
+        return [live.ex for live in self.live.values() if live.ex.request_id == request_id]

@@ -1,0 +1,95 @@
+"""The event bus on its own: filters, bounded queues with loss counts, resume, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lmgate.observe.events import CURRENT_REQUEST, EventBus, EventFilter
+
+
+def _types(events: list[object]) -> list[str]:
+    return [e.type for e in events]  # type: ignore[attr-defined]
+
+
+async def test_type_globs_and_model_filter() -> None:
+    bus = EventBus()
+    sub = bus.subscribe(types=["inference_complete", "model_*"], model="m1")
+    bus.publish("inference_start", model="m1")
+    bus.publish("inference_complete", model="m2")
+    bus.publish("inference_complete", model="m1")
+    bus.publish("model_loaded", modelKey="m1")
+    bus.publish("model_loaded", modelKey="m2")
+    bus.publish("upstream_state", reachable=True)  # names no model: filtered out
+    batch, lost = await sub.take()
+    assert _types(batch) == ["inference_complete", "model_loaded"] and lost == 0
+    assert EventFilter(["model_*"])(bus.recent(10)[3])
+    assert not EventFilter(["model"])(bus.recent(10)[3])
+
+
+async def test_a_full_queue_drops_counts_and_reports_once() -> None:
+    bus = EventBus(queue_size=3)
+    slow = bus.subscribe()
+    for i in range(10):
+        bus.publish("tick", n=i)
+    assert bus.dropped == 7 and bus.published == 10
+    batch, lost = await slow.take()
+    assert [e.data["n"] for e in batch] == [0, 1, 2] and lost == 7
+    bus.publish("tick", n=10)
+    batch, lost = await slow.take()
+    assert [e.data["n"] for e in batch] == [10] and lost == 0
+
+
+async def test_take_waits_for_an_event() -> None:
+    bus = EventBus()
+    sub = bus.subscribe()
+    waiting = asyncio.create_task(sub.take())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    bus.publish("late")
+    batch, _ = await asyncio.wait_for(waiting, 1)
+    assert _types(batch) == ["late"]
+
+
+async def test_resume_replays_after_the_id_and_reports_what_fell_out() -> None:
+    bus = EventBus(history=5, queue_size=100)
+    for i in range(1, 9):
+        bus.publish("tick", n=i)
+    # ids 4..8 are buffered; a client that saw id 2 missed id 3 for good
+    sub = bus.subscribe(after_id=2)
+    batch, lost = await sub.take()
+    assert [e.id for e in batch] == [4, 5, 6, 7, 8] and lost == 1
+    sub = bus.subscribe(after_id=6, types=["tick"])
+    batch, lost = await sub.take()
+    assert [e.id for e in batch] == [7, 8] and lost == 0
+
+
+async def test_resume_after_a_restart_replays_everything_buffered() -> None:
+    bus = EventBus()
+    for _ in range(3):
+        bus.publish("tick")
+    batch, lost = await bus.subscribe(after_id=5000).take()
+    assert [e.id for e in batch] == [1, 2, 3] and lost == 0
+
+
+async def test_resume_backlog_larger_than_the_queue_keeps_the_newest() -> None:
+    bus = EventBus(history=100, queue_size=4)
+    for _ in range(10):
+        bus.publish("tick")
+    batch, lost = await bus.subscribe(after_id=0).take()
+    assert [e.id for e in batch] == [7, 8, 9, 10] and lost == 6
+
+
+async def test_events_carry_the_running_request_id() -> None:
+    bus = EventBus()
+
+    async def serve() -> None:
+        CURRENT_REQUEST.set("req-42")
+        bus.publish("model_load_start", modelKey="m")
+
+    await asyncio.create_task(serve())
+    bus.publish("config_changed")
+    first, second = bus.recent(2)
+    assert first.as_json()["requestId"] == "req-42"
+    assert second.as_json()["requestId"] is None
+    assert first.frame().startswith(b"id: 1\nevent: model_load_start\ndata: {")
+    assert first.frame() is first.frame()  # encoded once

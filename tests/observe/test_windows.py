@@ -1,0 +1,83 @@
+"""Sliding windows on their own: percentile accuracy, expiry, per-dimension tallies."""
+
+from __future__ import annotations
+
+import random
+
+from lmgate.exchange import Exchange
+from lmgate.observe.windows import Histogram, Metrics, tokens_per_second
+
+
+def test_quantiles_are_within_the_bucket_width() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(4, 1.2) for _ in range(5000)]
+    hist = Histogram()
+    for value in values:
+        hist.add(value)
+    ordered = sorted(values)
+    for q in (0.5, 0.9, 0.99):
+        exact = ordered[int(q * (len(ordered) - 1))]
+        got = hist.quantile(q)
+        assert got is not None and abs(got - exact) / exact < 0.05
+    assert Histogram().quantile(0.5) is None
+
+
+def _ex(*, model: str, status: int, latency: float, ttft: float | None = None) -> Exchange:
+    ex = Exchange("r", "POST", "/v1/chat/completions", "127.0.0.1")
+    ex.endpoint, ex.model, ex.key_name, ex.status = "chat", model, "k1", status
+    ex.latency_ms, ex.ttft_ms = latency, ttft
+    ex.tokens_in, ex.tokens_out = 10, 20
+    return ex
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_windows_expire_and_since_start_does_not() -> None:
+    clock = Clock()
+    metrics = Metrics(clock)
+    for ex in (_ex(model="a", status=200, latency=100), _ex(model="b", status=500, latency=300)):
+        metrics.on_start(ex)
+        metrics.on_finish(ex)
+    clock.now += 120  # two minutes later
+    late = _ex(model="a", status=200, latency=1000, ttft=200)
+    metrics.on_start(late)
+    assert metrics.snapshot()["inFlight"] == 1
+    metrics.on_finish(late)
+    snap = metrics.snapshot()
+    minute, quarter, ever = (snap["windows"][w] for w in ("1m", "15m", "sinceStart"))
+    assert (minute["requests"], quarter["requests"], ever["requests"]) == (1, 3, 3)
+    assert snap["requestsTotal"] == 3 and snap["errorsTotal"] == 1 and snap["inFlight"] == 0
+    assert quarter["errors"] == 1 and abs(quarter["errorRate"] - 1 / 3) < 1e-3
+    assert set(quarter["byModel"]) == {"a", "b"} and quarter["byModel"]["a"]["requests"] == 2
+    assert set(quarter["byStatus"]) == {"200", "500"}
+    assert quarter["byKey"]["k1"]["tokensOut"] == 60
+    assert minute["ttftMs"]["p50"] is not None and quarter["byModel"]["b"]["ttftMs"]["p50"] is None
+    assert minute["latencyMs"]["p50"] <= minute["latencyMs"]["p99"]
+    # one stream: 20 tokens in the 800 ms after its first token
+    assert minute["tokensPerSecond"] == 25.0
+    clock.now += 1000
+    assert metrics.snapshot()["windows"]["15m"]["requests"] == 0
+
+
+def test_tokens_per_second() -> None:
+    ex = _ex(model="a", status=200, latency=2000, ttft=1000)
+    assert tokens_per_second(ex) == 20.0
+    ex.ttft_ms = None
+    assert tokens_per_second(ex) == 10.0
+    ex.tokens_out = None
+    assert tokens_per_second(ex) is None
+
+
+def test_monitoring_requests_are_not_traffic() -> None:
+    metrics = Metrics(Clock())
+    probe = Exchange("r", "GET", "/debug/metrics", "127.0.0.1")
+    metrics.on_start(probe)
+    probe.path = "/debug/metrics"
+    metrics.on_finish(probe)
+    assert metrics.snapshot()["requestsTotal"] == 0

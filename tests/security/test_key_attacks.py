@@ -50,6 +50,10 @@ def test_revoked_through_the_api(target: ServerProcess) -> None:
     assert _status(target, key) == 401
     again = httpx.delete(target.url + "/admin/keys/api-revoked", headers=admin)
     assert again.status_code == 400
+    listed = httpx.get(target.url + "/admin/keys?includeRevoked=true", headers=admin).json()
+    assert any(k["name"] == "api-revoked" and k["status"] == "revoked" for k in listed["keys"])
+    active = httpx.get(target.url + "/admin/keys", headers=admin).json()["keys"]
+    assert all(k["name"] != "api-revoked" for k in active)
 
 
 @pytest.mark.parametrize(

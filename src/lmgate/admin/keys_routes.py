@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.responses import JSONResponse
@@ -67,7 +67,9 @@ async def _run(gw: Gateway, fn: Any, *args: Any) -> Any:
 
 
 @router.get("")
-async def list_keys(request: Request, include_revoked: bool = False) -> dict[str, Any]:
+async def list_keys(
+    request: Request, include_revoked: bool = Query(False, alias="includeRevoked")
+) -> dict[str, Any]:
     """Every key (never the secret): scope, model patterns, limits, expiry, status."""
     gw = gateway_of(request)
     rows = await _run(gw, lambda: gw.security.store.list(include_revoked=include_revoked))

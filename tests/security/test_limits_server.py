@@ -61,3 +61,28 @@ async def test_concurrency_is_exact_under_concurrency(target: ServerProcess) -> 
     _check_refusals([r for r in answers if r.status_code != 200], "concurrency_limit_exceeded")
     again = await _burst(target.url, key, "chat")  # every slot came back when its stream ended
     assert sum(r.status_code == 200 for r in again) == 5
+
+
+def test_tokens_per_minute_from_reported_usage(target: ServerProcess) -> None:
+    body = {
+        "model": "qwen/qwen3-4b",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5,
+    }
+    for stream in (False, True):
+        key = make_key(target, name=f"tpm-{stream}", tpm=1)
+        first = httpx.post(
+            target.url + "/v1/chat/completions",
+            headers=bearer(key),
+            json={**body, "stream": stream},
+        )
+        assert first.status_code == 200
+        second = httpx.post(
+            target.url + "/v1/chat/completions",
+            headers=bearer(key),
+            json={**body, "stream": stream},
+        )
+        assert second.status_code == 429, stream
+        assert second.json()["error"]["code"] == "token_rate_limit_exceeded"
+        assert 50 <= int(second.headers["retry-after"]) <= 60
+        assert httpx.get(target.url + "/v1/models", headers=bearer(key)).status_code == 200

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from lmgate.observe.events import CURRENT_REQUEST, EventBus, EventFilter
+from lmgate.observe.events import CURRENT_REQUEST, Event, EventBus, EventFilter
 
 
-def _types(events: list[object]) -> list[str]:
-    return [e.type for e in events]  # type: ignore[attr-defined]
+def _types(events: list[Event]) -> list[str]:
+    return [e.type for e in events]
 
 
 async def test_type_globs_and_model_filter() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.observe.helpers import eventually
 from tests.servers import ADMIN_KEY, API_KEY, ServerProcess, admin_headers, start_gateway
 
 CHAT = {"model": "qwen/qwen3-4b", "messages": [{"role": "user", "content": "events please"}]}
@@ -167,6 +168,7 @@ def test_request_ids(user: httpx.Client) -> None:
 
 def test_one_json_log_line_per_request(gateway: ServerProcess, user: httpx.Client) -> None:
     user.post("/v1/chat/completions", json=CHAT, headers={"X-Request-ID": "log-line-check"})
+    eventually(lambda: "log-line-check" in gateway.logs())  # written as the exchange finishes
     lines = [
         json.loads(line)
         for line in gateway.logs().splitlines()

@@ -192,3 +192,37 @@ def test_a_subscriber_that_never_reads_slows_nothing_and_learns_what_it_lost(
     finally:
         watcher.close()
         stalled.close()
+
+
+def test_denials_are_published_without_the_key(observed: ServerProcess) -> None:
+    wrong = "wrong-key-0123456789abcdef"
+    reader = EventReader(observed.url, "?types=auth_denied")
+    try:
+        reader.next("connected")
+        httpx.get(observed.url + "/v1/models", headers={"Authorization": f"Bearer {wrong}"})
+        with client(observed, KEYS[1]) as user:
+            user.get("/admin/state")
+        bad_key = reader.next("auth_denied")
+        no_scope = reader.next("auth_denied")
+    finally:
+        reader.close()
+    assert bad_key["reason"] == "invalid_api_key" and bad_key["status"] == 401
+    assert bad_key["address"] == "127.0.0.1" and bad_key["path"] == "/v1/models"
+    assert bad_key["key"] is None and wrong not in str(bad_key)
+    assert no_scope["status"] == 403 and no_scope["key"] == key_name(1)
+    assert no_scope["requestId"] and no_scope["method"] == "GET"
+
+
+def test_runtime_config_changes_are_published(observed: ServerProcess) -> None:
+    reader = EventReader(observed.url, "?types=config_changed")
+    with client(observed, ADMIN_KEY) as admin:
+        try:
+            reader.next("connected")
+            body = {"modelKey": MODEL, "defaultInference": {"temperature": 0.3}}
+            assert admin.post("/admin/models/activate", json=body).status_code == 200
+            change = reader.until("config_changed", lambda e: e["what"] == "model_state")
+        finally:
+            reader.close()
+            admin.post("/admin/models/unload", json={"modelKey": MODEL})
+    assert change["changes"]["activeModel"] == {"from": None, "to": MODEL}
+    assert change["changes"]["defaultInference"]["to"] == {"temperature": 0.3}

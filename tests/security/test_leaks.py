@@ -77,8 +77,8 @@ async def test_events_hold_no_secrets(tmp_path: Path, emulator: ServerProcess) -
         await gw.stop()
     text = orjson.dumps(events).decode()
     types = {e["type"] for e in events}
-    assert {"access_denied", "key_created", "key_rotated", "key_revoked"} <= types
-    denied = [e for e in events if e["type"] == "access_denied"]
+    assert {"auth_denied", "key_created", "key_rotated", "key_revoked"} <= types
+    denied = [e for e in events if e["type"] == "auth_denied"]
     assert {"invalid_api_key", "forbidden"} <= {e["reason"] for e in denied}
     assert all(e["address"] == "127.0.0.1" for e in denied)
     for secret in (key, WRONG, ADMIN_KEY, API_KEY, PROMPT):

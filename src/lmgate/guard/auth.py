@@ -4,7 +4,7 @@ Order matters: a denied address learns nothing about keys (403 before 401), and 
 normalised before anything looks at it, so every later layer sees one canonical spelling.
 Admin routes have their own allowlist (loopback only unless configured). A key, once checked,
 is taken out of the request, so no later layer can forward or log it. Every denial is logged
-and published as an `access_denied` event with the address and the reason.
+and published as an `auth_denied` event with the address and the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lmgate.guard.damping import Damper, bucket
 from lmgate.guard.keys import KeyRegistry, Principal, Problem
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.paths import normalise, quote_path, required_scope
-from lmgate.observe.events import EventBus
+from lmgate.observe.events import EventBus, auth_denied
 
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
 _PROBLEMS = {
@@ -95,15 +95,7 @@ class GuardMiddleware:
             "access_denied", client=ex.client, reason=exc.code, status=exc.status, path=ex.path
         )
         if self.bus is not None:
-            self.bus.publish(
-                "access_denied",
-                requestId=ex.request_id,
-                address=ex.client,
-                reason=exc.code,
-                status=exc.status,
-                path=ex.path,
-                key=ex.key_name,
-            )
+            auth_denied(self.bus, ex, exc)
 
     def _check(self, scope: Scope, ex: Exchange) -> None:
         path = normalise(scope["path"])

@@ -19,6 +19,9 @@ from typing import Any
 
 import orjson
 
+from lmgate.errors import GatewayError
+from lmgate.exchange import Exchange
+
 # The request the running task serves; set when an exchange starts (see `requests.py`).
 CURRENT_REQUEST: ContextVar[str | None] = ContextVar("lmgate_request_id", default=None)
 
@@ -170,3 +173,18 @@ class EventBus:
 
     def recent(self, limit: int) -> list[Event]:
         return list(self._history)[-limit:]
+
+
+def auth_denied(bus: EventBus, ex: Exchange, error: GatewayError) -> Event:
+    """The guard refused a request: from where, for what, and why. Never the key itself; the
+    key's name only when the key was valid but lacked the scope."""
+    return bus.publish(
+        "auth_denied",
+        requestId=ex.request_id,
+        address=ex.client,
+        method=ex.method,
+        path=ex.path,
+        reason=error.code,
+        status=error.status,
+        key=ex.key_name,
+    )

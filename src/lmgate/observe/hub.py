@@ -178,17 +178,14 @@ class Observability:
                 usage.dropped,
                 {},
             )
-        if self.watcher is not None and self.watcher.caps.checked_at:
-            caps = self.watcher.caps
-            self.prometheus.upstream_up.set(1 if caps.reachable else 0)
-            if caps.latency_ms is not None:
-                yield (
-                    "gauge",
-                    "lmgate_upstream_latency_seconds",
-                    "Upstream probe latency.",
-                    caps.latency_ms / 1000.0,
-                    {},
-                )
+        if self.watcher is not None and self.watcher.caps.latency_ms is not None:
+            yield (
+                "gauge",
+                "lmgate_upstream_latency_seconds",
+                "Upstream probe latency.",
+                self.watcher.caps.latency_ms / 1000.0,
+                {},
+            )
         if self.lmstudio_logs is not None:
             yield (
                 "counter",
@@ -197,6 +194,12 @@ class Observability:
                 self.lmstudio_logs.entries,
                 {},
             )
+
+    def render_prometheus(self) -> bytes:
+        """The exposition, with upstream health as the sync loop last saw it."""
+        if self.watcher is not None and self.watcher.caps.checked_at:
+            self.prometheus.upstream_up.set(1 if self.watcher.caps.reachable else 0)
+        return self.prometheus.render()
 
     def snapshot(self) -> dict[str, Any]:
         """The parts of `/debug/metrics` beyond the TypeScript edition's shape."""

@@ -49,7 +49,7 @@ async def debug_metrics(request: Request) -> dict[str, Any]:
 
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
-    return Response(gateway_of(request).prometheus.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(gateway_of(request).obs.render_prometheus(), media_type=CONTENT_TYPE_LATEST)
 
 
 REASON = "cancelled by an operator"

@@ -5,6 +5,7 @@
       GuardMiddleware    normalise path -> allowlist 403 -> damping 429 -> key 401 -> scope 403
         InputLimits      body size (413) and read deadline (408), for admitted requests only
         dispatch         /v1/*, /api/v0/*, /api/v1/*, shorthands -> ProxyApp (pure ASGI)
+                         /dashboard, /dashboard/* -> DashboardApp (static files, public)
                          everything else -> control plane (FastAPI: admin, debug, health)
 
 The proxy never passes through FastAPI: no validation models or routing tables on the hot path.
@@ -25,6 +26,7 @@ from lmgate.admin.keys_routes import router as keys_router
 from lmgate.admin.routes import router as admin_router
 from lmgate.admin.usage_routes import router as usage_router
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
+from lmgate.dashboard.routes import DashboardApp, is_dashboard
 from lmgate.errors import BadRequest, GatewayError, NotFound
 from lmgate.exchange import ExchangeMiddleware
 from lmgate.gateway import Gateway
@@ -130,9 +132,13 @@ class LmgateApp:
             hooks=gw.proxy_hooks(),
         )
 
+        dashboard = DashboardApp()
+
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and is_proxied(scope["path"]):
                 await proxy(scope, receive, send)
+            elif scope["type"] == "http" and is_dashboard(scope["path"]):
+                await dashboard(scope, receive, send)
             else:
                 await control(scope, receive, send)
 

@@ -71,6 +71,8 @@ def required_scope(lower_path: str, *, health_public: bool) -> Scope:
     """The scope a request to `lower_path` (normalised, lower-cased) needs. Deny by default."""
     if lower_path in PUBLIC_PATHS or (health_public and lower_path == "/health"):
         return Scope.PUBLIC
+    if any(_under(lower_path, p) for p in PUBLIC_PREFIXES):
+        return Scope.PUBLIC
     if any(_under(lower_path, p) for p in ADMIN_PREFIXES + UPSTREAM_ADMIN_PREFIXES):
         return Scope.ADMIN
     return Scope.INFERENCE
@@ -78,3 +80,6 @@ def required_scope(lower_path: str, *, health_public: bool) -> Scope:
 
 # Paths anyone may reach. Add to it on purpose only; `/health` is public unless configured.
 PUBLIC_PATHS: tuple[str, ...] = ()
+# The dashboard's static files: they hold no secret, and the page asks for the admin key itself.
+# Still behind the allowlist; every API call the page makes needs the admin key.
+PUBLIC_PREFIXES: tuple[str, ...] = ("/dashboard",)

@@ -1,0 +1,1 @@
+"""The operator dashboard: a static page under `/dashboard` that drives the admin API."""

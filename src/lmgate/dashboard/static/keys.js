@@ -1,0 +1,374 @@
+// Keys and usage: list, create (the new key is shown once) and revoke managed keys; token
+// usage per day, stacked by key or by model.
+
+import { api, explain, NotAvailable } from "./api.js";
+import { stackedBars } from "./charts.js";
+import { confirmButton, fill, fmtCount, fmtDateTime, h } from "./dom.js";
+
+const DAY_S = 86400;
+
+function utcDay(ts) {
+  return new Date(ts * 1000).toISOString().slice(0, 10);
+}
+
+function intOrNull(text) {
+  const t = text.trim();
+  if (!t) return { value: undefined };
+  if (!/^\d+$/.test(t) || Number(t) < 1) return { error: "must be a whole number of at least 1" };
+  return { value: Number(t) };
+}
+
+export function createKeys(root, ctx) {
+  const keysBox = h("div", { id: "keys-box" });
+  const newKeyBox = h("div", { id: "new-key", "aria-live": "polite" });
+  const showRevoked = h("input", { type: "checkbox", id: "show-revoked" });
+  const usageChart = h("div", { class: "chart-box tall", id: "usage-chart" });
+  const usageLegend = h("ul", { class: "legend-list", id: "usage-legend" });
+  const usageTable = h("div", { class: "table-wrap", id: "usage-table" });
+  const usageNote = h("p", { class: "hint", id: "usage-note" });
+  const period = h(
+    "select",
+    { id: "usage-days" },
+    h("option", { value: "7" }, "last 7 days"),
+    h("option", { value: "30" }, "last 30 days"),
+    h("option", { value: "90" }, "last 90 days"),
+  );
+  const stackBy = h(
+    "select",
+    { id: "usage-by" },
+    h("option", { value: "key" }, "by key"),
+    h("option", { value: "model" }, "by model"),
+  );
+  const metric = h(
+    "select",
+    { id: "usage-metric" },
+    h("option", { value: "totalTokens" }, "tokens"),
+    h("option", { value: "requests" }, "requests"),
+  );
+  const form = createForm();
+  fill(
+    root,
+    h("h1", { class: "view-title" }, "Keys and usage"),
+    h(
+      "section",
+      { class: "card" },
+      h("div", { class: "log-head" }, h("h2", {}, "API keys"), h("label", { class: "muted" }, showRevoked, " show revoked")),
+      newKeyBox,
+      keysBox,
+    ),
+    h("section", { class: "card" }, h("h2", {}, "New key"), form.el),
+    h(
+      "section",
+      { class: "card" },
+      h("div", { class: "log-head" }, h("h2", {}, "Usage per day"), period, stackBy, metric),
+      usageNote,
+      usageChart,
+      usageLegend,
+      usageTable,
+    ),
+  );
+  showRevoked.addEventListener("change", () => loadKeys());
+  for (const select of [period, stackBy, metric]) select.addEventListener("change", () => loadUsage());
+
+  let keysAvailable = true;
+
+  let keysAsked = 0; // only the newest answer is shown, whatever order answers arrive in
+
+  async function loadKeys() {
+    const ask = ++keysAsked;
+    try {
+      const body = await api(`admin/keys${showRevoked.checked ? "?includeRevoked=true" : ""}`);
+      if (ask !== keysAsked) return;
+      keysAvailable = true;
+      renderKeys(body.keys || []);
+    } catch (err) {
+      if (ask !== keysAsked) return;
+      keysAvailable = !(err instanceof NotAvailable);
+      fill(
+        keysBox,
+        h(
+          "p",
+          { class: keysAvailable ? "error" : "note", id: "keys-unavailable" },
+          keysAvailable
+            ? `Keys: ${explain(err)}`
+            : "Managed keys (/admin/keys) are not available on this gateway. Keys come from " +
+                "LMGATE_ADMIN_KEY and LMGATE_API_KEYS only.",
+        ),
+      );
+    }
+    form.el.hidden = !keysAvailable;
+  }
+
+  function renderKeys(keys) {
+    if (!keys.length) {
+      fill(keysBox, h("p", { class: "muted" }, "No managed keys yet. Keys from the environment are not listed."));
+      return;
+    }
+    const limits = (k) =>
+      [k.rpm ? `${k.rpm} rpm` : null, k.tpm ? `${k.tpm} tpm` : null, k.maxConcurrent ? `${k.maxConcurrent} at once` : null]
+        .filter(Boolean)
+        .join(", ") || "none";
+    fill(
+      keysBox,
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          { id: "keys-table" },
+          h(
+            "thead",
+            {},
+            h("tr", {}, ["Name", "Scope", "Key", "Models", "Limits", "Created", "Expires", "Status", ""].map((c) => h("th", { scope: "col" }, c))),
+          ),
+          h(
+            "tbody",
+            {},
+            keys.map((k) =>
+              h(
+                "tr",
+                { dataset: { key: k.name }, class: k.status === "active" ? null : "inactive" },
+                h("td", {}, k.name),
+                h("td", {}, k.scope),
+                h("td", { class: "mono" }, k.hint || "\u2014"),
+                h("td", { class: "mono" }, (k.models || []).join(", ") || "all"),
+                h("td", {}, limits(k)),
+                h("td", {}, fmtDateTime(k.createdAt)),
+                h("td", {}, k.expiresAt ? fmtDateTime(k.expiresAt) : "never"),
+                h("td", {}, h("span", { class: `badge ${k.status === "active" ? "ok" : "bad"}` }, k.status)),
+                h(
+                  "td",
+                  {},
+                  k.status === "active"
+                    ? confirmButton("Revoke", "Confirm revoke", () => revoke(k), { class: "small danger" })
+                    : null,
+                ),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function revoke(key) {
+    try {
+      await api(`admin/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
+      ctx.notify(`Key '${key.name}' revoked`, "ok");
+    } catch (err) {
+      ctx.notify(`Revoke failed: ${explain(err)}`, "error");
+    }
+    loadKeys();
+  }
+
+  function showNewKey(answer) {
+    const code = h("code", { class: "secret", id: "new-key-value" }, answer.key);
+    const copy = h("button", { type: "button", class: "small" }, "Copy");
+    copy.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(answer.key);
+        copy.textContent = "Copied";
+      } catch {
+        const range = document.createRange();
+        range.selectNodeContents(code);
+        const sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+        copy.textContent = "Selected: press Ctrl+C";
+      }
+    });
+    fill(
+      newKeyBox,
+      h(
+        "div",
+        { class: "card notice secret-box" },
+        h("p", {}, h("strong", {}, `New key for '${answer.name}' (${answer.scope}). `), answer.message || "It is shown only once."),
+        h("div", { class: "secret-row" }, code, copy),
+        h("button", { type: "button", class: "small", onclick: () => newKeyBox.replaceChildren() }, "I have stored it"),
+      ),
+    );
+  }
+
+  function createForm() {
+    const field = (id, label, input, hint) =>
+      h("div", { class: "field" }, h("label", { for: id }, label, hint ? h("small", {}, ` (${hint})`) : null), input);
+    const name = h("input", { id: "key-name", type: "text", required: true, maxlength: 64, autocomplete: "off" });
+    const scope = h(
+      "select",
+      { id: "key-scope" },
+      h("option", { value: "inference" }, "inference"),
+      h("option", { value: "admin" }, "admin"),
+    );
+    const models = h("input", { id: "key-models", type: "text", autocomplete: "off", placeholder: "qwen*, nomic*" });
+    const rpm = h("input", { id: "key-rpm", type: "text", inputmode: "numeric", autocomplete: "off" });
+    const tpm = h("input", { id: "key-tpm", type: "text", inputmode: "numeric", autocomplete: "off" });
+    const conc = h("input", { id: "key-concurrent", type: "text", inputmode: "numeric", autocomplete: "off" });
+    const expires = h("input", { id: "key-expires", type: "text", autocomplete: "off", placeholder: "30d" });
+    const errors = h("div", { class: "form-errors", role: "alert", id: "key-errors" });
+    const submit = h("button", { type: "submit", class: "primary", id: "key-create" }, "Create key");
+    const el = h(
+      "form",
+      { method: "post", id: "key-form" },
+      h(
+        "div",
+        { class: "field-grid" },
+        field("key-name", "Name", name),
+        field("key-scope", "Scope", scope),
+        field("key-models", "Models", models, "patterns, comma-separated; empty = all"),
+        field("key-rpm", "Requests / minute", rpm),
+        field("key-tpm", "Tokens / minute", tpm),
+        field("key-concurrent", "At once", conc),
+        field("key-expires", "Expires", expires, "30d, 12h, or a date"),
+      ),
+      errors,
+      h("div", { class: "actions" }, submit),
+    );
+    el.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const problems = [];
+      const body = { name: name.value.trim(), scope: scope.value };
+      if (!body.name) problems.push("name: required");
+      const patterns = models.value.split(",").map((p) => p.trim()).filter(Boolean);
+      if (patterns.length) body.models = patterns;
+      for (const [label, input, prop] of [["rpm", rpm, "rpm"], ["tpm", tpm, "tpm"], ["at once", conc, "maxConcurrent"]]) {
+        const parsed = intOrNull(input.value);
+        if (parsed.error) problems.push(`${label}: ${parsed.error}`);
+        else if (parsed.value !== undefined) body[prop] = parsed.value;
+      }
+      if (expires.value.trim()) body.expires = expires.value.trim();
+      fill(errors, problems.length ? h("p", { class: "error" }, `Please fix: ${problems.join("; ")}`) : null);
+      if (problems.length) return;
+      submit.disabled = true;
+      try {
+        const answer = await api("admin/keys", { method: "POST", body });
+        showNewKey(answer);
+        el.reset();
+      } catch (err) {
+        fill(errors, h("p", { class: "error" }, `Could not create the key: ${explain(err)}`));
+      } finally {
+        submit.disabled = false;
+        loadKeys();
+      }
+    });
+    return { el };
+  }
+
+  // ---- usage ----
+
+  async function fetchUsage(since) {
+    try {
+      return await api(`admin/usage?groupBy=day,key,model&since=${since}`);
+    } catch (err) {
+      if (err.status === 400) return api(`admin/usage?groupBy=day&since=${since}`);
+      throw err;
+    }
+  }
+
+  let usageAsked = 0;
+
+  async function loadUsage() {
+    const days = Number(period.value);
+    const now = Date.now() / 1000;
+    const since = Math.floor(now / DAY_S) * DAY_S - (days - 1) * DAY_S;
+    const ask = ++usageAsked;
+    let body;
+    try {
+      body = await fetchUsage(since);
+      if (ask !== usageAsked) return;
+    } catch (err) {
+      if (ask !== usageAsked) return;
+      usageChart.replaceChildren();
+      usageLegend.replaceChildren();
+      usageTable.replaceChildren();
+      usageNote.className = err instanceof NotAvailable ? "note" : "error";
+      usageNote.textContent =
+        err instanceof NotAvailable
+          ? "Usage accounting (/admin/usage) is not available on this gateway."
+          : `Usage: ${explain(err)}`;
+      return;
+    }
+    usageNote.className = "hint";
+    const groups = body.groups || [];
+    const by = stackBy.value;
+    const what = metric.value;
+    const categories = [];
+    for (let d = since; d <= now; d += DAY_S) categories.push(utcDay(d));
+    const names = [...new Set(groups.map((g) => g[by] || (g[by] === undefined ? "all" : "-")))].sort();
+    const stacks = names.map((label) => ({
+      label,
+      values: categories.map((day) =>
+        groups
+          .filter((g) => g.day === day && (g[by] || (g[by] === undefined ? "all" : "-")) === label)
+          .reduce((sum, g) => sum + (g[what] || 0), 0),
+      ),
+    }));
+    const totals = body.totals || {};
+    usageNote.textContent = `${fmtCount(totals.requests)} requests, ${fmtCount(totals.tokensIn)} tokens in, ${fmtCount(totals.tokensOut)} tokens out (UTC days).`;
+    stackedBars(usageChart, {
+      title: `Usage per day (${what === "requests" ? "requests" : "tokens"}) by ${by}`,
+      categories,
+      stacks,
+      format: fmtCount,
+    });
+    fill(
+      usageLegend,
+      stacks.map((st, k) => h("li", {}, h("span", { class: `swatch series-${k % 8}` }), st.label)),
+    );
+    renderUsageTable(groups);
+  }
+
+  function renderUsageTable(groups) {
+    const rows = new Map();
+    for (const g of groups) {
+      const id = `${g.key ?? "all"}\u0000${g.model ?? "all"}`;
+      const row = rows.get(id) || { key: g.key ?? "all", model: g.model ?? "all", requests: 0, tokensIn: 0, tokensOut: 0, errors: 0 };
+      row.requests += g.requests || 0;
+      row.errors += g.errors || 0;
+      row.tokensIn += g.tokensIn || 0;
+      row.tokensOut += g.tokensOut || 0;
+      rows.set(id, row);
+    }
+    if (!rows.size) {
+      fill(usageTable, h("p", { class: "muted" }, "No usage in this period."));
+      return;
+    }
+    fill(
+      usageTable,
+      h(
+        "table",
+        {},
+        h("thead", {}, h("tr", {}, ["Key", "Model", "Requests", "Errors", "Tokens in", "Tokens out"].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          [...rows.values()].map((r) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, r.key || "-"),
+              h("td", { class: "mono" }, r.model || "-"),
+              h("td", {}, fmtCount(r.requests)),
+              h("td", {}, fmtCount(r.errors)),
+              h("td", {}, fmtCount(r.tokensIn)),
+              h("td", {}, fmtCount(r.tokensOut)),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  return {
+    show() {
+      loadKeys();
+      loadUsage();
+    },
+    hide() {},
+    onEvent(ev) {
+      if (ev.replayed) return;
+      if (ev.type === "key_created" || ev.type === "key_revoked" || ev.type === "key_rotated") {
+        if (root.hidden === false) loadKeys();
+      }
+    },
+  };
+}

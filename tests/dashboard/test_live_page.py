@@ -49,6 +49,33 @@ def test_sign_in_keeps_the_key_out_of_the_url(
     assert page.evaluate("sessionStorage.length") == 0
 
 
+def test_sign_in_without_keys(page: Any, open_gateway: ServerProcess) -> None:
+    """A gateway with no keys (loopback only) takes an empty key."""
+    page.goto(f"{open_gateway.url}/dashboard/")
+    page.click("#login-submit")
+    expect(page.locator("#conn")).to_have_text("live")
+    expect(page.locator("#upstream-health")).to_have_text("reachable")
+
+
+def test_sign_in_from_an_address_outside_the_admin_allowlist(
+    page: Any, tmp_root: Path, dash_emulator: ServerProcess
+) -> None:
+    """The page loads (it is public), but the admin API refuses the address: the page says why."""
+    gateway = start_gateway(
+        tmp_root,
+        dash_emulator.url,
+        env={"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_ADMIN_ALLOW": "10.99.0.0/16"},
+    )
+    try:
+        page.goto(f"{gateway.url}/dashboard/")
+        page.fill("#login-key", ADMIN_KEY)
+        page.click("#login-submit")
+        expect(page.locator("#login-error")).to_contain_text("LMGATE_ADMIN_ALLOW")
+        expect(page.locator("#nav")).to_be_hidden()
+    finally:
+        gateway.stop()
+
+
 def test_overview_shows_upstream_and_live_numbers(
     page: Any, dash_gateway: ServerProcess, dash_user: httpx.Client, artifacts: Path
 ) -> None:

@@ -2,7 +2,7 @@
 // 15-minute charts. Numbers come from /debug/metrics (refreshed every few seconds and soon
 // after each request event); charts come from the stream's inference_complete events.
 
-import { api, explain, NotAvailable } from "./api.js";
+import { api, explain } from "./api.js";
 import { lineChart } from "./charts.js";
 import {
   fill,
@@ -30,6 +30,7 @@ export function createOverview(root, ctx) {
   const upstreamCard = h("section", { class: "card upstream", "aria-labelledby": "up-title" });
   const tiles = h("div", { class: "tiles", id: "tiles" });
   const tilesNote = h("p", { class: "hint", id: "tiles-note" });
+  const metricsError = h("p", { class: "error", id: "metrics-error", role: "status" });
   const chartBoxes = {
     rps: h("div", { class: "chart-box" }),
     errors: h("div", { class: "chart-box" }),
@@ -49,7 +50,7 @@ export function createOverview(root, ctx) {
   fill(
     root,
     h("h1", { class: "view-title" }, "Overview"),
-    h("div", { class: "overview-grid" }, upstreamCard, h("div", {}, tiles, tilesNote)),
+    h("div", { class: "overview-grid" }, upstreamCard, h("div", {}, tiles, tilesNote, metricsError)),
     h("h2", {}, "Last 15 minutes"),
     h(
       "div",
@@ -86,8 +87,10 @@ export function createOverview(root, ctx) {
       metrics = await api("debug/metrics");
       metricsAt = Date.now();
       if (metrics.inFlight === undefined) status = await api("debug/status");
+      metricsError.textContent = "";
     } catch (err) {
-      if (!(err instanceof NotAvailable)) ctx.notify(`metrics: ${explain(err)}`, "error");
+      // Shown in place: a gateway that is down would otherwise raise a notice every few seconds.
+      metricsError.textContent = `Gateway figures: ${explain(err)}`;
     }
     renderTiles();
   }

@@ -71,8 +71,10 @@ def dash_upstream(dash_emulator: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module. Playwright's sync API keeps its own event loop marked as
+    running while it is open, so it must be closed before pytest-asyncio's tests run again."""
     if not Path(CHROMIUM).exists():
         reason = (
             f"BROWSER TESTS NOT RUN: {CHROMIUM} is missing. Install Debian's chromium "

@@ -32,9 +32,14 @@ class Options:
     warmup: int = 100  # unmeasured requests per target before the first scenario
     json_path: Path | None = None
     pin: bool = True
+    real_model: bool = False  # a real model instead of `upstream`: bench/real_model.py
 
 
 QUICK = Options(quick=True, requests=500, duration=2.0, streams=12, rounds=2, warmup=50)
+# A real model answers in seconds, not microseconds: fewer, longer streams; `chunks` is the
+# tokens each stream generates and `stream_concurrency` matches the server's parallel slots.
+REAL = Options(real_model=True, streams=16, chunks=64, rounds=4, warmup=2, stream_concurrency=2)
+REAL_QUICK = replace(REAL, quick=True, streams=4, chunks=32, rounds=2, warmup=1)
 
 
 def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
@@ -68,6 +73,11 @@ def parse(argv: list[str] | None = None) -> Options:
     )
     p.add_argument("--quick", action="store_true", help="smoke run (~15 s)")
     p.add_argument(
+        "--real-model",
+        action="store_true",
+        help="time to first token and tokens/s with a real llama.cpp model (installs on first use)",
+    )
+    p.add_argument(
         "--upstream",
         type=_upstream,
         help="fake (default: built-in minimal server), emulator (lmgate.emulator), or URL",
@@ -84,6 +94,8 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--json", dest="json_path", type=Path, help="also write results here")
     p.add_argument("--no-pin", dest="pin", action="store_false", default=None)
     args = vars(p.parse_args(argv))
-    base = QUICK if args.pop("quick") else Options()
+    quick, real = args.pop("quick"), args.pop("real_model")
+    presets = {(False, False): Options(), (True, False): QUICK, (False, True): REAL}
+    base = presets.get((quick, real), REAL_QUICK)
     given = {f.name: args[f.name] for f in fields(Options) if args.get(f.name) is not None}
     return replace(base, **given)

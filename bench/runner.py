@@ -83,7 +83,12 @@ def _post_json(url: str, key: str, body: dict[str, Any]) -> None:
 
 
 def _start_gateway(
-    kids: Children, workdir: Path, upstream: str, keys: tuple[str, str], cpus: frozenset[int] | None
+    kids: Children,
+    workdir: Path,
+    upstream: str,
+    keys: tuple[str, str],
+    cpus: frozenset[int] | None,
+    model: dict[str, Any] = MODEL,
 ) -> tuple[Child, str]:
     """lmgate serving `upstream` with auth on and an active model; its child and base URL."""
     port = free_port()
@@ -94,7 +99,7 @@ def _start_gateway(
     # cwd: a `.env` in the caller's directory must not change what is measured
     gate = kids.start("lmgate", argv, env=env, cwd=workdir, cpus=cpus)
     wait_http(gate, url + "/health")
-    _post_json(url + "/admin/models/activate", keys[0], MODEL)
+    _post_json(url + "/admin/models/activate", keys[0], model)
     return gate, url
 
 
@@ -182,15 +187,21 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse(argv)
     signal.signal(signal.SIGTERM, _interrupted)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    if opts.real_model:  # imported here: bench.real_model builds on this module
+        from bench import real_model
+
+        measure, table = real_model.run, real_model.table
+    else:
+        measure, table = run, report.table
     try:
-        doc = run(opts)
+        doc = measure(opts)
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted; child processes stopped", file=sys.stderr)
         return 130
     except (RuntimeError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    print(report.table(doc))
+    print(table(doc))
     stamp = doc["started"].replace("-", "").replace(":", "")
     for path in report.save(doc, stamp, opts.json_path):
         print(f"results written to {path}")

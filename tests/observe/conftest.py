@@ -18,7 +18,6 @@ KEYS = {n: f"observe-key-{n}-0123456789abcdef" for n in range(1, 7)}
 SETTINGS = {
     "LMGATE_ADMIN_KEY": ADMIN_KEY,
     "LMGATE_API_KEYS": ",".join(KEYS.values()),
-    "LMGATE_DEBUG_QUEUE_SIZE": "64",
     "LMGATE_USAGE_FLUSH_SECONDS": "0.2",
 }
 

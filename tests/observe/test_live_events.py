@@ -160,7 +160,7 @@ def test_a_subscriber_that_never_reads_slows_nothing_and_learns_what_it_lost(
         watcher.next("connected")
         # The kernel holds megabytes for a client that does not read, so a trickle of events
         # may all fit; a burst (LM Studio log lines are the cheapest events to make) comes
-        # faster than the socket takes it and overflows the stalled subscriber's queue.
+        # faster than the socket takes it and leaves the stalled subscriber far behind.
         before = obs_admin.get("/debug/metrics").json()["events"]
         with open(obs_log, "a", encoding="utf-8") as log:
             log.writelines(

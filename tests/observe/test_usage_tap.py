@@ -99,10 +99,28 @@ def test_the_splitter_loses_no_byte(blob: bytes, cuts: list[int]) -> None:
 
 def test_a_huge_frame_is_handed_on_not_held() -> None:
     tap = UsageTap(exchange(), "chat", strip=True, text=None)
-    tap.frames.limit = 100
     tap.start(200, SSE)
+    assert tap.scanner is not None
+    tap.scanner.limit = 100
     big = b"data: " + b"x" * 500
     assert tap.feed(big) == big
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_crlf_framed_streams_are_stripped_too(cuts: list[int]) -> None:
+    blob = CHAT_BYTES.replace(b"\n", b"\r\n")
+    ex = exchange()
+    got = run(UsageTap(ex, "chat", strip=True, text=None), split(blob, cuts), SSE)
+    assert got == blob.replace(USAGE_FRAME.replace(b"\n", b"\r\n"), b"")
+    assert (ex.tokens_in, ex.tokens_out) == (7, 3) and ex.ttft_ms is not None
+
+
+def test_a_token_that_looks_like_a_marker_is_just_a_token() -> None:
+    frames = [chunk("a"), chunk("usage"), chunk("error stats"), chunk(None, "stop"), USAGE_FRAME]
+    ex = exchange()
+    got = run(UsageTap(ex, "chat", strip=True, text=None), [b"".join(frames)], SSE)
+    assert got == b"".join(frames[:-1]) and ex.tokens_out == 3
 
 
 def _read(kind: str, frames: list[bytes]) -> Exchange:
@@ -196,3 +214,17 @@ async def test_the_hook_asks_for_usage_only_when_the_client_did_not() -> None:
     tap = await hook.before_forward(exchange(), request)
     assert isinstance(tap, UsageTap) and not tap.strip and "stream_options" not in messages
     assert json.dumps(messages) == '{"stream": true, "messages": []}'
+
+
+def test_the_first_token_is_the_first_frame_that_generates_something() -> None:
+    role_only = data({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    spaced = b'data: {"choices": [{"index": 0, "delta": {"content": "x"}}]}\n\n'
+    reasoning = data({"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]})
+    for first_token in (spaced, reasoning, chunk("hi")):
+        ex = exchange()
+        tap = UsageTap(ex, "chat", strip=False, text=None)
+        tap.start(200, SSE)
+        tap.feed(role_only)
+        assert ex.ttft_ms is None and ex.tokens_streamed == 0
+        tap.feed(first_token)
+        assert ex.ttft_ms is not None and ex.tokens_streamed == 1

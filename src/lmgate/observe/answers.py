@@ -42,7 +42,14 @@ class FrameSplitter:
     def feed(self, chunk: bytes) -> list[bytes]:
         """The frames `chunk` completes, each with its blank-line terminator."""
         data = self.tail + chunk if self.tail else chunk
-        frames: list[bytes] = []
+        if data.find(b"\r") < 0:  # the common framing, split in C
+            *whole, self.tail = data.split(b"\n\n")
+            frames = [frame + b"\n\n" for frame in whole]
+            if len(self.tail) > self.limit:
+                frames.append(self.tail)
+                self.tail = b""
+            return frames
+        frames = []
         start = 0
         for match in _END.finditer(data):
             frames.append(data[start : match.end()])
@@ -61,6 +68,8 @@ class FrameSplitter:
 
 def parse_frame(frame: bytes) -> tuple[str | None, bytes | None]:
     """The frame's `event:` name and its `data:` payload (lines joined), either may be None."""
+    if frame.startswith(b"data: ") and frame.find(b"\n") == len(frame) - 2:
+        return None, frame[6:-2]  # the OpenAI shape: one data line, then the blank line
     event: str | None = None
     data: list[bytes] = []
     for line in frame.splitlines():
@@ -192,11 +201,25 @@ def _delta_text(event: str, obj: Any) -> Any:
     return None
 
 
+_PRODUCED = (b'"content":"', b'"reasoning":"', b'"text":"')
+
+
+def _says_output(data: bytes) -> bool:
+    """A non-empty token field in compact JSON: an output frame, known without parsing it.
+    (False proves nothing: the caller parses then.)"""
+    for key in _PRODUCED:
+        at = data.find(key)
+        if at >= 0 and data[at + len(key) : at + len(key) + 1] != b'"':
+            return True
+    return data.find(b'"tool_calls":[{') >= 0
+
+
 def _openai_frame(data: bytes, reading: Reading, lazy: bool) -> Frame:
     if data == b"[DONE]":
         return Frame.OTHER
-    if lazy and b'"usage"' not in data and b'"error"' not in data:
-        return Frame.OUTPUT
+    if data.find(b'"usage"') < 0 and data.find(b'"error"') < 0:
+        if lazy or (not reading.text_limit and _says_output(data)):
+            return Frame.OUTPUT
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -18,6 +18,7 @@ from lmgate.gateway import gateway_of
 from lmgate.observe.events import sse_frame
 
 router = APIRouter(tags=["monitoring"])
+LINGER_SECONDS = 0.05  # a human watching does not notice; the proxy's core does
 
 
 def _resume_id(request: Request, query_value: str | None) -> int | None:
@@ -51,7 +52,7 @@ async def debug_stream(
             }
             yield sse_frame("connected", hello)
             while True:
-                batch, lost = await sub.take()
+                batch, lost = await sub.take(LINGER_SECONDS)
                 head = [_lost(lost)] if lost else []
                 yield b"".join(head + [event.frame() for event in batch])
         finally:

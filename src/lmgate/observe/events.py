@@ -82,45 +82,60 @@ class EventFilter:
 
 
 class Subscription:
-    """One subscriber's bounded queue. `offer` never blocks; `take` waits for a batch."""
+    """A reader of the bus: a cursor into the shared ring, at most `limit` events behind."""
 
-    __slots__ = ("_items", "_limit", "_ready", "lost", "wants")
+    __slots__ = ("bus", "cursor", "limit", "lost", "wants")
 
-    def __init__(self, wants: EventFilter, limit: int) -> None:
+    def __init__(self, bus: EventBus, wants: EventFilter, cursor: int, limit: int) -> None:
+        self.bus = bus
         self.wants = wants
-        self.lost = 0  # dropped since the last `take`
-        self._items: deque[Event] = deque()
-        self._limit = limit
-        self._ready = asyncio.Event()
+        self.cursor = cursor  # the id of the last event this subscriber has seen
+        self.limit = limit
+        self.lost = 0  # known lost, not reported yet
 
-    def offer(self, event: Event) -> bool:
-        if len(self._items) >= self._limit:
-            self.lost += 1
-            return False
-        self._items.append(event)
-        if not self._ready.is_set():
-            self._ready.set()
-        return True
+    @property
+    def behind(self) -> int:
+        """Events published since the cursor that no longer fit its lag limit."""
+        return max(0, self.bus.last_id - self.cursor - self.limit)
 
-    async def take(self) -> tuple[list[Event], int]:
-        """Everything queued (waiting for at least one event or loss), and the loss count."""
-        while not self._items and not self.lost:
-            self._ready.clear()
-            await self._ready.wait()
-        batch = list(self._items)
-        self._items.clear()
-        lost, self.lost = self.lost, 0
-        return batch, lost
+    async def take(self, linger: float = 0.0) -> tuple[list[Event], int]:
+        """The events since the last take that pass the filter (at least one, or a loss),
+        and how many were lost.
+
+        `linger` waits a little longer once something came, so a burst goes out as one write:
+        under load that turns a send per event per subscriber into a few per second."""
+        while True:
+            if self.cursor >= self.bus.last_id and not self.lost:
+                await self.bus.wait()
+                if linger:
+                    await asyncio.sleep(linger)
+            batch, skipped = self.bus.since(self.cursor, self.limit)
+            self.cursor = self.bus.last_id
+            self.bus.reported_lost += skipped
+            lost, self.lost = self.lost + skipped, 0
+            if self.wants.types is not None or self.wants.model is not None:
+                batch = [event for event in batch if self.wants(event)]
+            if batch or lost:
+                return batch, lost
 
 
 class EventBus:
+    """One ring of recent events, shared by every subscriber and by resumption.
+
+    Publishing appends to the ring and wakes waiting subscribers with one call, whatever their
+    number; each subscriber then copies what it has not seen yet, in its own task. The ring
+    holds `max(history, queue_size)` events; a subscriber more than `queue_size` behind skips
+    to the newest ones and is told how many it lost."""
+
     def __init__(self, *, history: int = 1000, queue_size: int = 1000) -> None:
         self._ids = itertools.count(1)
-        self._history: deque[Event] = deque(maxlen=history)
+        self._ring: deque[Event] = deque(maxlen=max(history, queue_size, 1))
+        self._history = history
         self._subscribers: set[Subscription] = set()
         self._queue_size = queue_size
+        self._signal: asyncio.Event | None = None
         self.published = 0
-        self.dropped = 0
+        self.reported_lost = 0
         self.by_type: dict[str, int] = {}
 
     @property
@@ -129,19 +144,40 @@ class EventBus:
 
     @property
     def last_id(self) -> int:
-        return self._history[-1].id if self._history else 0
+        return self._ring[-1].id if self._ring else 0
+
+    @property
+    def dropped(self) -> int:
+        """Events subscribers lost: reported to them, or certain to be when they next read."""
+        return self.reported_lost + sum(sub.behind for sub in self._subscribers)
 
     def publish(self, type_: str, **data: Any) -> Event:
         if "requestId" not in data:
             data["requestId"] = CURRENT_REQUEST.get()
         event = Event(next(self._ids), type_, time.time(), data)
-        self._history.append(event)
+        self._ring.append(event)
         self.published += 1
         self.by_type[type_] = self.by_type.get(type_, 0) + 1
-        for sub in self._subscribers:
-            if sub.wants(event) and not sub.offer(event):
-                self.dropped += 1
+        if self._signal is not None:
+            self._signal.set()
+            self._signal = None
         return event
+
+    async def wait(self) -> None:
+        """Until the next event is published."""
+        if self._signal is None:
+            self._signal = asyncio.Event()
+        await self._signal.wait()
+
+    def since(self, cursor: int, limit: int) -> tuple[list[Event], int]:
+        """Events after id `cursor`, at most the `limit` newest, and how many were skipped."""
+        ring = self._ring
+        if not ring or cursor >= ring[-1].id:
+            return [], 0
+        first, last = ring[0].id, ring[-1].id
+        start = max(cursor + 1, first, last - limit + 1)
+        skipped = start - (cursor + 1)
+        return list(itertools.islice(ring, start - first, None)), skipped
 
     def subscribe(
         self,
@@ -150,29 +186,31 @@ class EventBus:
         model: str | None = None,
         after_id: int | None = None,
     ) -> Subscription:
-        """A new subscription; with `after_id`, first the buffered events after that id.
+        """A new subscription from now on; with `after_id`, from just after that id.
 
         An id newer than the newest event comes from before a restart: everything buffered is
-        newer than what that client saw. Events that fell out of the buffer, or that do not fit
-        the queue, are reported as lost."""
-        sub = Subscription(EventFilter(types, model), self._queue_size)
-        if after_id is not None and self._history:
+        newer than what that client saw. Resuming reaches back at most `history` events."""
+        cursor = self.last_id
+        lost = 0
+        if after_id is not None and self._ring:
             if after_id > self.last_id:
                 after_id = 0
-            missed = self._history[0].id - after_id - 1
-            backlog = [e for e in self._history if e.id > after_id and sub.wants(e)]
-            overflow = max(0, len(backlog) - self._queue_size)
-            for event in backlog[overflow:]:
-                sub.offer(event)
-            sub.lost = max(0, missed) + overflow
+            oldest = max(self._ring[0].id, self.last_id - self._history + 1)
+            lost = max(0, oldest - after_id - 1)
+            cursor = max(after_id, oldest - 1)
+        sub = Subscription(self, EventFilter(types, model), cursor, self._queue_size)
+        sub.lost = lost
         self._subscribers.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subscribers.discard(sub)
+        """A counter never goes down: what the subscriber was about to lose stays counted."""
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            self.reported_lost += sub.behind
 
     def recent(self, limit: int) -> list[Event]:
-        return list(self._history)[-limit:]
+        return list(self._ring)[-limit:] if limit > 0 else []
 
 
 def auth_denied(bus: EventBus, ex: Exchange, error: GatewayError) -> Event:

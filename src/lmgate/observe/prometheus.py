@@ -9,6 +9,7 @@ counted as `other` rather than growing the series count without bound.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -102,31 +103,41 @@ class PrometheusMetrics:
         )
         self._model = _Bounded()
         self._key = _Bounded()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def on_start(self, ex: Exchange) -> None:
         self.in_flight.inc()
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(...)`, remembered: the lookup costs more than the update."""
+        child = self._children.get((metric, labels))
+        if child is None:
+            if len(self._children) > 10_000:  # bounded whatever clients send
+                self._children.clear()
+            child = self._children[metric, labels] = metric.labels(*labels)
+        return child
+
     def on_finish(self, ex: Exchange) -> None:
         self.in_flight.dec()
-        route = route_label(ex)
-        self.requests.labels(route, str(ex.status)).inc()
-        self.duration.labels(route).observe(ex.latency_ms / 1000.0)
+        route, status = route_label(ex), str(ex.status)
+        self._child(self.requests, route, status).inc()
+        self._child(self.duration, route).observe(ex.latency_ms / 1000.0)
         if ex.failed:
-            self.errors.labels(route).inc()
+            self._child(self.errors, route).inc()
         if ex.endpoint is None or is_quiet(ex):
             return
-        model, key = self._model(ex.model), self._key(ex.key_name)
-        self.inference.labels(ex.endpoint, model, key, str(ex.status)).inc()
-        self.inference_duration.labels(ex.endpoint, model).observe(ex.latency_ms / 1000.0)
+        endpoint, model, key = ex.endpoint, self._model(ex.model), self._key(ex.key_name)
+        self._child(self.inference, endpoint, model, key, status).inc()
+        self._child(self.inference_duration, endpoint, model).observe(ex.latency_ms / 1000.0)
         if ex.ttft_ms is not None:
-            self.ttft.labels(ex.endpoint, model).observe(ex.ttft_ms / 1000.0)
+            self._child(self.ttft, endpoint, model).observe(ex.ttft_ms / 1000.0)
         if ex.tokens_in:
-            self.tokens.labels(model, key, "in").inc(ex.tokens_in)
+            self._child(self.tokens, model, key, "in").inc(ex.tokens_in)
         if ex.tokens_out:
-            self.tokens.labels(model, key, "out").inc(ex.tokens_out)
+            self._child(self.tokens, model, key, "out").inc(ex.tokens_out)
         speed = tokens_per_second(ex)
         if speed is not None:
-            self.tps.labels(model).observe(speed)
+            self._child(self.tps, model).observe(speed)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,21 +10,14 @@ before observers see it finish.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Protocol
 
 import orjson
 
 from lmgate.exchange import Exchange
-from lmgate.observe.answers import (
-    USAGE_KEYS,
-    Frame,
-    FrameSplitter,
-    Reading,
-    parse_frame,
-    read_body,
-    read_frame,
-)
+from lmgate.observe.answers import USAGE_KEYS, Reading, read_body
+from lmgate.observe.stream_scan import StreamScanner
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 
 BODY_LIMIT = 8 << 20  # larger plain answers (huge embedding batches) go unread
@@ -74,70 +67,40 @@ class UsageTap:
         self.strip = strip
         self.text = text
         self.reading = Reading(text_limit=text.limit if text is not None else 0)
-        self.stream = False
-        self.frames = FrameSplitter()
+        self.scanner: StreamScanner | None = None
         self.body: list[bytes] = []
         self.body_size = 0
-        self.lazy = False  # the first token was seen and no text is wanted: parse less
+        self.feed: Callable[[bytes], bytes] = self._collect
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        self.stream = any(
-            k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
-        )
-        if not self.stream:
-            self.strip = False
-        elif self.strip:  # the length changes when the usage chunk goes
-            headers = [(k, v) for k, v in headers if k != b"content-length"]
+        for name, value in headers:
+            if name == b"content-type" and value.startswith(b"text/event-stream"):
+                self.scanner = StreamScanner(self.ex, self.kind, self.reading, strip=self.strip)
+                self.feed = self.scanner.feed  # the relay calls it per chunk: one call less
+                if self.strip:  # the length changes when the usage chunk goes
+                    return [(k, v) for k, v in headers if k != b"content-length"]
         return headers
 
-    def feed(self, chunk: bytes) -> bytes:
-        if not self.stream:
-            self.body_size += len(chunk)
-            if self.body_size <= BODY_LIMIT:
-                self.body.append(chunk)
-            return chunk
-        carried = bool(self.frames.tail)
-        frames = self.frames.feed(chunk)
-        if not self.strip:
-            for frame in frames:
-                self._frame(frame)
-            return chunk
-        kept = [frame for frame in frames if self._frame(frame) is not Frame.USAGE_ONLY]
-        if len(kept) == len(frames) and not carried and not self.frames.tail:
-            return chunk
-        return b"".join(kept)
+    def _collect(self, chunk: bytes) -> bytes:
+        """A plain answer: kept (up to `BODY_LIMIT`) to be read whole at the end."""
+        self.body_size += len(chunk)
+        if self.body_size <= BODY_LIMIT:
+            self.body.append(chunk)
+        return chunk
 
     def end(self) -> bytes:
         last = b""
-        if self.stream:
-            rest = self.frames.rest()
-            if rest and self._frame(rest) is not Frame.USAGE_ONLY and self.strip:
-                last = rest  # held back while it was incomplete
+        if self.scanner is not None:
+            last = self.scanner.end()
         elif self.body and self.body_size <= BODY_LIMIT:
+            body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
             try:
-                read_body(self.kind, orjson.loads(b"".join(self.body)), self.reading)
+                read_body(self.kind, orjson.loads(body), self.reading)
             except orjson.JSONDecodeError:
                 pass
             self.body = []
         self._settle()
         return last
-
-    def _frame(self, frame: bytes) -> Frame:
-        ex = self.ex
-        if self.lazy and frame.startswith(b"data: {") and b'"usage"' not in frame:
-            if b'"error"' not in frame:
-                ex.tokens_streamed += 1
-                return Frame.OUTPUT
-        event, data = parse_frame(frame)
-        if data is None:
-            return Frame.OTHER
-        kind = read_frame(self.kind, event, data, self.reading, self.lazy)
-        if kind is Frame.OUTPUT:
-            ex.tokens_streamed += 1
-            if ex.ttft_ms is None:
-                ex.ttft_ms = (time.perf_counter() - ex.started) * 1000.0
-                self.lazy = not self.reading.text_limit
-        return kind
 
     def _settle(self) -> None:
         ex, reading = self.ex, self.reading

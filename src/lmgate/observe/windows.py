@@ -194,21 +194,29 @@ class Slot:
 
 
 class Windows:
-    """Slots of `slot_s` seconds kept for `keep_s`; plus one slot that never expires."""
+    """Slots of `slot_s` seconds kept for `keep_s`. A slot that expires is folded into
+    `older`, so "since start" is `older` plus the slots still kept, merged when asked: each
+    sample is tallied once, on the request path, and merged later, off it."""
 
     def __init__(self, *, slot_s: float = 5.0, keep_s: float = 900.0) -> None:
         self.slot_s = slot_s
         self.keep_s = keep_s
         self.slots: deque[Slot] = deque()
-        self.forever = Slot(0.0)
+        self.older = Slot(0.0)
 
     def add(self, sample: Sample, now: float) -> None:
         if not self.slots or now >= self.slots[-1].start + self.slot_s:
             self.slots.append(Slot(now - now % self.slot_s))
             while self.slots[0].start < now - self.keep_s - self.slot_s:
-                self.slots.popleft()
+                self.older.merge(self.slots.popleft())
         self.slots[-1].add(sample)
-        self.forever.add(sample)
+
+    @property
+    def forever(self) -> Slot:
+        merged = Slot(0.0)
+        for slot in (self.older, *self.slots):
+            merged.merge(slot)
+        return merged
 
     def window(self, seconds: float, now: float) -> Slot:
         merged = Slot(now - seconds)

@@ -1,0 +1,57 @@
+"""The bench's fake upstream, plus the usage chunk a real server sends when asked for it.
+
+lmgate asks streams for `stream_options.include_usage` and strips the extra chunk again; to
+measure that work, this upstream ends every stream with such a chunk (before `[DONE]`), as
+LM Studio does when asked. Everything else is `bench.fake_upstream` unchanged.
+
+    python -m bench.usage_upstream --port 8000 --chunks 20 --chunk-delay-ms 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+import orjson
+
+from bench.aio import run
+from bench.fake_upstream import FakeUpstream
+
+USAGE = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "bench-model",
+    "choices": [],
+    "usage": {"prompt_tokens": 8, "completion_tokens": 20, "total_tokens": 28},
+}
+
+
+class UsageUpstream(FakeUpstream):
+    def __init__(self, chunks: int, chunk_delay: float) -> None:
+        super().__init__(chunks, chunk_delay)
+        frame = b"data: " + orjson.dumps(USAGE) + b"\n\n"
+        self.frames.insert(-1, b"%x\r\n%s\r\n" % (len(frame), frame))
+
+
+async def serve(host: str, port: int, chunks: int, chunk_delay: float) -> None:
+    app = UsageUpstream(chunks, chunk_delay)
+    server = await asyncio.start_server(app.handle, host, port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.usage_upstream", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--chunks", type=int, default=20)
+    p.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    args = p.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        run(serve(args.host, args.port, args.chunks, args.chunk_delay_ms / 1000))
+
+
+if __name__ == "__main__":
+    main()

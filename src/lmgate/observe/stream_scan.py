@@ -1,0 +1,140 @@
+"""Reading a stream as it passes, at a cost close to nothing per token.
+
+Until the first token, every frame is parsed. After it, only three things still matter: the
+usage report, an error, the final stats, all of which name themselves (`usage`, `error`,
+`stats`). So the scanner searches each chunk for those words and parses only the frames that
+hold one; the frames in between are counted as tokens in one call, however many there are.
+(A token that happens to say "usage" costs one parse, nothing more.)
+
+Chunks may hold many frames or end inside one. The unfinished frame is carried to the next
+chunk; when the usage chunk has to be removed it is also held back, so that a frame is never
+half sent. Streams framed with `\\r\\n` (rare) take a slower frame-by-frame path.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lmgate.exchange import Exchange
+from lmgate.observe.answers import Frame, FrameSplitter, Reading, parse_frame, read_frame
+
+_NAMED = ("responses", "messages", "native_chat")  # `event:` lines; the rest `data:` only
+
+
+class StreamScanner:
+    def __init__(self, ex: Exchange, kind: str, reading: Reading, *, strip: bool) -> None:
+        self.ex = ex
+        self.kind = kind
+        self.reading = reading
+        self.strip = strip  # remove the usage-only chunk (lmgate asked for it)
+        self.limit = 1 << 20  # a "frame" longer than this is handed on unread
+        self.tail = b""
+        self.lazy = False  # past the first token, and no output text is wanted
+        self.named = kind in _NAMED
+        self.token = b"delta\ndata:" if self.named else b"data: {"  # one per generated token
+        self.crlf: FrameSplitter | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What to send on: `chunk` itself unless a frame was removed or is held back."""
+        if (  # the usual chunk: whole frames of tokens and nothing else
+            self.lazy
+            and not self.tail
+            and chunk.endswith(b"\n\n")
+            and chunk.find(b"usage") < 0
+            and chunk.find(b"error") < 0
+            and self.crlf is None
+            and (not self.named or chunk.find(b"stats") < 0)
+        ):
+            self.ex.tokens_streamed += chunk.count(self.token)
+            return chunk
+        if self.crlf is not None or chunk.find(b"\r") >= 0:
+            return self._feed_crlf(chunk)
+        carried = bool(self.tail)
+        data = self.tail + chunk if carried else chunk
+        cut = data.rfind(b"\n\n") + 2
+        if cut == 1:
+            cut = 0
+        if len(data) - cut > self.limit:
+            cut = len(data)
+        complete = data if cut == len(data) else data[:cut]
+        self.tail = data[cut:] if cut < len(data) else b""
+        kept: list[bytes] = []
+        removed = self._scan(complete, kept)
+        if not self.strip or (not removed and not carried and not self.tail):
+            return chunk
+        return b"".join(kept)
+
+    def end(self) -> bytes:
+        """At the end of the stream: read an unterminated last frame; return it if held."""
+        if self.crlf is not None:
+            self.tail = self.crlf.rest()
+        tail, self.tail = self.tail, b""
+        if tail and self._frame(tail) is not Frame.USAGE_ONLY and self.strip:
+            return tail
+        return b""
+
+    def _scan(self, data: bytes, kept: list[bytes]) -> bool:
+        """Read whole frames in `data` into `kept` (all but a removed usage chunk)."""
+        removed, pos, size = False, 0, len(data)
+        while pos < size:
+            if not self.lazy:
+                start, hit = pos, pos
+            else:
+                hit = self._marker(data, pos)
+                if hit < 0:
+                    piece = data[pos:] if pos else data
+                    self.ex.tokens_streamed += piece.count(self.token)
+                    kept.append(piece)
+                    return removed
+                start = data.rfind(b"\n\n", pos, hit) + 2
+                if start < pos + 2:
+                    start = pos
+                if start > pos:
+                    piece = data[pos:start]
+                    self.ex.tokens_streamed += piece.count(self.token)
+                    kept.append(piece)
+            end = data.find(b"\n\n", hit) + 2
+            if end == 1:
+                end = size
+            frame = data[start:end]
+            if self._frame(frame) is Frame.USAGE_ONLY and self.strip:
+                removed = True
+            else:
+                kept.append(frame)
+            pos = end
+        return removed
+
+    def _marker(self, data: bytes, pos: int) -> int:
+        """Where the next word worth a parse starts, or -1."""
+        usage, error = data.find(b"usage", pos), data.find(b"error", pos)
+        hit = usage if error < 0 or 0 <= usage < error else error
+        if self.named:
+            stats = data.find(b"stats", pos)
+            if stats >= 0 and (hit < 0 or stats < hit):
+                hit = stats
+        return hit
+
+    def _frame(self, frame: bytes) -> Frame:
+        event, payload = parse_frame(frame)
+        if payload is None:
+            return Frame.OTHER
+        kind = read_frame(self.kind, event, payload, self.reading, self.lazy)
+        if kind is Frame.OUTPUT:
+            ex = self.ex
+            ex.tokens_streamed += 1
+            if ex.ttft_ms is None:
+                ex.ttft_ms = (time.perf_counter() - ex.started) * 1000.0
+                self.lazy = not self.reading.text_limit
+        return kind
+
+    def _feed_crlf(self, chunk: bytes) -> bytes:
+        """Frame by frame, for streams that end lines with `\\r\\n`."""
+        if self.crlf is None:
+            self.crlf = FrameSplitter(self.limit)
+            self.crlf.tail, self.tail = self.tail, b""
+        carried = bool(self.crlf.tail)
+        frames = self.crlf.feed(chunk)
+        kept = [f for f in frames if not (self._frame(f) is Frame.USAGE_ONLY and self.strip)]
+        if not self.strip or (len(kept) == len(frames) and not carried and not self.crlf.tail):
+            return chunk
+        return b"".join(kept)

@@ -204,7 +204,7 @@ def _delta_text(event: str, obj: Any) -> Any:
 _PRODUCED = (b'"content":"', b'"reasoning":"', b'"text":"')
 
 
-def _says_output(data: bytes) -> bool:
+def says_output(data: bytes) -> bool:
     """A non-empty token field in compact JSON: an output frame, known without parsing it.
     (False proves nothing: the caller parses then.)"""
     for key in _PRODUCED:
@@ -218,7 +218,7 @@ def _openai_frame(data: bytes, reading: Reading, lazy: bool) -> Frame:
     if data == b"[DONE]":
         return Frame.OTHER
     if data.find(b'"usage"') < 0 and data.find(b'"error"') < 0:
-        if lazy or (not reading.text_limit and _says_output(data)):
+        if lazy or (not reading.text_limit and says_output(data)):
             return Frame.OUTPUT
     try:
         obj = orjson.loads(data)

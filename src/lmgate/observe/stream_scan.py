@@ -16,7 +16,14 @@ from __future__ import annotations
 import time
 
 from lmgate.exchange import Exchange
-from lmgate.observe.answers import Frame, FrameSplitter, Reading, parse_frame, read_frame
+from lmgate.observe.answers import (
+    Frame,
+    FrameSplitter,
+    Reading,
+    parse_frame,
+    read_frame,
+    says_output,
+)
 
 _NAMED = ("responses", "messages", "native_chat")  # `event:` lines; the rest `data:` only
 
@@ -75,6 +82,9 @@ class StreamScanner:
 
     def _scan(self, data: bytes, kept: list[bytes]) -> bool:
         """Read whole frames in `data` into `kept` (all but a removed usage chunk)."""
+        if not self.lazy and not self.reading.text_limit and self._has_token(data):
+            self.ex.ttft_ms = (time.perf_counter() - self.ex.started) * 1000.0
+            self.lazy = True  # the whole chunk arrived now: its first token is the first one
         removed, pos, size = False, 0, len(data)
         while pos < size:
             if not self.lazy:
@@ -103,6 +113,12 @@ class StreamScanner:
                 kept.append(frame)
             pos = end
         return removed
+
+    def _has_token(self, data: bytes) -> bool:
+        """Whether whole frames in `data` carry a generated token, told from the bytes."""
+        if self.named:
+            return data.find(b"delta\ndata:") >= 0
+        return says_output(data)
 
     def _marker(self, data: bytes, pos: int) -> int:
         """Where the next word worth a parse starts, or -1."""

@@ -143,6 +143,16 @@ def test_unload_clears_the_active_model(admin03: httpx.Client) -> None:
             {"modelKey": "m", "loadConfig": {"contextLength": -5}},
             "loadConfig.contextLength",
         ),
+        (
+            "/admin/models/load",
+            {"modelKey": "m", "loadConfig": {"evalBatchSize": 2**70}},
+            "loadConfig.evalBatchSize",
+        ),
+        (
+            "/admin/models/activate",
+            {"modelKey": "m", "defaultInference": {"maxTokens": 2**64}},
+            "defaultInference.maxTokens",
+        ),
         ("/admin/models/unload", {"model": "m"}, "model"),
     ],
 )

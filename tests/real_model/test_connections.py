@@ -13,8 +13,6 @@ import http.client
 import json
 from collections import Counter
 
-import pytest
-
 from tests.real_model.conftest import Activate
 from tests.real_model.engine import ALIAS
 from tests.servers import API_KEY, ServerProcess
@@ -47,11 +45,6 @@ def test_back_to_back_plain_requests_all_succeed(
     assert _statuses(real_gateway, PLAIN, stream=False) == {200: PLAIN}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lmgate reuses an upstream connection llama.cpp closed after a stream "
-    "and answers 502 'Server disconnected' (known bug; remove this mark once fixed)",
-)
 def test_back_to_back_streams_all_succeed(activate: Activate, real_gateway: ServerProcess) -> None:
     activate()
     assert _statuses(real_gateway, STREAMS, stream=True) == {200: STREAMS}

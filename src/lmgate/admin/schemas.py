@@ -1,4 +1,4 @@
-"""Validated request bodies of the admin API (camelCase on the wire, as the seed defined it)."""
+"""Validated request bodies of the admin API, camelCase on the wire as in the TypeScript edition."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+# Integers go to SQLite and to the upstream as JSON: keep them within 32 bits.
+_MAX_INT = 2**31 - 1
 
 
 class Schema(BaseModel):
@@ -18,9 +21,9 @@ class Schema(BaseModel):
 
 class DefaultInference(Schema):
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(None, le=_MAX_INT)
     top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=_MAX_INT)
     repeat_penalty: float | None = Field(None, gt=0)
     stop_strings: list[str] | None = None
     stream: bool | None = None
@@ -35,20 +38,20 @@ class DefaultInference(Schema):
 
 class GpuConfig(Schema):
     ratio: float | None = Field(None, ge=0, le=1)
-    layers: int | None = Field(None, ge=0)
+    layers: int | None = Field(None, ge=0, le=_MAX_INT)
 
 
 class LoadConfig(Schema):
-    context_length: int | None = Field(None, gt=0)
+    context_length: int | None = Field(None, gt=0, le=_MAX_INT)
     gpu: GpuConfig | None = None
-    cpu_threads: int | None = Field(None, gt=0)
+    cpu_threads: int | None = Field(None, gt=0, le=_MAX_INT)
     rope_frequency_base: float | None = Field(None, gt=0)
     rope_frequency_scale: float | None = Field(None, gt=0)
     flash_attention: bool | None = None
-    eval_batch_size: int | None = Field(None, gt=0)
-    num_experts: int | None = Field(None, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0, le=_MAX_INT)
+    num_experts: int | None = Field(None, gt=0, le=_MAX_INT)
     offload_kv_cache_to_gpu: bool | None = None
-    ttl: int | None = Field(None, gt=0)
+    ttl: int | None = Field(None, gt=0, le=_MAX_INT)
 
 
 class ModelKey(Schema):

@@ -136,6 +136,23 @@ class UpstreamClient:
             sock_read=self.stream_timeout if streaming else self.request_timeout,
         )
 
+    async def _send(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        streaming: bool,
+    ) -> aiohttp.ClientResponse:
+        return await self.session.request(
+            method,
+            URL(self.base + target, encoded=True),
+            headers=list(headers),
+            data=body,
+            timeout=self._timeout(streaming),
+            allow_redirects=False,
+        )
+
     @asynccontextmanager
     async def open(
         self,
@@ -149,14 +166,13 @@ class UpstreamClient:
         """Send a request; the response is closed (and the upstream told) when the block exits."""
         describe = f"upstream {self.base}"
         with translated(describe, "did not answer in time"):
-            raw = await self.session.request(
-                method,
-                URL(self.base + target, encoded=True),
-                headers=list(headers),
-                data=body,
-                timeout=self._timeout(streaming),
-                allow_redirects=False,
-            )
+            try:
+                raw = await self._send(method, target, headers, body, streaming)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A pooled keep-alive connection the upstream had already closed (llama.cpp
+                # closes after every stream while announcing keep-alive): nothing was answered,
+                # so try once more, which opens a fresh connection.
+                raw = await self._send(method, target, headers, body, streaming)
         try:
             yield UpstreamResponse(
                 raw.status,

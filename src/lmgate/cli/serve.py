@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -115,9 +116,14 @@ def serve(
             f"{settings.upstream_url} (auth {auth}, data {settings.data_dir})",
             err=True,
         )
+        app = create_app(settings)
+        # Everything built so far lives as long as the process: move it out of the
+        # collector's sight, so full collections stay short and do not stall streams.
+        gc.collect()
+        gc.freeze()
         uvicorn.Server(
             uvicorn.Config(
-                create_app(settings),
+                app,
                 host=settings.host,
                 port=settings.port,
                 loop="uvloop" if sys.platform != "win32" else "auto",

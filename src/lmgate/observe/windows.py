@@ -21,7 +21,7 @@ from typing import Any
 from lmgate.exchange import Exchange
 
 # Monitoring and probes are not traffic: they stay out of request counts and percentiles.
-QUIET_PREFIXES = ("/health", "/ready", "/debug", "/metrics")
+QUIET_PREFIXES = ("/health", "/ready", "/debug", "/metrics", "/dashboard")
 _ROUTE_FAMILIES = ("/admin", "/debug", "/api/v0", "/api/v1", "/v1")
 
 

@@ -1,10 +1,9 @@
 """What an inference answer says about itself: token usage, an error, and the output text.
 
-Streams are cut into Server-Sent Events frames by `FrameSplitter`, which only looks at
-copies: the proxy relays the chunks themselves. A frame split across two chunks waits in a
-small carry-over until its end arrives; one that grows past `limit` without ending is handed
-on unparsed rather than held. One reader per endpoint family reads whole JSON bodies and
-stream frames. Each kind reports usage in its own place: OpenAI
+One reader per endpoint family reads whole JSON bodies and stream frames (which
+`stream_scan.py` picks out of the stream; `FrameSplitter` cuts them for its frame-by-frame
+path, carrying a frame split across chunks until its end arrives). Each kind reports usage in
+its own place: OpenAI
 `usage.prompt_tokens/completion_tokens` (a last chunk with `choices: []` in streams),
 Responses and Anthropic `usage.input_tokens/output_tokens` (`response.completed`;
 `message_start` + `message_delta`), LM Studio's native chat

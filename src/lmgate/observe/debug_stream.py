@@ -2,9 +2,10 @@
 
 Query: `types=a,b,model_*` (names or prefix globs), `model=KEY`. A reconnecting client sends
 `Last-Event-ID` (EventSource does so by itself; `lastEventId=` in the query works too).
-Whatever queued up while the client was busy goes out as one write, and every frame is
-encoded once for all subscribers, so many open dashboards cost the proxy little. A client
-that fell behind gets an `events_lost` event with the number it missed.
+Events are sent in batches (whatever came within `LINGER_SECONDS` of the first goes out as
+one write) and every frame is encoded once for all subscribers, so many open dashboards cost
+the proxy little. A client that fell behind gets an `events_lost` event with the number it
+missed.
 """
 
 from __future__ import annotations

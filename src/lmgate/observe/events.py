@@ -1,10 +1,12 @@
 """The in-process event bus behind `/debug/stream`.
 
-Publishing never blocks and never awaits: each subscriber has a bounded queue, and a full
-queue drops the event and counts it, so a stalled subscriber cannot slow the proxy; it is told
-how many it lost when it reads again. A bounded ring of recent events lets a reconnecting
-subscriber resume after its `Last-Event-ID`. Every event carries an id, a timestamp and the
-id of the request it belongs to (taken from the running request when the publisher gives none).
+Publishing never blocks and never awaits: it appends to one bounded ring, whatever the number
+of subscribers. Each subscriber is a cursor into that ring and copies what it has not seen, in
+its own task; one that falls too far behind (a stalled client) skips to the newest events and
+is told how many it lost, so it can never slow the proxy or hold memory. The same ring lets a
+reconnecting subscriber resume after its `Last-Event-ID`. Every event carries an id, a
+timestamp and the id of the request it belongs to (taken from the running request when the
+publisher gives none).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.observe.test_debug import EventReader
+from tests.observe.helpers import EventReader
 from tests.servers import (
     ADMIN_KEY,
     ServerProcess,

@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.observe.helpers import eventually
+from tests.observe.helpers import EventReader, eventually
 from tests.servers import ADMIN_KEY, API_KEY, ServerProcess, admin_headers, start_gateway
 
 CHAT = {"model": "qwen/qwen3-4b", "messages": [{"role": "user", "content": "events please"}]}
-
-
-class EventReader:
-    """Reads `/debug/stream` in a thread and queues (event, data) pairs and comments."""
-
-    def __init__(self, url: str, query: str = "") -> None:
-        self.items: queue.Queue[tuple[str, dict[str, object]]] = queue.Queue()
-        self.comments: queue.Queue[str] = queue.Queue()
-        self._client = httpx.Client(timeout=None)
-        self._url = url + "/debug/stream" + query
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        event = "message"
-        try:
-            with self._client.stream("GET", self._url, headers=admin_headers()) as resp:
-                for line in resp.iter_lines():
-                    if line.startswith(":"):
-                        self.comments.put(line)
-                    elif line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: "):
-                        self.items.put((event, json.loads(line[6:])))
-        except httpx.HTTPError:
-            pass
-
-    def next(self, wanted: str, timeout: float = 5.0) -> dict[str, object]:
-        while True:
-            event, data = self.items.get(timeout=timeout)
-            if event == wanted:
-                return data
-
-    def close(self) -> None:
-        self._client.close()
 
 
 @pytest.fixture

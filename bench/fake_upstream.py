@@ -125,22 +125,29 @@ class FakeUpstream:
         writer.write(b"0\r\n\r\n")
 
 
-async def serve(host: str, port: int, chunks: int, chunk_delay: float) -> None:
-    app = FakeUpstream(chunks, chunk_delay)
+async def serve(app: FakeUpstream, host: str, port: int) -> None:
     server = await asyncio.start_server(app.handle, host, port, backlog=1024)
     async with server:
         await server.serve_forever()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.fake_upstream", description=__doc__)
+def main(
+    factory: type[FakeUpstream] | None = None,
+    *,
+    prog: str = "python -m bench.fake_upstream",
+    description: str | None = __doc__,
+    default_delay_ms: float = 5.0,
+) -> None:
+    """The command line of this upstream and of its variants (`factory` builds the app)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--chunks", type=int, default=20)
-    p.add_argument("--chunk-delay-ms", type=float, default=5.0)
+    p.add_argument("--chunk-delay-ms", type=float, default=default_delay_ms)
     args = p.parse_args()
+    app = (factory or FakeUpstream)(args.chunks, args.chunk_delay_ms / 1000)
     with contextlib.suppress(KeyboardInterrupt):
-        run(serve(args.host, args.port, args.chunks, args.chunk_delay_ms / 1000))
+        run(serve(app, args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,9 @@ LM Studio does when asked. Everything else is `bench.fake_upstream` unchanged.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-
 import orjson
 
-from bench.aio import run
-from bench.fake_upstream import FakeUpstream
+from bench.fake_upstream import FakeUpstream, main
 
 USAGE = {
     "id": "chatcmpl-bench",
@@ -35,23 +30,10 @@ class UsageUpstream(FakeUpstream):
         self.frames.insert(-1, b"%x\r\n%s\r\n" % (len(frame), frame))
 
 
-async def serve(host: str, port: int, chunks: int, chunk_delay: float) -> None:
-    app = UsageUpstream(chunks, chunk_delay)
-    server = await asyncio.start_server(app.handle, host, port, backlog=1024)
-    async with server:
-        await server.serve_forever()
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.usage_upstream", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--chunks", type=int, default=20)
-    p.add_argument("--chunk-delay-ms", type=float, default=0.0)
-    args = p.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        run(serve(args.host, args.port, args.chunks, args.chunk_delay_ms / 1000))
-
-
 if __name__ == "__main__":
-    main()
+    main(
+        UsageUpstream,
+        prog="python -m bench.usage_upstream",
+        description=__doc__,
+        default_delay_ms=0.0,
+    )

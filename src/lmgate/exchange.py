@@ -42,6 +42,9 @@ class Exchange:
     tokens_in: int | None = None  # from the upstream's `usage`, when it reports one
     tokens_out: int | None = None
     tokens_streamed: int = 0  # output frames relayed so far (about one per token), live
+    # tokens_out was counted from relayed frames: the upstream reported no usage (a stream
+    # cancelled or cut off before its usage chunk, or an upstream that never sends one)
+    tokens_estimated: bool = False
     cancelled: str | None = None  # why an operator cancelled it (`DELETE /debug/requests/ID`)
     attributes: dict[str, Any] = field(default_factory=dict)
 

@@ -3,6 +3,7 @@ upstream stops generating)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -32,10 +33,21 @@ def _stats(direct: httpx.Client) -> dict[str, int]:
     return stats
 
 
+def _usage(admin: httpx.Client, key: str) -> dict[str, int]:
+    totals: dict[str, int] = admin.get("/admin/usage", params={"key": key}).json()["totals"]
+    return totals
+
+
+def _says_content(line: str) -> bool:
+    choices = json.loads(line.removeprefix("data: ")).get("choices") or [{}]
+    return bool(choices[0].get("delta", {}).get("content"))
+
+
 def test_cancelling_a_stream_stops_the_upstream_and_tells_the_client(
     observed: ServerProcess, obs_admin: httpx.Client, direct: httpx.Client
 ) -> None:
     before = _stats(direct)["cancelled_streams"]
+    usage_before = _usage(obs_admin, key_name(4))
     lines: list[str] = []
 
     def stream() -> None:
@@ -72,6 +84,13 @@ def test_cancelling_a_stream_stops_the_upstream_and_tells_the_client(
     entry = next(e for e in done if e["requestId"] == "cancel-stream-1")
     assert entry["cancelled"] == "cancelled by an operator" and entry["error"]
     assert _in_flight(obs_admin, "cancel-stream-1") is None
+    # No usage chunk came: the tokens the client got are counted from the frames, as estimated.
+    relayed = sum(_says_content(line) for line in lines[:-1])
+    assert relayed >= 2 and entry["tokensOut"] == relayed and entry["tokensEstimated"] is True
+    usage = _usage(obs_admin, key_name(4))
+    assert usage["tokensOut"] - usage_before["tokensOut"] == relayed
+    assert usage["tokensOutEstimated"] - usage_before["tokensOutEstimated"] == relayed
+    assert usage["unreported"] - usage_before["unreported"] == 1
 
 
 def test_cancelling_before_the_answer_returns_an_error(

@@ -5,7 +5,9 @@
 `since` (inclusive) and `until` (exclusive) take a date, an ISO 8601 time (UTC unless it says
 otherwise) or unix seconds, and apply at minute resolution. `groupBy` is any of `day`, `hour`
 (UTC), `key`, `model`, `endpoint`, comma-separated. `key=-` selects requests made without a
-key. `unreported` counts answers that carried no usage (their tokens are unknown, not zero).
+key. `unreported` counts answers that carried no usage. A stream that ended without one
+(cancelled, cut off) still counts its relayed output frames into `tokensOut`, and into
+`tokensOutEstimated`, which says how much of `tokensOut` lmgate counted itself.
 """
 
 from __future__ import annotations

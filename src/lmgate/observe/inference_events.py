@@ -54,6 +54,7 @@ class InferenceEvents:
             "ttftMs": _ms(ex.ttft_ms),
             "tokensIn": ex.tokens_in,
             "tokensOut": ex.tokens_out,
+            "tokensEstimated": ex.tokens_estimated,
             "tokensPerSecond": tokens_per_second(ex),
             "error": ex.error,
         }

@@ -101,6 +101,7 @@ class RequestLog:
             ttft_ms=_ms(ex.ttft_ms),
             tokens_in=ex.tokens_in,
             tokens_out=ex.tokens_out,
+            tokens_estimated=ex.tokens_estimated or None,
             streamed=ex.streamed,
             error=ex.error,
         )

@@ -51,6 +51,7 @@ def describe(ex: Exchange, now: float) -> dict[str, Any]:
         "tokensStreamed": ex.tokens_streamed,
         "tokensIn": ex.tokens_in,
         "tokensOut": ex.tokens_out,
+        "tokensEstimated": ex.tokens_estimated,
         "error": ex.error,
         "cancelled": ex.cancelled,
     }

@@ -22,21 +22,24 @@ from lmgate.store.db import Database
 from lmgate.store.usage import UsageRow, upserts
 
 log: Any = structlog.get_logger("lmgate.usage")
-Pending = tuple[int, str, str, str, bool, int | None, int | None]
+# minute, key, model, endpoint, failed, tokens in, tokens out, tokens out estimated
+Pending = tuple[int, str, str, str, bool, int | None, int | None, bool]
 
 
 def fold(rows: list[Pending]) -> list[UsageRow]:
     merged: dict[tuple[int, str, str, str], UsageRow] = {}
-    for minute, key, model, endpoint, failed, tokens_in, tokens_out in rows:
+    for minute, key, model, endpoint, failed, tokens_in, tokens_out, estimated in rows:
         row = merged.get((minute, key, model, endpoint))
         if row is None:
             row = merged[minute, key, model, endpoint] = UsageRow(minute, key, model, endpoint)
         row.requests += 1
         row.errors += failed
-        if tokens_in is None and tokens_out is None:
-            row.unreported += 1
+        if tokens_in is None and (tokens_out is None or estimated):
+            row.unreported += 1  # the upstream said nothing: estimated counts are not reports
         row.tokens_in += tokens_in or 0
         row.tokens_out += tokens_out or 0
+        if estimated:
+            row.tokens_out_estimated += tokens_out or 0
     return list(merged.values())
 
 
@@ -78,6 +81,7 @@ class UsageRecorder:
                 ex.failed,
                 ex.tokens_in,
                 ex.tokens_out,
+                ex.tokens_estimated,
             )
         )
 

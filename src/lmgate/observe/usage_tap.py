@@ -5,7 +5,8 @@ report usage when asked, so it asks (`stream_options.include_usage`) when the cl
 and its tap then removes that one extra chunk again: the client gets exactly the frames it
 would have got without lmgate. Everything else passes unchanged; the tap parses a copy.
 Results land on the `Exchange` (`tokens_in`, `tokens_out`, `ttft_ms`, `tokens_streamed`)
-before observers see it finish.
+before observers see it finish. A stream that ends without a usage report (cancelled, cut
+off) gets its relayed output frames as `tokens_out`, flagged `tokens_estimated`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ class UsageTap:
             ex.tokens_in = reading.tokens_in
         if reading.tokens_out is not None:
             ex.tokens_out = reading.tokens_out
+        elif self.scanner is not None and ex.tokens_streamed:
+            # No usage came (cancelled, cut off, or never sent): the frames relayed are the
+            # best count there is, about one per token, and marked as estimated.
+            ex.tokens_out = ex.tokens_streamed
+            ex.tokens_estimated = True
         if reading.error is not None and ex.error is None:
             ex.error = reading.error
         if self.text is not None:

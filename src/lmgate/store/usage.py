@@ -16,11 +16,13 @@ Statement = tuple[str, tuple[Any, ...]]
 
 _UPSERT = (
     "INSERT INTO usage_minutes (minute, key_name, model, endpoint, requests, errors,"
-    " unreported, tokens_in, tokens_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " unreported, tokens_in, tokens_out, tokens_out_estimated)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (minute, key_name, model, endpoint) DO UPDATE SET"
     " requests = requests + excluded.requests, errors = errors + excluded.errors,"
     " unreported = unreported + excluded.unreported,"
-    " tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out"
+    " tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,"
+    " tokens_out_estimated = tokens_out_estimated + excluded.tokens_out_estimated"
 )
 GROUPS = {
     "day": "strftime('%Y-%m-%d', minute, 'unixepoch')",
@@ -31,7 +33,8 @@ GROUPS = {
 }
 _SUMS = (
     "SUM(requests) AS requests, SUM(errors) AS errors, SUM(unreported) AS unreported,"
-    " SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out"
+    " SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out,"
+    " SUM(tokens_out_estimated) AS tokens_out_estimated"
 )
 
 
@@ -46,6 +49,7 @@ class UsageRow:
     unreported: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_out_estimated: int = 0  # part of tokens_out counted from relayed frames
 
 
 def upserts(rows: Iterable[UsageRow]) -> list[Statement]:
@@ -62,6 +66,7 @@ def upserts(rows: Iterable[UsageRow]) -> list[Statement]:
                 r.unreported,
                 r.tokens_in,
                 r.tokens_out,
+                r.tokens_out_estimated,
             ),
         )
         for r in rows
@@ -85,6 +90,7 @@ def _figures(row: Any) -> dict[str, int]:
         "unreported": int(row["unreported"] or 0),
         "tokensIn": tokens_in,
         "tokensOut": tokens_out,
+        "tokensOutEstimated": int(row["tokens_out_estimated"] or 0),
         "totalTokens": tokens_in + tokens_out,
     }
 

@@ -73,9 +73,11 @@ def test_rotation_elsewhere(data: Path) -> None:
 def test_expired_key(data: Path) -> None:
     reg = KeyRegistry(load_secret(data), [], data / "lmgate.sqlite3", interval=0.0)
     cli = _cli_store(data)
-    _, key = cli.create(NewKey(name="short", expires_at=time.time() + 0.05))
+    # long enough to be checked once before it expires, even on a busy machine
+    expires = time.time() + 1.0
+    _, key = cli.create(NewKey(name="short", expires_at=expires))
     assert isinstance(reg.identify(key.encode()), Principal)
-    time.sleep(0.06)
+    time.sleep(max(0.0, expires - time.time()) + 0.01)
     assert reg.identify(key.encode()) is Problem.EXPIRED
 
 

@@ -64,11 +64,26 @@ def forwarded_chain(headers: Sequence[tuple[bytes, bytes]]) -> list[str]:
     return hops
 
 
+_PEERS: dict[str, IPAddress | None] = {}  # socket peers seen lately, parsed once each
+
+
+def _peer(text: str) -> IPAddress | None:
+    """`parse_address` for socket peers, which repeat: a LAN has few clients, each of them
+    asking many times. Bounded: forgotten wholesale when it grows past 4096 addresses."""
+    try:
+        return _PEERS[text]
+    except KeyError:
+        if len(_PEERS) >= 4096:
+            _PEERS.clear()
+        addr = _PEERS[text] = parse_address(text)
+        return addr
+
+
 def client_address(
     peer: str | None, headers: Sequence[tuple[bytes, bytes]], trusted: NetworkSet
 ) -> IPAddress | None:
     """The client's address, honouring forwarding headers only from trusted proxies."""
-    addr = parse_address(peer) if peer else None
+    addr = _peer(peer) if peer else None
     if addr is None or not trusted or addr not in trusted:
         return addr
     for hop in reversed(forwarded_chain(headers)):

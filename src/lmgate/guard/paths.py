@@ -7,6 +7,7 @@ management endpoints. The normalised path is also what is forwarded upstream.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from urllib.parse import quote, unquote
 
@@ -14,6 +15,10 @@ from lmgate.errors import BadRequest
 
 _MAX_DECODE_ROUNDS = 4
 _SAFE = "/:@!$&'()*+,;=-._~"
+# A path that normalising and quoting would leave as it is: segments of characters `quote`
+# keeps (no `%`, `\\`, controls or spaces), none empty, `.` or `..`. Nearly every request's path.
+_PLAIN = re.compile(r"/|(?:/(?!\.\.?(?:/|$))[A-Za-z0-9:@!$&'()*+,;=\-._~]+)+/?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Scope(StrEnum):
@@ -35,6 +40,8 @@ UPSTREAM_ADMIN_PREFIXES = (
 
 def normalise(path: str) -> str:
     """Decode repeatedly, fold `\\` and `//`, resolve `.` and `..`; never climb above `/`."""
+    if _PLAIN.fullmatch(path):
+        return path
     decoded = path
     for _ in range(_MAX_DECODE_ROUNDS):
         once = unquote(decoded)
@@ -43,7 +50,7 @@ def normalise(path: str) -> str:
         decoded = once
     else:
         raise BadRequest("request path is encoded too many times", code="invalid_path")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+    if _CONTROL.search(decoded):
         raise BadRequest("request path contains control characters", code="invalid_path")
     parts: list[str] = []
     for segment in decoded.replace("\\", "/").split("/"):
@@ -60,7 +67,7 @@ def normalise(path: str) -> str:
 
 def quote_path(path: str) -> str:
     """The normalised path as it goes on the wire upstream."""
-    return quote(path, safe=_SAFE)
+    return path if _PLAIN.fullmatch(path) else quote(path, safe=_SAFE)
 
 
 def _under(path: str, prefix: str) -> bool:

@@ -14,9 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from lmgate.exchange import Exchange
+
+
+def _dumps(value: Any, **kw: Any) -> str:
+    """JSON for log lines in orjson: a request line renders several times faster than with
+    the standard library, which matters at one line per request."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, **kw).decode()
 
 
 class JsonLines:
@@ -64,7 +71,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=factory,

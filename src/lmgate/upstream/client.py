@@ -108,11 +108,23 @@ class UpstreamClient:
             ("Authorization", f"Bearer {token.get_secret_value()}") if token else None
         )
         self._session: aiohttp.ClientSession | None = None
+        self._describe = f"upstream {self.base}"
+        # Built once: the proxy sends every request with one of these two.
+        self._timeouts = {
+            streaming: aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.connect_timeout,
+                sock_read=self.stream_timeout if streaming else self.request_timeout,
+            )
+            for streaming in (False, True)
+        }
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
+            # A gateway keeps no cookies: one client's must never be sent for another.
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO,
             timeout=aiohttp.ClientTimeout(total=None),
@@ -129,13 +141,6 @@ class UpstreamClient:
             raise GatewayError("upstream client is not started")
         return self._session
 
-    def _timeout(self, streaming: bool) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.connect_timeout,
-            sock_read=self.stream_timeout if streaming else self.request_timeout,
-        )
-
     async def _send(
         self,
         method: str,
@@ -149,7 +154,7 @@ class UpstreamClient:
             URL(self.base + target, encoded=True),
             headers=list(headers),
             data=body,
-            timeout=self._timeout(streaming),
+            timeout=self._timeouts[streaming],
             allow_redirects=False,
         )
 

@@ -197,6 +197,7 @@ export function createKeys(root, ctx) {
       "select",
       { id: "key-scope" },
       h("option", { value: "inference" }, "inference"),
+      h("option", { value: "metrics" }, "metrics (GET /metrics only)"),
       h("option", { value: "admin" }, "admin"),
     );
     const models = h("input", { id: "key-models", type: "text", autocomplete: "off", placeholder: "qwen*, nomic*" });

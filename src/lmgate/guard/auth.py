@@ -27,7 +27,7 @@ from lmgate.guard.paths import normalise, quote_path, required_scope
 from lmgate.observe.events import EventBus, auth_denied
 
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
-_READ_METHODS = ("GET", "HEAD")
+_READ_METHODS = ("GET",)
 _SCOPES_FOR = {
     KeyScope.INFERENCE: "the inference or admin scope",
     KeyScope.METRICS: "the metrics or admin scope",

@@ -14,6 +14,7 @@ import httpx
 
 ADMIN_KEY = "test-admin-key-0123456789"
 API_KEY = "test-api-key-0123456789"
+METRICS_KEY = "test-metrics-key-0123456789"
 
 
 def free_port() -> int:

@@ -92,4 +92,21 @@ def test_typescript_edition_names(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LMGATE_ADMIN_KEY", "super-secret-value")
-    assert "super-secret-value" not in repr(Settings())
+    monkeypatch.setenv("LMGATE_METRICS_KEY", "scraper-secret-value")
+    text = repr(Settings())
+    assert "super-secret-value" not in text and "scraper-secret-value" not in text
+
+
+def test_metrics_key_and_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().metrics_allow is None  # the same as --allow
+    monkeypatch.setenv("LMGATE_METRICS_KEY", "scraper")
+    monkeypatch.setenv("LMGATE_METRICS_ALLOW", "10.0.0.5, fd00::/8")
+    s = Settings()
+    assert s.auth_enabled and s.metrics_allow == ["10.0.0.5", "fd00::/8"]
+    monkeypatch.setenv("LMGATE_METRICS_ALLOW", "*")
+    assert Settings().metrics_allow == ["0.0.0.0/0", "::/0"]
+    monkeypatch.setenv("LMGATE_METRICS_ALLOW", "")
+    assert Settings().metrics_allow is None
+    monkeypatch.setenv("LMGATE_METRICS_ALLOW", "10.0.0.0/40")
+    with pytest.raises(ValueError):
+        Settings()

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         description="Where state (SQLite) is kept.",
     )
     admin_key: SecretStr | None = Field(None, description="Bootstrap key with admin scope.")
+    metrics_key: SecretStr | None = Field(
+        None, description="Bootstrap key with metrics scope: GET /metrics and nothing else."
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Bootstrap keys with inference scope."
     )
@@ -144,6 +147,11 @@ class Settings(BaseSettings):
     admin_allow: CommaList = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="Client CIDRs that may reach admin routes; default loopback; * = everyone.",
+    )
+    metrics_allow: CommaList | None = Field(
+        None,
+        description="Client CIDRs that may scrape /metrics with a metrics key; default (or "
+        "empty) = the same as --allow; * = everyone.",
     )
     cors_origins: CommaList = Field(
         default_factory=list, description="Browser origins allowed (CORS); empty = off; * = any."
@@ -221,13 +229,12 @@ class Settings(BaseSettings):
     @field_validator("admin_allow", mode="before")
     @classmethod
     def _admin_cidrs(cls, value: Any) -> Any:
-        items = _split_list(value)
-        if isinstance(items, list):
-            if "*" in items:
-                return ["0.0.0.0/0", "::/0"]
-            for item in items:
-                ipaddress.ip_network(str(item), strict=False)
-        return items
+        return _cidrs_or_star(value)
+
+    @field_validator("metrics_allow", mode="before")
+    @classmethod
+    def _metrics_cidrs(cls, value: Any) -> Any:
+        return _cidrs_or_star(value) or None  # empty: follow --allow
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -274,7 +281,8 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return self.admin_key is not None or bool(self.api_keys)
+        """Any settings key turns auth on, a metrics key too: it must not leave inference open."""
+        return self.admin_key is not None or self.metrics_key is not None or bool(self.api_keys)
 
     @classmethod
     def settings_customise_sources(
@@ -299,6 +307,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"config file not found: {path}")
             sources.append(CamelTomlSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+def _cidrs_or_star(value: Any) -> Any:
+    """A CIDR list where `*` means everyone; a bad CIDR raises a clear ValueError."""
+    items = _split_list(value)
+    if isinstance(items, list):
+        if "*" in items:
+            return ["0.0.0.0/0", "::/0"]
+        for item in items:
+            ipaddress.ip_network(str(item), strict=False)
+    return items
 
 
 def _split_list(value: Any) -> Any:

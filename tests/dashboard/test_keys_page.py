@@ -67,6 +67,33 @@ def test_create_use_and_revoke_a_key(
     assert key not in page.content()
 
 
+def test_create_a_metrics_key_for_prometheus(
+    page: Any, dash_gateway: ServerProcess, dash_admin: httpx.Client
+) -> None:
+    require_route(dash_admin, "/admin/keys")
+    name = f"prom-{uuid.uuid4().hex[:6]}"
+    sign_in(page, dash_gateway.url)
+    view(page, "keys")
+    page.fill("#key-name", name)
+    page.fill("#key-rpm", "60")
+    page.select_option("#key-scope", "metrics")
+    expect(page.locator("#key-rpm")).to_be_disabled()  # a metrics key takes no limits
+    expect(page.locator("#key-models")).to_be_disabled()
+    page.click("#key-create")
+    secret = page.locator("#new-key-value")
+    expect(secret).to_be_visible()
+    key = secret.inner_text().strip()
+    expect(page.locator(f"#keys-table tr[data-key='{name}']")).to_contain_text("metrics")
+    expect(page.locator("#key-rpm")).to_be_enabled()  # the form is back to an inference key
+
+    auth = {"Authorization": f"Bearer {key}"}
+    scraped = httpx.get(f"{dash_gateway.url}/metrics", headers=auth)
+    assert scraped.status_code == 200 and "lmgate_requests_total" in scraped.text
+    chat = httpx.post(f"{dash_gateway.url}/v1/chat/completions", json=CHAT, headers=auth)
+    assert chat.status_code == 403
+    assert dash_admin.delete(f"/admin/keys/{name}").status_code == 200
+
+
 def test_usage_per_day_chart(
     page: Any,
     dash_gateway: ServerProcess,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
-from lmgate.store.db import DB_NAME, Database
+from lmgate.guard.keys import KeyRegistry, Principal
+from lmgate.guard.paths import Scope
+from lmgate.store.db import DB_NAME, Database, _migrations
 from lmgate.store.keys import (
     KEY_PREFIX,
     SECRET_FILE,
@@ -17,6 +20,7 @@ from lmgate.store.keys import (
     NewKey,
     UnknownKey,
     any_keys,
+    key_digest,
     load_secret,
     parse_expiry,
 )
@@ -114,3 +118,52 @@ def test_any_keys_counts_revoked_keys_too(store: KeyStore, tmp_path: Path) -> No
     store.create(NewKey(name="a"))
     store.revoke("a")
     assert any_keys(tmp_path)
+
+
+def test_metrics_keys_take_no_models_or_limits(store: KeyStore) -> None:
+    row, _ = store.create(NewKey(name="prom", scope="metrics"))
+    assert row.scope == "metrics"
+    for spec in (
+        NewKey(name="p1", scope="metrics", models=("qwen*",)),
+        NewKey(name="p2", scope="metrics", rpm=5),
+        NewKey(name="p3", scope="metrics", max_concurrent=1),
+    ):
+        with pytest.raises(KeyProblem, match="no models or limits"):
+            store.create(spec)
+
+
+def test_keys_made_before_the_metrics_scope_survive_its_migration(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    for number, sql in _migrations():
+        if number <= 3:
+            conn.executescript(sql)
+    conn.execute("PRAGMA user_version=3")
+    conn.close()
+    secret = load_secret(tmp_path)
+    conn = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    conn.execute(
+        "INSERT INTO api_keys (id, name, digest, hint, scope, rpm, created_at, revoked_at)"
+        " VALUES ('key_old', 'old', ?, 'lmg_abcd', 'admin', 7, 1.0, NULL),"
+        " ('key_gone', 'gone', ?, 'lmg_efgh', 'inference', NULL, 2.0, 3.0)",
+        (key_digest(secret, b"old-key"), key_digest(secret, b"gone-key")),
+    )
+    conn.close()
+
+    db = Database(tmp_path)
+    store = KeyStore(db, secret)
+    assert [(r.name, r.scope, r.rpm) for r in store.list(include_revoked=True)] == [
+        ("old", "admin", 7),
+        ("gone", "inference", None),
+    ]
+    registry = KeyRegistry(secret, [], db.path)
+    found = registry.identify(b"old-key")
+    assert isinstance(found, Principal) and found.scope is Scope.ADMIN
+    _, key = store.create(NewKey(name="prom", scope="metrics"))
+    found = registry.identify(key.encode())  # the generation triggers came back with the table
+    assert isinstance(found, Principal) and found.scope is Scope.METRICS
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute(
+            "INSERT INTO api_keys (id, name, digest, hint, scope, created_at)"
+            " VALUES ('x', 'x', x'00', 'h', 'root', 0)"
+        )
+    registry.close()

@@ -43,7 +43,7 @@ def test_bad_paths_are_rejected(raw: str) -> None:
     ("path", "scope"),
     [
         ("/health", Scope.PUBLIC),
-        ("/ready", Scope.INFERENCE),
+        ("/ready", Scope.SERVICE),
         ("/v1/chat/completions", Scope.INFERENCE),
         ("/api/v1/models", Scope.INFERENCE),
         ("/api/v1/models/load", Scope.ADMIN),
@@ -52,7 +52,10 @@ def test_bad_paths_are_rejected(raw: str) -> None:
         ("/admin", Scope.ADMIN),
         ("/admin/models/activate", Scope.ADMIN),
         ("/debug/stream", Scope.ADMIN),
-        ("/metrics", Scope.ADMIN),
+        ("/metrics", Scope.METRICS),
+        ("/metrics/", Scope.ADMIN),
+        ("/metrics/x", Scope.ADMIN),
+        ("/metricsx", Scope.INFERENCE),
         ("/administrator", Scope.INFERENCE),
     ],
 )
@@ -61,7 +64,7 @@ def test_required_scope(path: str, scope: Scope) -> None:
 
 
 def test_health_can_require_a_key() -> None:
-    assert required_scope("/health", health_public=False) is Scope.INFERENCE
+    assert required_scope("/health", health_public=False) is Scope.SERVICE
 
 
 _PROTECTED = ["/admin/state", "/api/v1/models/load", "/debug/stream", "/metrics"]
@@ -88,7 +91,8 @@ def test_no_spelling_escapes_admin_scope(
     raw = prefix + _encode(spelled, encode)
     if not raw.startswith("/"):
         raw = "/" + raw
-    assert required_scope(normalise(raw).lower(), health_public=True) is Scope.ADMIN
+    expected = Scope.METRICS if target == "/metrics" else Scope.ADMIN
+    assert required_scope(normalise(raw).lower(), health_public=True) is expected
 
 
 @given(st.text(max_size=60))

@@ -10,7 +10,7 @@ import orjson
 from lmgate.app import create_app
 from lmgate.settings import Settings
 from tests.security.tools import bearer, make_key
-from tests.servers import ADMIN_KEY, API_KEY, ServerProcess
+from tests.servers import ADMIN_KEY, API_KEY, METRICS_KEY, ServerProcess
 
 PROMPT = "PROMPT-MARKER-5d1e0c"
 WRONG = "lmg_wrongwrongwrongwrongwrongwrongwrongwrong00"
@@ -43,9 +43,14 @@ def test_logs_hold_no_secrets(target: ServerProcess) -> None:
         headers={"Authorization": f"Bearer {API_KEY}", "x-api-key": WRONG},
     )
     httpx.post(target.url + "/admin/keys/leak-check/rotate", headers=bearer(ADMIN_KEY))
+    scraper = make_key(target, name="leak-scraper", scope="metrics")
+    for metrics_key in (METRICS_KEY, scraper):
+        assert httpx.get(target.url + "/metrics", headers=bearer(metrics_key)).status_code == 200
+        httpx.get(target.url + "/v1/models", headers=bearer(metrics_key))
+        httpx.get(target.url + "/admin/state", headers=bearer(metrics_key))
     logs = target.logs()
     assert '"access_denied"' in logs and '"invalid_api_key"' in logs
-    for secret in (key, WRONG, ADMIN_KEY, API_KEY, PROMPT, key[4:20]):
+    for secret in (key, WRONG, ADMIN_KEY, API_KEY, METRICS_KEY, scraper, PROMPT, key[4:20]):
         assert secret not in logs
     assert "lmg_" not in logs
 

@@ -1,13 +1,14 @@
 """Path spellings that try to reach admin routes or LM Studio's model management without the
-admin scope. Every one must be refused (403), rejected as malformed (400) or match nothing (404):
-never served."""
+admin scope, or anything but `/metrics` with the metrics scope. Every one must be refused (403),
+rejected as malformed (400) or match nothing (404): never served."""
 
 from __future__ import annotations
 
 import pytest
 
+from lmgate.guard.paths import normalise
 from tests.security.tools import make_key, raw, statuses
-from tests.servers import API_KEY, ServerProcess
+from tests.servers import API_KEY, METRICS_KEY, ServerProcess
 
 ADMIN_SPELLINGS = [
     "/admin/state",
@@ -74,6 +75,33 @@ ODD_SPELLINGS = [
     "/%25%32%65%25%32%65/admin/keys",
     "/v1/models/%252e%252e/%252e%252e/admin/keys",
 ]
+# With a metrics key: everything that starts out as, or ends up as, something but `/metrics`.
+METRICS_ESCAPES = [
+    "/metrics/",
+    "/metrics/x",
+    "/metrics/../admin/keys",
+    "/metrics/..%2fadmin%2fkeys",
+    "/metrics%2f..%2fadmin%2fkeys",
+    "/metrics%5c..%5cadmin%5ckeys",
+    "/metrics\\..\\admin\\keys",
+    "/metrics/%2e%2e/debug/status",
+    "/metrics/%252e%252e/debug/metrics",
+    "/METRICS/../ADMIN/KEYS",
+    "/metrics;/../admin/keys",
+    "/metrics%00",
+    "/metrics%3f/../admin/keys",
+    "/metrics/../v1/models",
+    "/metrics/../models",
+    "/metrics/..%2f..%2fv1/models",
+    "/metrics/../api/v1/models/load",
+    "/%6detrics/%2e%2e/v1/chat/completions",
+    "/v1/models?/metrics",
+    "/v1/models/../../metrics/../v1/models",
+    "/debug/../metrics/../debug/stream",
+]
+# Spellings that really are `/metrics`: served to a metrics key on GET, refused on anything else.
+METRICS_SPELLINGS = ["/metrics", "//metrics", "/./metrics", "/v1/../metrics", "/%6detrics",
+                     "/%256detrics", "/metrics?x=/admin/keys"]  # fmt: skip
 
 
 def _send(server: ServerProcess, method: str, path: str, key: str) -> int:
@@ -113,3 +141,27 @@ def test_absolute_form_target(target: ServerProcess) -> None:
 def test_managed_inference_keys_are_held_to_the_same_rule(target: ServerProcess, path: str) -> None:
     key = make_key(target, name=f"paths-{abs(hash(path)) % 10**8}", scope="inference")
     assert _send(target, "POST", path, key) == 403
+
+
+NOT_METRICS = [p for p in ADMIN_SPELLINGS + MANAGEMENT_SPELLINGS if normalise(p) != "/metrics"]
+
+
+@pytest.mark.parametrize("path", METRICS_ESCAPES + NOT_METRICS)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_metrics_key_reaches_only_metrics(target: ServerProcess, path: str, method: str) -> None:
+    status = _send(target, method, path, METRICS_KEY)
+    assert status in (400, 403, 404), f"{method} {path} answered {status}"
+
+
+@pytest.mark.parametrize("path", METRICS_SPELLINGS)
+def test_metrics_spellings_are_metrics(target: ServerProcess, path: str) -> None:
+    assert _send(target, "GET", path, METRICS_KEY) == 200
+    assert _send(target, "POST", path, METRICS_KEY) == 403
+    assert _send(target, "GET", path, API_KEY) == 403
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "/metrics/../v1/models", "/%61dmin/keys"])
+def test_managed_metrics_keys_are_held_to_the_same_rule(target: ServerProcess, path: str) -> None:
+    key = make_key(target, name=f"mpaths-{abs(hash(path)) % 10**8}", scope="metrics")
+    assert _send(target, "GET", path, key) == 403
+    assert _send(target, "GET", "/metrics", key) == 200

@@ -34,7 +34,7 @@ class CreateKey(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, description="Unique among active keys.")
-    scope: Literal["inference", "admin"] = "inference"
+    scope: Literal["inference", "metrics", "admin"] = "inference"
     models: list[str] | None = Field(
         None, max_length=100, description="Glob patterns of the models this key may use."
     )

@@ -73,7 +73,9 @@ def _print_key(key: str, row: KeyRow, verb: str) -> None:
 @keys_app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="A name to tell the key by (unique among active).")],
-    scope: Annotated[str, typer.Option(help="inference or admin.")] = "inference",
+    scope: Annotated[
+        str, typer.Option(help="inference, metrics (GET /metrics only) or admin.")
+    ] = "inference",
     expires: Annotated[str | None, typer.Option(help="Lifetime: 30d, 12h, 90m, or a date.")] = None,
     models: Annotated[
         str | None, typer.Option(help="Comma-separated model patterns, e.g. 'qwen*,nomic*'.")

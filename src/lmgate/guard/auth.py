@@ -2,9 +2,12 @@
 
 Order matters: a denied address learns nothing about keys (403 before 401), and the path is
 normalised before anything looks at it, so every later layer sees one canonical spelling.
-Admin routes have their own allowlist (loopback only unless configured). A key, once checked,
-is taken out of the request, so no later layer can forward or log it. Every denial is logged
-and published as an `auth_denied` event with the address and the reason.
+Admin routes have their own allowlist (loopback only unless configured). `/metrics` answers to
+two: the admin allowlist for admin keys and the metrics allowlist for metrics keys. An address
+in neither is refused before any key is looked at; which of the two applies is known only once
+the key is, so that second check comes after it. A key, once checked, is taken out of the
+request, so no later layer can forward or log it. Every denial is logged and published as an
+`auth_denied` event with the address and the reason, never the key.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import structlog
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
 from lmgate.errors import Forbidden, GatewayError, TooManyRequests, Unauthorized, send_error
 from lmgate.exchange import Exchange, exchange_of
-from lmgate.guard.allowlist import NetworkSet, client_address
+from lmgate.guard.allowlist import IPAddress, NetworkSet, client_address
 from lmgate.guard.damping import Damper, bucket
 from lmgate.guard.keys import KeyRegistry, Principal, Problem
 from lmgate.guard.paths import Scope as KeyScope
@@ -24,6 +27,12 @@ from lmgate.guard.paths import normalise, quote_path, required_scope
 from lmgate.observe.events import EventBus, auth_denied
 
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+_READ_METHODS = ("GET",)
+_SCOPES_FOR = {
+    KeyScope.INFERENCE: "the inference or admin scope",
+    KeyScope.METRICS: "the metrics or admin scope",
+    KeyScope.ADMIN: "the admin scope",
+}
 _PROBLEMS = {
     Problem.UNKNOWN: "the API key is not valid",
     Problem.REVOKED: "the API key was revoked",
@@ -52,12 +61,21 @@ def principal_of(scope: Scope) -> Principal | None:
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """Who may come in: the inference and admin allowlists and the proxies to believe."""
+    """Who may come in: the inference, admin and metrics allowlists and the proxies to believe."""
 
     allow: NetworkSet  # empty: everyone
     admin_allow: NetworkSet  # empty: no one
     trusted_proxies: NetworkSet
     health_public: bool
+    metrics_allow: NetworkSet | None = None  # None: the same as `allow`
+
+    def allowed(self, addr: IPAddress | None) -> bool:
+        return not self.allow or addr in self.allow
+
+    def metrics_allowed(self, addr: IPAddress | None) -> bool:
+        if self.metrics_allow is None:
+            return self.allowed(addr)
+        return addr in self.metrics_allow
 
 
 class GuardMiddleware:
@@ -107,14 +125,7 @@ class GuardMiddleware:
         addr = client_address(peer[0] if peer else None, scope["headers"], access.trusted_proxies)
         ex.client = str(addr) if addr is not None else None
         needed = required_scope(path.lower(), health_public=access.health_public)
-        if needed is KeyScope.ADMIN:
-            if addr not in access.admin_allow:
-                raise Forbidden(
-                    f"address {ex.client} may not reach admin routes (see LMGATE_ADMIN_ALLOW)",
-                    code="address_not_allowed",
-                )
-        elif access.allow and addr not in access.allow:
-            raise Forbidden(f"address {ex.client} is not allowed", code="address_not_allowed")
+        self._admit(needed, addr, ex)
 
         if needed is KeyScope.PUBLIC or not self.keys.required:
             return
@@ -130,8 +141,49 @@ class GuardMiddleware:
         ex.key_name = principal.name
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in _CREDENTIAL_HEADERS]
         if not principal.may(needed):
-            raise Forbidden(f"key '{principal.name}' lacks the admin scope for {path}")
+            if principal.scope is KeyScope.METRICS:
+                raise Forbidden(
+                    f"key '{principal.name}' has the metrics scope: it may only GET /metrics"
+                )
+            lacks = _SCOPES_FOR.get(needed, f"the {needed} scope")
+            raise Forbidden(f"key '{principal.name}' lacks {lacks} for {path}")
+        if principal.scope is KeyScope.METRICS and scope["method"] not in _READ_METHODS:
+            raise Forbidden(f"key '{principal.name}' has the metrics scope: it may only GET")
+        if needed is KeyScope.METRICS:
+            self._admit_metrics(principal.scope, addr, ex)
         scope["lmgate.principal"] = principal
+
+    def _admit(self, needed: KeyScope, addr: IPAddress | None, ex: Exchange) -> None:
+        """The address check made before any key is looked at."""
+        access = self.access
+        if needed is KeyScope.METRICS and self.keys.required:
+            if addr not in access.admin_allow and not access.metrics_allowed(addr):
+                raise Forbidden(
+                    f"address {ex.client} may not reach /metrics "
+                    "(see LMGATE_METRICS_ALLOW, LMGATE_ADMIN_ALLOW)",
+                    code="address_not_allowed",
+                )
+        elif needed in (KeyScope.ADMIN, KeyScope.METRICS):  # no keys: no metrics scope either
+            if addr not in access.admin_allow:
+                raise Forbidden(
+                    f"address {ex.client} may not reach admin routes (see LMGATE_ADMIN_ALLOW)",
+                    code="address_not_allowed",
+                )
+        elif not access.allowed(addr):
+            raise Forbidden(f"address {ex.client} is not allowed", code="address_not_allowed")
+
+    def _admit_metrics(self, held: KeyScope, addr: IPAddress | None, ex: Exchange) -> None:
+        """`/metrics` with a key: the allowlist that goes with the key's scope, only that one."""
+        if held is KeyScope.METRICS and not self.access.metrics_allowed(addr):
+            raise Forbidden(
+                f"address {ex.client} may not scrape /metrics (see LMGATE_METRICS_ALLOW)",
+                code="address_not_allowed",
+            )
+        if held is KeyScope.ADMIN and addr not in self.access.admin_allow:
+            raise Forbidden(
+                f"address {ex.client} may not reach admin routes (see LMGATE_ADMIN_ALLOW)",
+                code="address_not_allowed",
+            )
 
     def _identify(self, scope: Scope, who: str) -> Principal:
         tokens = presented_keys(scope)

@@ -29,6 +29,14 @@ from lmgate.store.keys import key_digest
 
 log = structlog.get_logger("lmgate.guard")
 
+# Which key scopes a path's need admits. Anything not listed admits no key: deny by default.
+_GRANTS: dict[KeyScope, frozenset[KeyScope]] = {
+    KeyScope.SERVICE: frozenset({KeyScope.INFERENCE, KeyScope.METRICS, KeyScope.ADMIN}),
+    KeyScope.INFERENCE: frozenset({KeyScope.INFERENCE, KeyScope.ADMIN}),
+    KeyScope.METRICS: frozenset({KeyScope.METRICS, KeyScope.ADMIN}),
+    KeyScope.ADMIN: frozenset({KeyScope.ADMIN}),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -44,7 +52,7 @@ class Principal:
     expires_at: float | None = None
 
     def may(self, needed: KeyScope) -> bool:
-        return needed is not KeyScope.ADMIN or self.scope is KeyScope.ADMIN
+        return needed is KeyScope.PUBLIC or self.scope in _GRANTS.get(needed, frozenset())
 
     def allows_model(self, model: str) -> bool:
         return not self.models or any(fnmatchcase(model, pattern) for pattern in self.models)

@@ -1,8 +1,8 @@
 """Path normalisation and classification, done once before any check.
 
 Every spelling of a path (`//admin`, `/v1/../admin`, `%2561dmin`, `/ADMIN`) must classify the
-same way, or a key with the inference scope could reach admin routes or LM Studio's model
-management endpoints. The normalised path is also what is forwarded upstream.
+same way, or a key with the inference or metrics scope could reach admin routes or LM Studio's
+model management endpoints. The normalised path is also what is forwarded upstream.
 """
 
 from __future__ import annotations
@@ -22,14 +22,20 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Scope(StrEnum):
-    """What a key may do. Admin includes inference."""
+    """What a key may do, and what a path needs. Admin includes inference and metrics; metrics
+    (a Prometheus scraper's key) reaches `/metrics` and the service routes, nothing else."""
 
     PUBLIC = "public"
+    SERVICE = "service"  # a path only: any valid key will do (`/ready`, a protected `/health`)
     INFERENCE = "inference"
+    METRICS = "metrics"
     ADMIN = "admin"
 
 
 ADMIN_PREFIXES = ("/admin", "/debug", "/metrics")
+# Exactly these, no sub-path: a metrics key reaches one route, so `/metrics/...` stays admin.
+METRICS_PATHS = ("/metrics",)
+SERVICE_PATHS = ("/health", "/ready")
 # LM Studio's own model management: loading and unloading models is an operator's act.
 UPSTREAM_ADMIN_PREFIXES = (
     "/api/v1/models/load",
@@ -80,8 +86,12 @@ def required_scope(lower_path: str, *, health_public: bool) -> Scope:
         return Scope.PUBLIC
     if any(_under(lower_path, p) for p in PUBLIC_PREFIXES):
         return Scope.PUBLIC
+    if lower_path in METRICS_PATHS:
+        return Scope.METRICS
     if any(_under(lower_path, p) for p in ADMIN_PREFIXES + UPSTREAM_ADMIN_PREFIXES):
         return Scope.ADMIN
+    if lower_path in SERVICE_PATHS:
+        return Scope.SERVICE
     return Scope.INFERENCE
 
 

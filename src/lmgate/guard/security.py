@@ -28,10 +28,13 @@ from lmgate.store.keys import KeyStore, load_secret
 
 
 def bootstrap_keys(settings: Settings) -> list[tuple[str, KeyScope, str]]:
-    """Keys from settings: LMGATE_ADMIN_KEY (or GATEWAY_API_KEY) and LMGATE_API_KEYS."""
+    """Keys from settings: LMGATE_ADMIN_KEY (or GATEWAY_API_KEY), LMGATE_METRICS_KEY and
+    LMGATE_API_KEYS."""
     keys: list[tuple[str, KeyScope, str]] = []
     if settings.admin_key is not None:
         keys.append(("admin", KeyScope.ADMIN, settings.admin_key.get_secret_value()))
+    if settings.metrics_key is not None:
+        keys.append(("metrics", KeyScope.METRICS, settings.metrics_key.get_secret_value()))
     keys += [
         (f"api-key-{i}", KeyScope.INFERENCE, k.get_secret_value())
         for i, k in enumerate(settings.api_keys, 1)
@@ -62,6 +65,9 @@ class Security:
                 admin_allow=NetworkSet(settings.admin_allow),
                 trusted_proxies=NetworkSet(settings.trusted_proxies),
                 health_public=not settings.require_auth_for_health,
+                metrics_allow=(
+                    NetworkSet(settings.metrics_allow) if settings.metrics_allow else None
+                ),
             ),
         )
 

@@ -38,7 +38,7 @@ Gauge = tuple[str, str, str, float, dict[str, str]]
 
 
 def _secrets(settings: Settings) -> list[str]:
-    keys = [settings.admin_key, settings.upstream_token, *settings.api_keys]
+    keys = [settings.admin_key, settings.metrics_key, settings.upstream_token, *settings.api_keys]
     return [k.get_secret_value() for k in keys if k is not None]
 
 

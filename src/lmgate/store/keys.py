@@ -26,7 +26,7 @@ from lmgate.store.db import DB_NAME, Database
 
 KEY_PREFIX = "lmg_"
 SECRET_FILE = "keys.secret"
-SCOPES = ("inference", "admin")
+SCOPES = ("inference", "metrics", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _COLUMNS = (
     "id, name, hint, scope, models, rpm, tpm, max_concurrent,"
@@ -174,6 +174,8 @@ class NewKey:
         if self.scope not in SCOPES:
             raise KeyProblem(f"scope must be one of {', '.join(SCOPES)}")
         limits = {"rpm": self.rpm, "tpm": self.tpm, "max_concurrent": self.max_concurrent}
+        if self.scope == "metrics" and (self.models or any(v is not None for v in limits.values())):
+            raise KeyProblem("a metrics key reaches no model: it takes no models or limits")
         for label, value in limits.items():
             if value is not None and value < 1:
                 raise KeyProblem(f"{label} must be at least 1")

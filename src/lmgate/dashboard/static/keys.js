@@ -197,6 +197,7 @@ export function createKeys(root, ctx) {
       "select",
       { id: "key-scope" },
       h("option", { value: "inference" }, "inference"),
+      h("option", { value: "metrics" }, "metrics (GET /metrics only)"),
       h("option", { value: "admin" }, "admin"),
     );
     const models = h("input", { id: "key-models", type: "text", autocomplete: "off", placeholder: "qwen*, nomic*" });
@@ -206,6 +207,12 @@ export function createKeys(root, ctx) {
     const expires = h("input", { id: "key-expires", type: "text", autocomplete: "off", placeholder: "30d" });
     const errors = h("div", { class: "form-errors", role: "alert", id: "key-errors" });
     const submit = h("button", { type: "submit", class: "primary", id: "key-create" }, "Create key");
+    // A metrics key reaches no model, so models and limits mean nothing for it (the API refuses them).
+    const scoped = [models, rpm, tpm, conc];
+    const fitScope = () => {
+      for (const input of scoped) input.disabled = scope.value === "metrics";
+    };
+    scope.addEventListener("change", fitScope);
     const el = h(
       "form",
       { method: "post", id: "key-form" },
@@ -229,8 +236,9 @@ export function createKeys(root, ctx) {
       const body = { name: name.value.trim(), scope: scope.value };
       if (!body.name) problems.push("name: required");
       const patterns = models.value.split(",").map((p) => p.trim()).filter(Boolean);
-      if (patterns.length) body.models = patterns;
+      if (patterns.length && !models.disabled) body.models = patterns;
       for (const [label, input, prop] of [["rpm", rpm, "rpm"], ["tpm", tpm, "tpm"], ["at once", conc, "maxConcurrent"]]) {
+        if (input.disabled) continue;
         const parsed = intOrNull(input.value);
         if (parsed.error) problems.push(`${label}: ${parsed.error}`);
         else if (parsed.value !== undefined) body[prop] = parsed.value;
@@ -243,6 +251,7 @@ export function createKeys(root, ctx) {
         const answer = await api("admin/keys", { method: "POST", body });
         showNewKey(answer);
         el.reset();
+        fitScope();
       } catch (err) {
         fill(errors, h("p", { class: "error" }, `Could not create the key: ${explain(err)}`));
       } finally {

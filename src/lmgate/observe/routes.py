@@ -69,10 +69,15 @@ class NotCancellable(GatewayError):
 async def list_requests(
     request: Request, limit: int = Query(50, ge=0, le=10_000)
 ) -> dict[str, Any]:
-    tracker = gateway_of(request).obs.requests
+    gw = gateway_of(request)
+    tracker = gw.obs.requests
     own = request.scope["lmgate.exchange"].request_id
     live = [r for r in tracker.in_flight() if r["requestId"] != own]
-    return {"inFlight": live, "completed": tracker.completed(limit)}
+    return {
+        "inFlight": live,
+        "completed": tracker.completed(limit),
+        "worker": gw.worker.as_json(),
+    }
 
 
 @router.delete("/debug/requests/{request_id}")

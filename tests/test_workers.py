@@ -275,3 +275,36 @@ def test_demo_fallback_and_sigterm_stop_every_worker(tmp_path: Path) -> None:
             assert "Application shutdown complete" in server.logs()
     finally:
         server.stop()
+
+
+def test_handoff_carries_settings_and_secrets_exactly(tmp_path: Path) -> None:
+    from lmgate.settings import Settings
+    from lmgate.workers.handoff import Handoff
+
+    settings = Settings(
+        admin_key="adm-secret-1",
+        api_keys=["k-one", "k-two"],
+        upstream_token="tok-secret",
+        data_dir=tmp_path,
+        workers=3,
+        allow=["10.0.0.0/8"],
+    )
+    back = Handoff.decode(Handoff(settings, tmp_path / "run").encode())
+    assert back.settings == settings
+    assert back.settings.model_fields_set == settings.model_fields_set
+    assert back.run_dir == tmp_path / "run"
+
+
+def test_handoff_errors_never_quote_values(tmp_path: Path) -> None:
+    import orjson
+
+    from lmgate.settings import Settings
+    from lmgate.workers.handoff import Handoff
+
+    text = Handoff(Settings(admin_key="adm-secret-1", data_dir=tmp_path), tmp_path).encode()
+    payload = orjson.loads(text)
+    payload["settings"]["port"] = "adm-secret-1"  # an invalid value that is also a secret
+    with pytest.raises(RuntimeError) as caught:
+        Handoff.decode(orjson.dumps(payload).decode())
+    assert "port" in str(caught.value)
+    assert "adm-secret-1" not in str(caught.value)

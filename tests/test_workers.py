@@ -308,3 +308,44 @@ def test_handoff_errors_never_quote_values(tmp_path: Path) -> None:
         Handoff.decode(orjson.dumps(payload).decode())
     assert "port" in str(caught.value)
     assert "adm-secret-1" not in str(caught.value)
+
+
+def test_shared_limits_count_every_worker(tmp_path: Path) -> None:
+    """Two limiters on one file behave as one: rpm, maxConcurrent and tpm, with expiry."""
+    from lmgate.errors import TooManyRequests
+    from lmgate.exchange import Exchange
+    from lmgate.guard.keys import Principal
+    from lmgate.guard.paths import Scope
+    from lmgate.guard.shared_limits import SharedRateLimiter
+
+    now = [1000.0]
+    a, b = (SharedRateLimiter(tmp_path / "limits.sqlite3", clock=lambda: now[0]) for _ in "ab")
+    key = Principal("k1", "k", Scope.INFERENCE, rpm=3, tpm=25, max_concurrent=2)
+
+    def admit(limiter: SharedRateLimiter) -> Exchange:
+        ex = Exchange("r", "POST", "/v1/chat/completions", "127.0.0.1")
+        limiter.admit(key, ex, inference=True)
+        return ex
+
+    first, second = admit(a), admit(b)
+    with pytest.raises(TooManyRequests) as over:
+        admit(a)
+    assert over.value.code == "concurrency_limit_exceeded"
+    a.on_finish(first)
+    b.on_finish(second)
+    assert a.in_flight("k1") == 0
+    a.on_finish(admit(a))
+    with pytest.raises(TooManyRequests) as over:
+        admit(b)
+    assert over.value.code == "rate_limit_exceeded"
+    now[0] += 61
+    heavy = admit(a)
+    heavy.tokens_in = 30
+    a.on_finish(heavy)
+    with pytest.raises(TooManyRequests) as over:
+        admit(b)
+    assert over.value.code == "token_rate_limit_exceeded"
+    now[0] += 61
+    b.on_finish(admit(b))
+    a.close()
+    b.close()

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS admitted (key_id TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS admitted_key ON admitted (key_id, at);
 CREATE TABLE IF NOT EXISTS tokens (key_id TEXT NOT NULL, at REAL NOT NULL, n INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tokens_key ON tokens (key_id, at);
+CREATE TABLE IF NOT EXISTS totals (
+    key_id TEXT PRIMARY KEY, admitted INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS held (
     key_id TEXT NOT NULL, pid INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key_id, pid)
 );
@@ -91,16 +94,7 @@ class SharedRateLimiter(RateLimiter):
         metered = inference and tpm is not None
         held = inference and limit is not None
         with self._transaction() as db:
-            admitted, oldest, tokens, in_flight = 0, now, 0, 0
-            if rpm is not None:
-                db.execute("DELETE FROM admitted WHERE key_id=? AND at<=?", (key, horizon))
-                sql = "SELECT COUNT(*), MIN(at) FROM admitted WHERE key_id=?"
-                admitted, first = db.execute(sql, (key,)).fetchone()
-                oldest = first if first is not None else now
-            if metered:
-                db.execute("DELETE FROM tokens WHERE key_id=? AND at<=?", (key, horizon))
-                sql = "SELECT COALESCE(SUM(n), 0) FROM tokens WHERE key_id=?"
-                tokens = db.execute(sql, (key,)).fetchone()[0]
+            admitted, oldest, tokens, in_flight = self._window(db, key, horizon, metered)
             if held:
                 sql = "SELECT COALESCE(SUM(n), 0) FROM held WHERE key_id=?"
                 in_flight = db.execute(sql, (key,)).fetchone()[0]
@@ -118,6 +112,7 @@ class SharedRateLimiter(RateLimiter):
                 raise over
             if rpm is not None:
                 db.execute("INSERT INTO admitted (key_id, at) VALUES (?, ?)", (key, now))
+                db.execute("UPDATE totals SET admitted = admitted + 1 WHERE key_id=?", (key,))
             if held:
                 db.execute(
                     "INSERT INTO held (key_id, pid, n) VALUES (?, ?, 1)"
@@ -128,6 +123,33 @@ class SharedRateLimiter(RateLimiter):
             ex.attributes[_HELD] = key
         if metered:
             ex.attributes[_METERED] = key
+
+    @staticmethod
+    def _window(
+        db: sqlite3.Connection, key: str, horizon: float, metered: bool
+    ) -> tuple[int, float, int, int]:
+        """(admitted, oldest admission, tokens) in the window, after dropping what expired.
+
+        Totals are kept up to date rather than counted, so the cost does not grow with the
+        limit: expiry deletes only what left the window, in index order.
+        """
+        db.execute("INSERT OR IGNORE INTO totals (key_id) VALUES (?)", (key,))
+        gone = db.execute("DELETE FROM admitted WHERE key_id=? AND at<=?", (key, horizon))
+        if gone.rowcount:
+            sql = "UPDATE totals SET admitted = admitted - ? WHERE key_id=?"
+            db.execute(sql, (gone.rowcount, key))
+        if metered:
+            sql = "SELECT COALESCE(SUM(n), 0) FROM tokens WHERE key_id=? AND at<=?"
+            expired = db.execute(sql, (key, horizon)).fetchone()[0]
+            if expired:
+                db.execute("DELETE FROM tokens WHERE key_id=? AND at<=?", (key, horizon))
+                sql = "UPDATE totals SET tokens = tokens - ? WHERE key_id=?"
+                db.execute(sql, (expired, key))
+        admitted, tokens = db.execute(
+            "SELECT admitted, tokens FROM totals WHERE key_id=?", (key,)
+        ).fetchone()
+        first = db.execute("SELECT MIN(at) FROM admitted WHERE key_id=?", (key,)).fetchone()[0]
+        return admitted, first if first is not None else horizon + WINDOW_S, tokens, 0
 
     @staticmethod
     def _tokens_free_at(db: sqlite3.Connection, key: str, limit: int, total: int) -> float:
@@ -146,6 +168,9 @@ class SharedRateLimiter(RateLimiter):
         with self._transaction() as db:
             sql = "INSERT INTO tokens (key_id, at, n) VALUES (?, ?, ?)"
             db.execute(sql, (key_id, self.clock(), tokens))
+            db.execute("INSERT OR IGNORE INTO totals (key_id) VALUES (?)", (key_id,))
+            sql = "UPDATE totals SET tokens = tokens + ? WHERE key_id=?"
+            db.execute(sql, (tokens, key_id))
 
     def in_flight(self, key_id: str) -> int:
         with self._locked() as db:

@@ -34,6 +34,7 @@ from lmgate.observe.routes import router as monitoring_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
 from lmgate.service_routes import router as service_router
 from lmgate.settings import Settings
+from lmgate.workers.slot import Worker
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -120,8 +121,8 @@ def json_bodies(app: ASGIApp) -> ASGIApp:
 class LmgateApp:
     """The ASGI application; `.gateway` gives tests and the CLI its parts."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.gateway = gw = Gateway.build(settings)
+    def __init__(self, settings: Settings, worker: Worker | None = None) -> None:
+        self.gateway = gw = Gateway.build(settings, worker)
         control = json_bodies(_control_plane(gw))
         proxy = ProxyApp(
             gw.upstream,
@@ -149,5 +150,6 @@ class LmgateApp:
         await self._app(scope, receive, send)
 
 
-def create_app(settings: Settings) -> LmgateApp:
-    return LmgateApp(settings)
+def create_app(settings: Settings, worker: Worker | None = None) -> LmgateApp:
+    """`worker`: this process's place in `serve --workers N`; None = the only process."""
+    return LmgateApp(settings, worker)

@@ -24,6 +24,7 @@ from lmgate.store.db import Database
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.workers.slot import Worker
 
 
 @dataclass(slots=True)
@@ -40,6 +41,7 @@ class Gateway:
     watcher: UpstreamWatcher
     models: ModelManager
     security: Security
+    worker: Worker = field(default_factory=Worker)
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -61,7 +63,9 @@ class Gateway:
 
     def observers(self) -> list[Observer]:
         """Told of every exchange at its start and finish."""
+        fresh: list[Observer] = [self.state] if self.worker.shared else []
         return [
+            *fresh,  # first: another worker's activation applies to this very request
             *self.obs.observers(),
             *self.security.observers(),
         ]
@@ -76,13 +80,16 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstream.close()
         self.security.close()
+        self.obs.close()
+        self.state.close()
         self.db.close()
 
     @classmethod
-    def build(cls, settings: Settings) -> Gateway:
+    def build(cls, settings: Settings, worker: Worker | None = None) -> Gateway:
+        worker = worker or Worker()
         db = Database(settings.data_dir)
-        state = StateStore(db)
-        obs = Observability.build(settings, db, state)
+        state = StateStore(db, follow=worker.shared)
+        obs = Observability.build(settings, db, state, worker)
         bus = obs.bus
         upstream = UpstreamClient(settings)
         stats = obs.stats
@@ -90,7 +97,14 @@ class Gateway:
         models = ModelManager(
             upstream, watcher, state, bus, stats, load_timeout=settings.load_timeout
         )
-        watcher.listeners.append(ActiveModelKeeper(models, state, auto_reload=settings.auto_reload))
+        watcher.listeners.append(
+            ActiveModelKeeper(
+                models,
+                state,
+                auto_reload=settings.auto_reload,
+                primary=lambda: worker.primary,  # one reload per gateway, not one per worker
+            )
+        )
         gw = cls(
             settings=settings,
             db=db,
@@ -103,11 +117,14 @@ class Gateway:
             obs=obs,
             watcher=watcher,
             models=models,
-            security=Security.build(settings, db),
+            security=Security.build(settings, db, worker),
+            worker=worker,
         )
         gw.background.append(watcher.run)
         obs.watcher = watcher
         gw.background.extend(obs.loops())
+        if worker.shared and not worker.primary:
+            gw.background.append(worker.contend)
         return gw
 
 

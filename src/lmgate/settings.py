@@ -27,6 +27,7 @@ from pydantic_settings import (
 from lmgate.guard.cors import check_origins
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:1234"
+MAX_WORKERS = 64
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
     require_auth_for_health: bool = Field(False, description="Protect /health with a key too.")
     insecure_no_auth: bool = Field(False, description="Allow a non-loopback host with no key.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    workers: int = Field(
+        1, description="Processes serving the port; state is shared through SQLite (1-64)."
+    )
     keepalive_seconds: float = Field(30.0, gt=0, description="Debug-stream heartbeat interval.")
     # model management
     sync_interval: float = Field(5.0, gt=0, description="Seconds between model-list polls.")
@@ -266,6 +270,13 @@ class Settings(BaseSettings):
     @classmethod
     def _zero_is_none(cls, value: Any) -> Any:
         return None if value in (0, 0.0, "0", "") else value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if not 1 <= value <= MAX_WORKERS:
+            raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, not {value}")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -70,10 +71,18 @@ class ActiveModelKeeper:
     """A sync listener: when the active model's last instance goes away, say so, and with
     autoReload load it again with its stored profile."""
 
-    def __init__(self, manager: ModelManager, state: StateStore, *, auto_reload: bool) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        state: StateStore,
+        *,
+        auto_reload: bool,
+        primary: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.manager = manager
         self.state = state
         self.auto_reload = auto_reload
+        self.primary = primary
         self._reload: asyncio.Task[None] | None = None
 
     async def __call__(self, kind: str, instance: Instance) -> None:
@@ -83,7 +92,9 @@ class ActiveModelKeeper:
         if self.manager.watcher.is_loaded(active):
             return
         self.manager.bus.publish("active_model_unloaded", modelKey=active, reload=self.auto_reload)
-        if self.auto_reload and (self._reload is None or self._reload.done()):
+        if not self.auto_reload or not self.primary():
+            return
+        if self._reload is None or self._reload.done():
             self._reload = asyncio.create_task(self._load_again(active))
 
     async def _load_again(self, key: str) -> None:

@@ -72,6 +72,10 @@ def serve(
             "address, serve the built-in LM Studio emulator as the upstream (demo mode)."
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes serving the port, 1-64 (LMGATE_WORKERS) [1]."),
+    ] = None,
 ) -> None:
     """Run the gateway."""
     from lmgate.app import create_app
@@ -91,6 +95,7 @@ def serve(
         insecure_no_auth=insecure_no_auth,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        workers=workers,
     )
     problem = check_exposure(settings)
     if problem:
@@ -111,11 +116,17 @@ def serve(
             typer.echo(f"lmgate: WARNING: {warning}", err=True)
         auth = "on" if required else "off (loopback only)"
         scheme = "https" if settings.tls_cert else "http"
+        many = f", {settings.workers} workers" if settings.workers > 1 else ""
         typer.echo(
             f"lmgate listening on {scheme}://{settings.host}:{settings.port} -> "
-            f"{settings.upstream_url} (auth {auth}, data {settings.data_dir})",
+            f"{settings.upstream_url} (auth {auth}, data {settings.data_dir}{many})",
             err=True,
         )
+        if settings.workers > 1:
+            from lmgate.workers.supervisor import serve_workers
+
+            serve_workers(settings)  # the demo emulator, started above, serves them all
+            return
         app = create_app(settings)
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight, so full collections stay short and do not stall streams.

@@ -54,6 +54,40 @@ class _Usage:
         return self.tokens[-1][0] + WINDOW_S if self.tokens else 0.0
 
 
+def refusal(
+    principal: Principal,
+    now: float,
+    *,
+    inference: bool,
+    admitted: int,
+    oldest: float,
+    tokens: int,
+    tokens_free_at: Callable[[], float],
+    in_flight: int,
+) -> TooManyRequests | None:
+    """The 429 for the first limit this request would break, from the window's figures."""
+    name = principal.name
+    if principal.rpm is not None and admitted >= principal.rpm:
+        return TooManyRequests(
+            f"key '{name}' is over its limit of {principal.rpm} requests per minute",
+            retry_after=oldest + WINDOW_S - now,
+        )
+    if inference and principal.tpm is not None and tokens >= principal.tpm:
+        return TooManyRequests(
+            f"key '{name}' is over its limit of {principal.tpm} tokens per minute",
+            retry_after=tokens_free_at() - now,
+            code="token_rate_limit_exceeded",
+        )
+    limit = principal.max_concurrent
+    if inference and limit is not None and in_flight >= limit:
+        return TooManyRequests(
+            f"key '{name}' already has {limit} requests in progress (its limit)",
+            retry_after=1,
+            code="concurrency_limit_exceeded",
+        )
+    return None
+
+
 class RateLimiter:
     """A proxy hook (admission) and an exchange observer (release, token metering)."""
 
@@ -72,25 +106,19 @@ class RateLimiter:
         now = self.clock()
         usage = self._usage.setdefault(principal.id, _Usage())
         usage.prune(now)
-        name = principal.name
-        if principal.rpm is not None and len(usage.admitted) >= principal.rpm:
-            raise TooManyRequests(
-                f"key '{name}' is over its limit of {principal.rpm} requests per minute",
-                retry_after=usage.admitted[0] + WINDOW_S - now,
-            )
-        if inference and principal.tpm is not None and usage.token_total >= principal.tpm:
-            raise TooManyRequests(
-                f"key '{name}' is over its limit of {principal.tpm} tokens per minute",
-                retry_after=usage.tokens_free_at(principal.tpm) - now,
-                code="token_rate_limit_exceeded",
-            )
+        over = refusal(
+            principal,
+            now,
+            inference=inference,
+            admitted=len(usage.admitted),
+            oldest=usage.admitted[0] if usage.admitted else now,
+            tokens=usage.token_total,
+            tokens_free_at=lambda: usage.tokens_free_at(principal.tpm or 0),
+            in_flight=usage.in_flight,
+        )
+        if over is not None:
+            raise over
         limit = principal.max_concurrent
-        if inference and limit is not None and usage.in_flight >= limit:
-            raise TooManyRequests(
-                f"key '{name}' already has {limit} requests in progress (its limit)",
-                retry_after=1,
-                code="concurrency_limit_exceeded",
-            )
         if principal.rpm is not None:
             usage.admitted.append(now)
         if inference and limit is not None:

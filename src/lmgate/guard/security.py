@@ -20,11 +20,13 @@ from lmgate.guard.limits import InputLimits, JsonDepthLimit
 from lmgate.guard.model_access import ModelAccess
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.ratelimit import RateLimiter
+from lmgate.guard.shared_limits import SharedRateLimiter
 from lmgate.observe.events import EventBus
 from lmgate.proxy.hooks import ProxyHook
 from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.keys import KeyStore, load_secret
+from lmgate.workers.slot import Worker
 
 
 def bootstrap_keys(settings: Settings) -> list[tuple[str, KeyScope, str]]:
@@ -52,14 +54,22 @@ class Security:
     access: Access
 
     @classmethod
-    def build(cls, settings: Settings, db: Database) -> Security:
+    def build(cls, settings: Settings, db: Database, worker: Worker | None = None) -> Security:
+        """With several workers, limits are shared through the run directory; else in memory.
+
+        Bad-key damping stays per worker: a guesser spread over N workers gets at most N
+        times the allowance before every one of them blocks it.
+        """
         secret = load_secret(settings.data_dir)
+        limiter = RateLimiter()
+        if worker is not None and worker.shared and worker.run_dir is not None:
+            limiter = SharedRateLimiter(worker.run_dir / "limits.sqlite3")
         return cls(
             settings=settings,
             keys=KeyRegistry(secret, bootstrap_keys(settings), db.path),
             store=KeyStore(db, secret),
             damper=Damper(limit=settings.auth_fail_limit, block_s=settings.auth_block_seconds),
-            limiter=RateLimiter(),
+            limiter=limiter,
             access=Access(
                 allow=NetworkSet(settings.allow),
                 admin_allow=NetworkSet(settings.admin_allow),
@@ -89,3 +99,5 @@ class Security:
 
     def close(self) -> None:
         self.keys.close()
+        if isinstance(self.limiter, SharedRateLimiter):
+            self.limiter.close()

@@ -39,6 +39,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def model_state(store: StateStore) -> Snapshot:
     def snapshot() -> tuple[object, dict[str, Any]]:
+        store.refresh()  # with workers: an idle one still reports another's change, once
         state = store.state
         return state, {
             "activeModel": state.active_model,

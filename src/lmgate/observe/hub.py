@@ -3,15 +3,24 @@
 The gateway asks it for three lists: exchange observers, a proxy hook (usage, last in line),
 and background loops (the batched usage writer, the config watch, LM Studio log tailing).
 Routes read its parts for `/debug/*`, `/metrics` and `/admin/usage`.
+
+With several workers each one has its own bus, figures and request tracker (each `/debug/*`
+answer covers the worker that served it, named in its `worker` field), while Prometheus
+series add up across workers (see `workers/metrics.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
+
+from prometheus_client.multiprocess import mark_process_dead
 
 from lmgate.exchange import Observer
 from lmgate.observe.config_watch import ConfigWatch, model_state
@@ -32,6 +41,8 @@ from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.workers.metrics import StateMirror, forget_dead_workers
+from lmgate.workers.slot import Worker
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
 Gauge = tuple[str, str, str, float, dict[str, str]]
@@ -55,10 +66,15 @@ class Observability:
     usage_hook: UsageHook | None = None
     lmstudio_logs: LmStudioLogTailer | None = None
     watcher: UpstreamWatcher | None = None
+    worker: Worker = field(default_factory=Worker)
+    mirror: StateMirror | None = None
     started: float = field(default_factory=time.time)
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, state: StateStore) -> Observability:
+    def build(
+        cls, settings: Settings, db: Database, state: StateStore, worker: Worker | None = None
+    ) -> Observability:
+        worker = worker or Worker()
         bus = EventBus(history=settings.debug_history, queue_size=settings.debug_queue_size)
         prompts = None
         if settings.log_prompts:
@@ -66,7 +82,7 @@ class Observability:
         obs = cls(
             bus=bus,
             stats=Stats(),
-            prometheus=PrometheusMetrics(),
+            prometheus=PrometheusMetrics(multiprocess=worker.shared),
             inference_events=InferenceEvents(bus),
             metrics=Metrics(),
             requests=RequestTracker(
@@ -74,6 +90,7 @@ class Observability:
                 cancellable=lambda ex: is_proxied(ex.path),
             ),
             config=ConfigWatch(bus),
+            worker=worker,
         )
         obs.config.watch("model_state", model_state(state))
         if settings.usage_accounting:
@@ -90,7 +107,13 @@ class Observability:
                 if settings.log_prompts
                 else None,
             )
-        obs.prometheus.registry.register(StateCollector(obs.gauges))
+        if worker.shared:
+            directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            if directory:
+                forget_dead_workers(Path(directory))
+            obs.mirror = StateMirror(obs.gauges, primary=lambda: worker.primary)
+        else:
+            obs.prometheus.registry.register(StateCollector(obs.gauges))
         return obs
 
     def observers(self) -> list[Observer]:
@@ -115,7 +138,25 @@ class Observability:
             loops.append(self.usage.run)
         if self.lmstudio_logs is not None:
             loops.append(self.lmstudio_logs.run)
+        if self.mirror is not None:
+            loops.append(self._mirror_loop)
         return loops
+
+    def _sync_mirror(self) -> None:
+        if self.watcher is not None and self.watcher.caps.checked_at:
+            self.prometheus.upstream_up.set(1 if self.watcher.caps.reachable else 0)
+        if self.mirror is not None:
+            self.mirror.sync()
+
+    async def _mirror_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._sync_mirror()
+
+    def close(self) -> None:
+        """A stopping worker's live gauges (in flight, subscribers) stop counting."""
+        if self.mirror is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def upstream(self) -> dict[str, Any]:
         """Upstream health as the model sync loop last saw it."""
@@ -197,14 +238,14 @@ class Observability:
 
     def render_prometheus(self) -> bytes:
         """The exposition, with upstream health as the sync loop last saw it."""
-        if self.watcher is not None and self.watcher.caps.checked_at:
-            self.prometheus.upstream_up.set(1 if self.watcher.caps.reachable else 0)
+        self._sync_mirror()
         return self.prometheus.render()
 
     def snapshot(self) -> dict[str, Any]:
         """The parts of `/debug/metrics` beyond the TypeScript edition's shape."""
         usage = self.usage
         return self.metrics.snapshot() | {
+            "worker": self.worker.as_json(),
             "upstream": self.upstream(),
             "events": {
                 "subscribers": self.bus.subscriber_count,

@@ -4,6 +4,11 @@ Request metrics are updated as exchanges finish; gauges that describe a state (s
 upstream health, pending usage rows) are read when scraped, by `StateCollector`. Model names
 come from clients, so each label keeps at most `MAX_VALUES` distinct values; the rest are
 counted as `other` rather than growing the series count without bound.
+
+With several workers (`multiprocess=True`, `PROMETHEUS_MULTIPROC_DIR` set before the worker
+started) every worker writes its series to memory-mapped files and a scrape, whichever worker
+serves it, adds them all up (`MultiProcessCollector`): counters and histograms are totals
+across workers, in-flight is the sum over live workers, upstream health the latest probe.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from lmgate.exchange import Exchange
@@ -43,7 +49,8 @@ class _Bounded:
 
 
 class PrometheusMetrics:
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "lmgate_requests",
@@ -58,7 +65,12 @@ class PrometheusMetrics:
             buckets=_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("lmgate_requests_in_flight", "Requests being handled.", registry=r)
+        self.in_flight = Gauge(
+            "lmgate_requests_in_flight",
+            "Requests being handled.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.errors = Counter(
             "lmgate_errors",
             "Requests that failed (status >= 400 or aborted), by route.",
@@ -66,7 +78,10 @@ class PrometheusMetrics:
             registry=r,
         )
         self.upstream_up = Gauge(
-            "lmgate_upstream_up", "1 when the upstream answered its last probe.", registry=r
+            "lmgate_upstream_up",
+            "1 when the upstream answered its last probe.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.inference = Counter(
             "lmgate_inference_requests",
@@ -140,6 +155,10 @@ class PrometheusMetrics:
             self._child(self.tps, model).observe(speed)
 
     def render(self) -> bytes:
+        if self.multiprocess:
+            every_worker = CollectorRegistry()
+            MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+            return generate_latest(every_worker)
         return generate_latest(self.registry)
 
 

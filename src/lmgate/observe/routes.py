@@ -4,6 +4,10 @@
 cancels every in-flight request with that id (ids are the `X-Request-ID` a client may choose,
 so two can share one). The upstream connection closes, which stops the generation; the client
 gets a `request_cancelled` error (503), or an error frame if its stream had started.
+
+With several workers every answer here covers the worker that served it (`worker` in
+`/debug/status` and `/debug/metrics`); a request being served by another worker is not
+found, and the 404 says so.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ router.include_router(stream_router)
 @router.get("/debug/status")
 async def debug_status(request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
-    return gw.stats.status(gw.state.state.active_model)
+    return gw.stats.status(gw.state.state.active_model) | {"worker": gw.worker.as_json()}
 
 
 @router.get("/debug/metrics")
@@ -65,18 +69,31 @@ class NotCancellable(GatewayError):
 async def list_requests(
     request: Request, limit: int = Query(50, ge=0, le=10_000)
 ) -> dict[str, Any]:
-    tracker = gateway_of(request).obs.requests
+    gw = gateway_of(request)
+    tracker = gw.obs.requests
     own = request.scope["lmgate.exchange"].request_id
     live = [r for r in tracker.in_flight() if r["requestId"] != own]
-    return {"inFlight": live, "completed": tracker.completed(limit)}
+    return {
+        "inFlight": live,
+        "completed": tracker.completed(limit),
+        "worker": gw.worker.as_json(),
+    }
 
 
 @router.delete("/debug/requests/{request_id}")
 async def cancel_request(request_id: str, request: Request) -> JSONResponse:
-    tracker = gateway_of(request).obs.requests
+    gw = gateway_of(request)
+    tracker = gw.obs.requests
     found = tracker.find(request_id)
     if not found:
-        raise NotFound(f"no request {request_id!r} is in flight", code="request_not_found")
+        message = f"no request {request_id!r} is in flight"
+        if gw.worker.shared:
+            w = gw.worker
+            message += (
+                f" on worker {w.index} (pid {w.pid}); it may be in flight on another of the "
+                f"{w.count} workers: this call reaches one worker at a time, so try again"
+            )
+        raise NotFound(message, code="request_not_found")
     cancelled = tracker.cancel(request_id, REASON)
     if not cancelled:
         raise NotCancellable(f"request {request_id!r} cannot be cancelled (not a proxied call)")

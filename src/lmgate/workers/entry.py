@@ -1,0 +1,48 @@
+"""What uvicorn imports in each worker process: the app factory and the HTTP protocol.
+
+uvicorn's supervisor needs import strings, not objects, so the guarded protocol is named here
+as a plain class and gets its limits from the handoff when the factory runs (uvicorn creates
+protocol instances only once the app is loaded, and they read the limits from the class).
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from lmgate.app import LmgateApp, create_app
+from lmgate.guard.protocol import GuardedHttpProtocol
+from lmgate.observe.requestlog import configure_logging
+from lmgate.workers.handoff import Handoff
+from lmgate.workers.slot import Worker
+
+
+class WorkerProtocol(GuardedHttpProtocol):
+    """The guarded httptools protocol under an importable name."""
+
+
+def worker_log_file(path: Path | None, worker: Worker) -> Path | None:
+    """One log file per worker (`lmgate-1.log`): size-based rotation is not safe to share."""
+    if path is None or not worker.shared:
+        return path
+    return path.with_name(f"{path.stem}-{worker.index}{path.suffix}")
+
+
+def app() -> LmgateApp:
+    """Build this worker's app from the handoff, the same way `lmgate serve` builds one."""
+    handoff = Handoff.take()
+    settings = handoff.settings
+    worker = Worker.claim(handoff.run_dir, settings.workers)
+    configure_logging(
+        settings.log_level,
+        file=worker_log_file(settings.log_file, worker),
+        file_max_bytes=settings.log_file_max_bytes,
+        file_backups=settings.log_file_backups,
+    )
+    WorkerProtocol.max_head_bytes = settings.max_header_bytes
+    WorkerProtocol.head_timeout = settings.header_timeout
+    application = create_app(settings, worker=worker)
+    # As in single-process mode: what lives as long as the process leaves the collector's sight.
+    gc.collect()
+    gc.freeze()
+    return application

@@ -1,0 +1,65 @@
+"""The parent of `lmgate serve --workers N`: a run directory, the handoff, uvicorn's supervisor.
+
+The parent binds the socket once and uvicorn's `Multiprocess` starts N spawned workers on it,
+restarts any that die, and on SIGTERM/SIGINT stops them all gracefully. The run directory
+(on tmpfs when there is one) is fresh for every run and removed at the end: it holds the
+worker slot locks, the shared per-key limits and the Prometheus multiprocess files, which
+must not outlive the run (stale counters would be added to the new ones).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from lmgate.settings import Settings
+from lmgate.workers.handoff import ENV, Handoff
+
+PROMETHEUS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def make_run_dir() -> Path:
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    run_dir = Path(tempfile.mkdtemp(prefix="lmgate-run-", dir=base))  # 0700
+    (run_dir / "prometheus").mkdir()
+    return run_dir
+
+
+def serve_workers(settings: Settings) -> None:
+    run_dir = make_run_dir()
+    env = {ENV: Handoff(settings, run_dir).encode(), PROMETHEUS_ENV: str(run_dir / "prometheus")}
+    os.environ.update(env)  # spawned workers inherit the environment
+    try:
+        config = uvicorn.Config(
+            "lmgate.workers.entry:app",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop" if sys.platform != "win32" else "auto",
+            http="lmgate.workers.entry:WorkerProtocol",
+            ssl_certfile=settings.tls_cert,
+            ssl_keyfile=settings.tls_key,
+            proxy_headers=False,  # the guard decides whom to trust, not uvicorn
+            server_header=False,
+            access_log=False,
+            log_config=None,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=5,
+        )
+        sock = config.bind_socket()
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            sock.close()
+    finally:
+        for name in env:
+            os.environ.pop(name, None)
+        shutil.rmtree(run_dir, ignore_errors=True)

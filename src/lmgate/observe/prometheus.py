@@ -14,7 +14,6 @@ across workers, in-flight is the sum over live workers, upstream health the late
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -46,6 +45,29 @@ class _Bounded:
             return "other"
         self.seen.add(value)
         return value
+
+
+class _RouteSeries:
+    __slots__ = ("duration", "errors", "requests")
+
+    def __init__(self, m: PrometheusMetrics, route: str, status: str) -> None:
+        self.requests = m.requests.labels(route, status)
+        self.duration = m.duration.labels(route)
+        self.errors = m.errors.labels(route)
+
+
+class _InferenceSeries:
+    __slots__ = ("duration", "requests", "tokens_in", "tokens_out", "tps", "ttft")
+
+    def __init__(
+        self, m: PrometheusMetrics, endpoint: str, model: str, key: str, status: str
+    ) -> None:
+        self.requests = m.inference.labels(endpoint, model, key, status)
+        self.duration = m.inference_duration.labels(endpoint, model)
+        self.ttft = m.ttft.labels(endpoint, model)
+        self.tokens_in = m.tokens.labels(model, key, "in")
+        self.tokens_out = m.tokens.labels(model, key, "out")
+        self.tps = m.tps.labels(model)
 
 
 class PrometheusMetrics:
@@ -118,41 +140,58 @@ class PrometheusMetrics:
         )
         self._model = _Bounded()
         self._key = _Bounded()
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._routes: dict[tuple[str, str], _RouteSeries] = {}
+        self._inference: dict[tuple[str, str, str, str], _InferenceSeries] = {}
 
     def on_start(self, ex: Exchange) -> None:
         self.in_flight.inc()
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(...)`, remembered: the lookup costs more than the update."""
-        child = self._children.get((metric, labels))
-        if child is None:
-            if len(self._children) > 10_000:  # bounded whatever clients send
-                self._children.clear()
-            child = self._children[metric, labels] = metric.labels(*labels)
-        return child
+    def _route(self, route: str, status: str) -> _RouteSeries:
+        """The children for one label combination, looked up once: `labels()` costs more than
+        the update. Bounded whatever clients send."""
+        series = self._routes.get((route, status))
+        if series is None:
+            if len(self._routes) > 10_000:
+                self._routes.clear()
+            series = self._routes[route, status] = _RouteSeries(self, route, status)
+        return series
+
+    def _inference_series(
+        self, endpoint: str, model: str, key: str, status: str
+    ) -> _InferenceSeries:
+        series = self._inference.get((endpoint, model, key, status))
+        if series is None:
+            if len(self._inference) > 10_000:
+                self._inference.clear()
+            series = _InferenceSeries(self, endpoint, model, key, status)
+            self._inference[endpoint, model, key, status] = series
+        return series
 
     def on_finish(self, ex: Exchange) -> None:
         self.in_flight.dec()
-        route, status = route_label(ex), str(ex.status)
-        self._child(self.requests, route, status).inc()
-        self._child(self.duration, route).observe(ex.latency_ms / 1000.0)
+        status = str(ex.status)
+        route = self._route(route_label(ex), status)
+        seconds = ex.latency_ms / 1000.0
+        route.requests.inc()
+        route.duration.observe(seconds)
         if ex.failed:
-            self._child(self.errors, route).inc()
+            route.errors.inc()
         if ex.endpoint is None or is_quiet(ex):
             return
-        endpoint, model, key = ex.endpoint, self._model(ex.model), self._key(ex.key_name)
-        self._child(self.inference, endpoint, model, key, status).inc()
-        self._child(self.inference_duration, endpoint, model).observe(ex.latency_ms / 1000.0)
+        series = self._inference_series(
+            ex.endpoint, self._model(ex.model), self._key(ex.key_name), status
+        )
+        series.requests.inc()
+        series.duration.observe(seconds)
         if ex.ttft_ms is not None:
-            self._child(self.ttft, endpoint, model).observe(ex.ttft_ms / 1000.0)
+            series.ttft.observe(ex.ttft_ms / 1000.0)
         if ex.tokens_in:
-            self._child(self.tokens, model, key, "in").inc(ex.tokens_in)
+            series.tokens_in.inc(ex.tokens_in)
         if ex.tokens_out:
-            self._child(self.tokens, model, key, "out").inc(ex.tokens_out)
-        speed = tokens_per_second(ex)
-        if speed is not None:
-            self._child(self.tps, model).observe(speed)
+            series.tokens_out.inc(ex.tokens_out)
+            speed = tokens_per_second(ex)
+            if speed is not None:
+                series.tps.observe(speed)
 
     def render(self) -> bytes:
         if self.multiprocess:

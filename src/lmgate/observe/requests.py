@@ -68,7 +68,8 @@ class RequestTracker:
         self, *, keep: int = 100, cancellable: Callable[[Exchange], bool] = lambda ex: True
     ) -> None:
         self.live: dict[int, _Live] = {}
-        self.done: deque[dict[str, Any]] = deque(maxlen=keep)
+        # finished exchanges and when they finished, described only when someone asks
+        self.done: deque[tuple[Exchange, float]] = deque(maxlen=keep)
         self.cancellable = cancellable
         self.cancelled = 0
 
@@ -79,14 +80,15 @@ class RequestTracker:
 
     def on_finish(self, ex: Exchange) -> None:
         if self.live.pop(id(ex), None) is not None:
-            self.done.append(describe(ex, time.time()))
+            self.done.append((ex, time.time()))
 
     def in_flight(self) -> list[dict[str, Any]]:
         now = time.time()
         return [describe(live.ex, now) for live in self.live.values()]
 
     def completed(self, limit: int) -> list[dict[str, Any]]:
-        return list(self.done)[-limit:][::-1] if limit > 0 else []
+        recent = list(self.done)[-limit:][::-1] if limit > 0 else []
+        return [describe(ex, finished) for ex, finished in recent]
 
     def cancel(self, request_id: str, reason: str) -> list[Exchange]:
         """Cancel every in-flight request with this id that can be cancelled; return them.

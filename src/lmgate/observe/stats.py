@@ -40,7 +40,7 @@ class Stats:
         self._min_ms: float | None = None
         self._max_ms = 0.0
         self._latencies: deque[float] = deque(maxlen=sample)
-        self.recent: deque[dict[str, Any]] = deque(maxlen=50)
+        self.recent: deque[Exchange] = deque(maxlen=50)  # summarised when asked for
         self.current_operation: str | None = None
 
     def on_start(self, ex: Exchange) -> None:
@@ -59,7 +59,7 @@ class Stats:
         self._min_ms = ms if self._min_ms is None else min(self._min_ms, ms)
         self._max_ms = max(self._max_ms, ms)
         self._latencies.append(ms)
-        self.recent.append(_summary(ex))
+        self.recent.append(ex)
 
     def status(self, active_model: str | None) -> dict[str, Any]:
         return {
@@ -67,7 +67,7 @@ class Stats:
             "currentOperation": self.current_operation,
             "activeModel": active_model,
             "inFlight": self.in_flight,
-            "recentRequests": list(self.recent)[-10:],
+            "recentRequests": [_summary(ex) for ex in list(self.recent)[-10:]],
             "totalRequests": self.total_requests,
             "totalErrors": self.total_errors,
         }

@@ -63,6 +63,10 @@ _FLOOR_MS = 0.01
 DIMENSIONS = ("endpoint", "model", "key", "status")
 
 
+def bucket_of(value: float) -> int:
+    return int(math.log(max(value, _FLOOR_MS) / _FLOOR_MS) / _GROWTH)
+
+
 class Histogram:
     """Counts per log-scaled bucket; `quantile` answers within the bucket's ~4 % width."""
 
@@ -73,7 +77,9 @@ class Histogram:
         self.n = 0
 
     def add(self, value: float) -> None:
-        index = int(math.log(max(value, _FLOOR_MS) / _FLOOR_MS) / _GROWTH)
+        self.add_index(bucket_of(value))
+
+    def add_index(self, index: int) -> None:
         self.counts[index] = self.counts.get(index, 0) + 1
         self.n += 1
 
@@ -103,8 +109,8 @@ class Sample:
 
     dims: tuple[str, str, str, str]  # endpoint, model, key, status
     failed: bool
-    latency_ms: float
-    ttft_ms: float | None
+    latency_bucket: int  # the histogram bucket, found once for every tally the sample joins
+    ttft_bucket: int | None
     tokens_in: int | None
     tokens_out: int | None
     decode_s: float | None  # generation time the output tokens took
@@ -124,9 +130,9 @@ class Tally:
     def add(self, s: Sample) -> None:
         self.requests += 1
         self.errors += s.failed
-        self.latency.add(s.latency_ms)
-        if s.ttft_ms is not None:
-            self.ttft.add(s.ttft_ms)
+        self.latency.add_index(s.latency_bucket)
+        if s.ttft_bucket is not None:
+            self.ttft.add_index(s.ttft_bucket)
         self.tokens_in += s.tokens_in or 0
         if s.tokens_out:
             self.tokens_out += s.tokens_out
@@ -230,8 +236,8 @@ def sample_of(ex: Exchange) -> Sample:
     return Sample(
         dims=(route_label(ex), ex.model or "-", ex.key_name or "-", str(ex.status)),
         failed=ex.failed,
-        latency_ms=ex.latency_ms,
-        ttft_ms=ex.ttft_ms,
+        latency_bucket=bucket_of(ex.latency_ms),
+        ttft_bucket=bucket_of(ex.ttft_ms) if ex.ttft_ms is not None else None,
         tokens_in=ex.tokens_in,
         tokens_out=ex.tokens_out,
         decode_s=decode_seconds(ex),

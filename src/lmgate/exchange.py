@@ -7,9 +7,9 @@ the proxy free of logging and metrics code.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -73,7 +73,7 @@ def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
             if _REQUEST_ID.match(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as a uuid4's hex but cheaper
 
 
 class ExchangeMiddleware:

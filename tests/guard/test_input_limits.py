@@ -100,12 +100,18 @@ def test_json_depth_stops_early_and_sees_siblings() -> None:
     assert json_depth(["x"] * 100_000, 64) == 1
 
 
+def _request(body: dict[str, Any]) -> ProxyRequest:
+    raw = orjson.dumps(body)
+    return ProxyRequest({}, "POST", "/v1/chat/completions", "chat", orjson.loads(raw), raw=raw)
+
+
 async def test_depth_hook_refuses_deep_bodies() -> None:
     hook = JsonDepthLimit(8)
     ex = Exchange("r", "POST", "/v1/chat/completions", None)
-    ok = ProxyRequest({}, "POST", "/v1/chat/completions", "chat", {"messages": _nested(7)})
-    assert await hook.before_forward(ex, ok) is None
-    deep = ProxyRequest({}, "POST", "/v1/chat/completions", "chat", {"messages": _nested(8)})
+    assert await hook.before_forward(ex, _request({"messages": _nested(7)})) is None
+    # many brackets, side by side or inside strings, but shallow: walked, and let through
+    wide = {"messages": [{"content": "[[[{{{"} for _ in range(20)]}
+    assert await hook.before_forward(ex, _request(wide)) is None
     with pytest.raises(BadRequest) as refused:
-        await hook.before_forward(ex, deep)
+        await hook.before_forward(ex, _request({"messages": _nested(8)}))
     assert refused.value.code == "json_too_deep"

@@ -42,11 +42,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
         self._in_head = False
+        self._head_started = 0.0  # loop time the current head (or the connection) began
+        self._began = False  # a request has begun on this connection
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._head_started = self.loop.time()
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -71,7 +74,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
-        self._in_head = True
+        self._in_head = self._began = True
+        self._head_started = self.loop.time()
         self._arm()
 
     def on_url(self, url: bytes) -> None:
@@ -79,12 +83,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.max_head_bytes:
+            raise _HeadTooLarge
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._disarm()
+        self._in_head = False  # the timer, if still armed, sees this and lets the head be
         super().on_headers_complete()
 
     def _count(self, size: int) -> None:
@@ -93,8 +98,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             raise _HeadTooLarge
 
     def _arm(self) -> None:
+        """One timer per connection rather than one per request: when it fires it checks the
+        head under way then, and re-arms itself for that head's own deadline if need be."""
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+            deadline = self._head_started + self.head_timeout
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
 
     def _disarm(self) -> None:
         if self._head_timer is not None:
@@ -106,8 +114,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._in_head:
+            if self.loop.time() < self._head_started + self.head_timeout:
+                self._arm()  # a later head than the one the timer was set for
+                return
             self._refuse(RequestTimeout("the request head did not arrive in time"))
-        else:
+        elif not self._began:  # connected, and not a byte of a request since
             self._refused = True
             self.transport.close()
 

@@ -25,6 +25,7 @@ class ProxyRequest:
     kind: str | None
     body: dict[str, Any] | None
     changed: bool = False
+    raw: bytes = b""  # the body as the client sent it
 
     def set(self, field: str, value: Any) -> None:
         """Edit the body (inference endpoints only); it is re-serialised once, at the end."""

@@ -137,7 +137,7 @@ class ProxyApp:
         path = SHORTHAND.get(path, path)
         method: str = scope["method"]
         kind = ENDPOINTS.get(path) if method == "POST" else None
-        request = ProxyRequest(scope, method, path, kind, None)
+        request = ProxyRequest(scope, method, path, kind, None, raw=body)
         if kind is not None:
             ex.endpoint = kind
             request.body = obj = parse_object(body)

@@ -105,12 +105,14 @@ class Subscription:
         and how many were lost.
 
         `linger` waits a little longer once something came, so a burst goes out as one write:
-        under load that turns a send per event per subscriber into a few per second."""
+        under load that turns a send per event per subscriber into a few per second. It
+        applies also when events are already waiting (they came during the last send), or a
+        busy bus would keep every subscriber sending tiny batches back to back."""
         while True:
             if self.cursor >= self.bus.last_id and not self.lost:
                 await self.bus.wait()
-                if linger:
-                    await asyncio.sleep(linger)
+            if linger:
+                await asyncio.sleep(linger)
             batch, skipped = self.bus.since(self.cursor, self.limit)
             self.cursor = self.bus.last_id
             self.bus.reported_lost += skipped

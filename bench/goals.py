@@ -59,8 +59,10 @@ def _slow_failed(doc: Doc) -> float | None:
     gate = _get(doc, "slow_streams", "lmgate")
     if gate is None:
         return None
-    wanted = doc["options"]["slow_streams"]
-    return gate["errors"] + max(0, wanted - gate["streams"] - gate["errors"])
+    wanted: int = doc["options"]["slow_streams"]
+    errors: int = gate["errors"]
+    completed: int = gate["streams"]
+    return errors + max(0, wanted - completed - errors)
 
 
 def goals(doc: Doc) -> list[Goal]:

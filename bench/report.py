@@ -9,6 +9,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ _HEAD: Row = ("scenario", "figure", *_TARGETS, "lmgate vs direct", "lmgate vs ng
 _GOALS_HEAD: Row = ("goal", "target", "measured", "result")
 
 
-def _grid(head: Row, rows: list[Row], left: int) -> list[str]:
+def _grid(head: Row, rows: Sequence[Row], left: int) -> list[str]:
     """Rows as aligned text: the first `left` columns flush left, the rest flush right."""
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
 

@@ -2,7 +2,8 @@
 
 lmgate runs as in the main bench (auth, an active model, usage accounting with a usage chunk
 in every stream, a `/debug/stream` subscriber). The load is open-loop at `--rate` requests/s,
-every `--stream-every`-th a stream, the rest non-streaming. After `--warmup` seconds (caches,
+every `--stream-every`-th a stream, the rest non-streaming, over a fixed pool of `--connections`
+client connections opened together at the start. After `--warmup` seconds (caches,
 pools and the event ring fill up; not judged) the gateway's VmRSS and open file descriptors
 are sampled every `--sample` seconds. The run fails (exit 1) if RSS grew by 5 % or more from
 just after the warm-up to the end, if descriptors grew by more than `--fd-slack`, or if any
@@ -61,6 +62,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--fd-slack", type=int, default=10, help="descriptors allowed to grow")
     p.add_argument("--max-in-flight", type=int, default=500)
+    p.add_argument(
+        "--connections", type=int, default=32, help="client connections, all opened at the start"
+    )
     p.add_argument("--json", dest="json_path", type=Path, help="also write the results here")
     p.add_argument("--no-pin", dest="pin", action="store_false")
     args = p.parse_args(argv)
@@ -97,12 +101,18 @@ async def _drive(args: argparse.Namespace, url: str, key: str, pid: int) -> Soak
     soak = Soak()
     plain = request_body(stream=False, max_tokens=20)
     streamed = request_body(stream=True, max_tokens=20, usage=True)
-    session = open_session(key, 256)
+    # A fixed pool, filled at once: the gateway's descriptors (and the memory that goes with
+    # open connections) reach their high-water mark in the warm-up; a stall that piles up
+    # requests then queues them in the client rather than opening new connections.
+    session = open_session(key, args.connections)
     target = Target("lmgate", url, session)
     in_flight: set[asyncio.Task[None]] = set()
     stop = asyncio.Event()
     start = time.monotonic()
     sampler = asyncio.create_task(_sampler(pid, soak, start, args.sample, stop))
+    await asyncio.gather(
+        *(stream(target, streamed, soak.streamed) for _ in range(args.connections))
+    )
     deadline = start + args.minutes * 60
     try:
         i = 0

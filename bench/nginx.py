@@ -8,6 +8,7 @@ buffering off, so SSE events pass one by one as lmgate relays them.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ _CANDIDATES = ("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/
 
 _CONFIG = """\
 daemon off;
-master_process {master};
+{user}master_process {master};
 worker_processes {workers};
 worker_rlimit_nofile {nofile};
 pid {tmp}/nginx.pid;
@@ -73,7 +74,10 @@ def version(binary: str) -> str:
 
 def config(tmp: Path, upstream: str, port: int, workers: int, nofile: int) -> str:
     host = upstream.split("://", 1)[-1].rstrip("/")
+    # a root master would hand its workers to `nobody`, who cannot enter the private temp dir
+    user = "user root;\n" if workers > 1 and os.geteuid() == 0 else ""
     return _CONFIG.format(
+        user=user,
         master="on" if workers > 1 else "off",
         workers=workers,
         nofile=nofile,

@@ -149,7 +149,7 @@ def _slow(label: str, figures: dict[str, Any]) -> list[Row]:
     ]
     rows += _times("", figures, _SLOW)
     rss = _cells(figures, "peak_rss_mb", 1)
-    rows.append(("", "peak RSS MB", "", *rss[1:], "", ""))
+    rows.append(("", "peak RSS MiB", "", *rss[1:], "", ""))
     return rows
 
 
@@ -169,7 +169,7 @@ def _rows(doc: dict[str, Any]) -> list[Row]:
     rows += _slow(f"slow stream, {opts['slow_streams']} at once", res["slow_streams"])
     gate = doc["lmgate"]
     start = f"at start {_num(gate['start_rss_mb'], 1)}"
-    rows.append(("lmgate process", "peak RSS MB", "", "", _num(gate["peak_rss_mb"], 1), start, ""))
+    rows.append(("lmgate process", "peak RSS MiB", "", "", _num(gate["peak_rss_mb"], 1), start, ""))
     failed = [
         str(sum(r[t]["errors"] for r in res.values())) if t in res["latency_1"] else "n/a"
         for t in _TARGETS

@@ -133,8 +133,11 @@ def _finish_subscriber(sub: Child) -> dict[str, Any]:
     """Stop it and read what it saw; its last line is a JSON object of counts."""
     sub.stop()
     assert sub.proc.stdout is not None
-    lines = sub.proc.stdout.read().decode().split()
+    lines = sub.proc.stdout.read().decode().splitlines()
     seen: dict[str, Any] = orjson.loads(lines[-1]) if lines and lines[-1][:1] == "{" else {}
+    said = [line for line in lines if line and line != "ready" and line[:1] != "{"]
+    if said or sub.proc.returncode not in (0, -15):  # it stopped early, or said why it failed
+        seen["said"], seen["exit"] = said, sub.proc.returncode
     return seen
 
 

@@ -222,9 +222,10 @@ def table(doc: dict[str, Any]) -> str:
         f"machine {doc['machine']['cpu']}, load average {doc['machine']['load_average']}; "
         f"upstream {doc['upstream']}",
         f"done: {doc['requests']:,} requests, {doc['streams']:,} streams, {doc['errors']} failed, "
-        f"{doc['skipped']} skipped; subscriber saw {doc['subscriber'].get('events', '?')} events",
+        f"{doc['skipped']} skipped; subscriber saw {doc['subscriber'].get('events', '?')} events, "
+        f"{doc['subscriber'].get('lost', '?')} lost {doc['subscriber'].get('said', '')}",
         "",
-        "      t s   RSS MB   fds   requests  in flight",
+        "      t s  RSS MiB   fds   requests  in flight",
         *(
             f"{s['t']:>9.0f}  {(s['rss_kib'] or 0) / 1024:>7.1f}  {s['fds'] or 0:>4}  "
             f"{s['requests']:>9,}  {s['in_flight']:>9}"
@@ -232,8 +233,8 @@ def table(doc: dict[str, Any]) -> str:
             for s in shown
         ),
         "",
-        f"RSS  {v['rss_start_mb']} MB after warm-up -> {v['rss_end_mb']} MB at the end "
-        f"({v['rss_growth_pct']:+} %, max {v['rss_max_mb']} MB): "
+        f"RSS  {v['rss_start_mb']} MiB after warm-up -> {v['rss_end_mb']} MiB at the end "
+        f"({v['rss_growth_pct']:+} %, max {v['rss_max_mb']} MiB): "
         f"{'PASS' if v['rss_ok'] else 'FAIL'} (< {GROWTH_LIMIT:g} %)",
         f"fds  median {v['fds_start']:g} in the first third -> {v['fds_end']:g} in the last "
         f"({v['fds_growth']:+g}, max {v['fds_max']}): "

@@ -4,6 +4,8 @@ Raw asyncio streams and pre-encoded responses keep its own cost to tens of micro
 request: the direct figures then show the floor, and the gap to them is what lmgate adds.
 `POST /v1/chat/completions` answers a fixed completion, or with `"stream": true` an SSE stream
 of `--chunks` events spaced `--chunk-delay-ms` apart (the first at once), then `[DONE]`.
+A body may override both with `"bench": {"chunks": 20, "delay_ms": [50, 100]}` (each pause
+drawn uniformly from the range): one upstream then serves fast and slow streams alike.
 
     python -m bench.fake_upstream --port 8000 --chunks 20 --chunk-delay-ms 5
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import random
 import time
+from typing import Any
 
 import orjson
 
@@ -81,8 +85,18 @@ _NO_LENGTH = _response(b"411 Length Required", b'{"error":{"message":"length req
 class FakeUpstream:
     def __init__(self, chunks: int, chunk_delay: float) -> None:
         self.completion = _response(b"200 OK", _completion())
-        self.frames = _sse_chunks(chunks)
+        self.chunks = chunks
         self.delay = chunk_delay
+        self._framed: dict[int, list[bytes]] = {}
+
+    def build(self, chunks: int) -> list[bytes]:
+        """The framed events of one stream of `chunks` events (variants add their own)."""
+        return _sse_chunks(chunks)
+
+    def frames(self, chunks: int) -> list[bytes]:
+        if chunks not in self._framed:
+            self._framed[chunks] = self.build(chunks)
+        return self._framed[chunks]
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One keep-alive connection: requests in order, until the peer closes."""
@@ -101,8 +115,9 @@ class FakeUpstream:
                 body = await reader.readexactly(length) if length else b""
                 path = target.split(b"?", 1)[0]
                 if method == b"post" and path == b"/v1/chat/completions":
-                    if orjson.loads(body).get("stream") is True:
-                        await self._stream(writer)
+                    request = orjson.loads(body)
+                    if request.get("stream") is True:
+                        await self._stream(writer, request.get("bench"))
                     else:
                         writer.write(self.completion)
                 elif method == b"get" and path == b"/v1/models":
@@ -114,14 +129,20 @@ class FakeUpstream:
                     break
         writer.close()
 
-    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+    async def _stream(self, writer: asyncio.StreamWriter, pace: dict[str, Any] | None) -> None:
+        low = high = self.delay
+        chunks = self.chunks
+        if pace:
+            chunks = int(pace.get("chunks", chunks))
+            low, high = (d / 1000 for d in pace.get("delay_ms", (low * 1000, high * 1000)))
+        frames = self.frames(chunks)
         writer.write(_SSE_HEAD)
-        last = len(self.frames) - 1
-        for i, frame in enumerate(self.frames):
+        last = len(frames) - 1
+        for i, frame in enumerate(frames):
             writer.write(frame)
-            if i < last - 1 and self.delay > 0:  # [DONE] follows the last event at once
+            if i < last - 1 and high > 0:  # [DONE] follows the last event at once
                 await writer.drain()
-                await asyncio.sleep(self.delay)
+                await asyncio.sleep(low if low == high else random.uniform(low, high))
         writer.write(b"0\r\n\r\n")
 
 

@@ -1,8 +1,8 @@
-"""The load generator: the same requests against both targets, alternated A B A B in rounds.
+"""The aiohttp load generator: one request, one stream, and clients that repeat them.
 
-Alternating in rounds rather than measuring one target and then the other means slow drift
-(thermal, a noisy neighbour, the page cache) lands on both figures alike. Each target has its
-own pooled keep-alive session, warmed up before measuring, so no figure pays for a handshake.
+Each target has its own pooled keep-alive session, warmed up before measuring, so no figure
+pays for a handshake. `bench.scenarios` decides what runs when; `bench.wrk` is the other
+generator, for multi-client non-streaming load.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
-
-from bench.options import Options
 
 CHAT = "/v1/chat/completions"
 _MESSAGES = [{"role": "user", "content": "Say hello in five words."}]
@@ -23,7 +22,7 @@ _MESSAGES = [{"role": "user", "content": "Say hello in five words."}]
 
 @dataclass(slots=True)
 class Target:
-    """One side of the comparison: `direct` (the upstream itself) or `lmgate`."""
+    """One side of the comparison: `direct` (the upstream itself), `nginx` or `lmgate`."""
 
     name: str
     url: str
@@ -41,19 +40,28 @@ class Samples:
     reads: list[int] = field(default_factory=list)  # socket deliveries that carried events
     errors: int = 0
     elapsed: float = 0.0
+    completed: int = 0  # requests counted by wrk, which reports no per-request list
+    rss_kib: list[int] = field(default_factory=list)  # the gateway's RSS while this ran
 
 
-def request_body(*, stream: bool, max_tokens: int) -> bytes:
-    """No `model`: lmgate injects the active one, which is part of what is measured."""
-    return orjson.dumps({"messages": _MESSAGES, "stream": stream, "max_tokens": max_tokens})
+def request_body(*, stream: bool, max_tokens: int, usage: bool = False, **extra: Any) -> bytes:
+    """No `model`: lmgate injects the active one, which is part of what is measured.
+
+    `usage`: a stream asks for the usage chunk itself, so every target relays the same events
+    and lmgate's usage accounting reads it (and keeps it, since the client asked).
+    """
+    body: dict[str, Any] = {"messages": _MESSAGES, "stream": stream, "max_tokens": max_tokens}
+    if stream and usage:
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps({**body, **extra})
 
 
-def open_session(api_key: str, pool: int) -> aiohttp.ClientSession:
+def open_session(api_key: str, pool: int, timeout: float = 60) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=pool, keepalive_timeout=60, enable_cleanup_closed=True)
     return aiohttp.ClientSession(
         connector=connector,
         headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-        timeout=aiohttp.ClientTimeout(total=60),
+        timeout=aiohttp.ClientTimeout(total=timeout),
         auto_decompress=False,
     )
 
@@ -124,15 +132,23 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-async def clients(target: Target, out: Samples, n: int, each: int, work: Work) -> None:
-    """`n` concurrent clients, each doing `work` `each` times back to back."""
+async def clients(
+    target: Target, out: Samples, n: int, each: int, work: Work, ramp: float = 0.0
+) -> None:
+    """`n` concurrent clients, each doing `work` `each` times back to back.
 
-    async def client() -> None:
+    `ramp` spreads the clients' starts evenly over that many seconds, so they overlap as
+    steady traffic would rather than all arriving in the same millisecond.
+    """
+
+    async def client(i: int) -> None:
+        if ramp:
+            await asyncio.sleep(ramp * i / n)
         for _ in range(each):
             await work(target, out)
 
     start = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(n)))
+    await asyncio.gather(*(client(i) for i in range(n)))
     out.elapsed += time.perf_counter() - start
 
 
@@ -147,40 +163,3 @@ async def timed_clients(target: Target, out: Samples, n: int, seconds: float, wo
 
     await asyncio.gather(*(client() for _ in range(n)))
     out.elapsed += time.perf_counter() - start
-
-
-async def scenarios(opts: Options, targets: list[Target]) -> dict[str, dict[str, Samples]]:
-    """Warm up, then every scenario in turn, each alternating the targets round by round."""
-    plain = request_body(stream=False, max_tokens=opts.chunks)
-    streamed = request_body(stream=True, max_tokens=opts.chunks)
-
-    async def do_call(t: Target, s: Samples) -> None:
-        await call(t, plain, s)
-
-    async def do_stream(t: Target, s: Samples) -> None:
-        await stream(t, streamed, s)
-
-    for target in targets:
-        warm = Samples()
-        await clients(target, warm, opts.concurrency, -(-opts.warmup // opts.concurrency), do_call)
-        await clients(target, warm, opts.stream_concurrency, 1, do_stream)
-        if warm.errors:
-            raise RuntimeError(f"{target.name}: {warm.errors} warm-up requests failed")
-
-    results: dict[str, dict[str, Samples]] = {}
-
-    async def alternate(name: str, run: Callable[[Target, Samples, int], Awaitable[None]]) -> None:
-        per_target = results.setdefault(name, {t.name: Samples() for t in targets})
-        for round_ in range(opts.rounds):
-            for target in targets:
-                await run(target, per_target[target.name], round_)
-
-    requests = split(opts.requests, opts.rounds)
-    streams = split(opts.streams, opts.rounds)
-    window = opts.duration / opts.rounds
-    many, fan = opts.concurrency, opts.stream_concurrency
-    await alternate("latency_1", lambda t, s, r: clients(t, s, 1, requests[r], do_call))
-    await alternate("throughput", lambda t, s, r: timed_clients(t, s, many, window, do_call))
-    await alternate("stream_1", lambda t, s, r: clients(t, s, 1, streams[r], do_stream))
-    await alternate("stream_many", lambda t, s, r: clients(t, s, fan, streams[r], do_stream))
-    return results

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import select
 import signal
 import socket
@@ -133,6 +134,15 @@ def wait_http(child: Child, url: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def raise_nofile() -> int:
+    """Lift this process's open-file limit to the hard limit (children inherit it); the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """Current and peak resident set size (VmRSS, VmHWM) from /proc, in KiB."""
     out: dict[str, int] = {}
@@ -144,17 +154,49 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
-def plan_cpus(pin: bool) -> dict[str, frozenset[int] | None]:
+def family(pid: int) -> list[int]:
+    """`pid` and its descendants (a gateway with `--workers N` forks N workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def family_memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM summed over `pid` and its descendants (the sum of peaks for HWM)."""
+    total: dict[str, int] = {}
+    for member in family(pid):
+        for key, value in memory_kib(member).items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def open_fds(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def plan_cpus(pin: bool, gateway_cores: int = 1) -> dict[str, frozenset[int] | None]:
     """lmgate alone on one core; load generator (and the helpers) on the rest.
 
     With a third core the upstream gets its own, so it does not steal time from the client.
+    `gateway_cores` > 1 (for `--workers N`) gives the gateway the first N cores, shared with
+    the load generator and the upstream when the machine has no more.
     """
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if not pin or len(cpus) < 2:
         return {"lmgate": None, "load": None, "upstream": None}
-    gate, load, rest = cpus[0], cpus[1], cpus[2:]
+    cores = min(max(1, gateway_cores), len(cpus))
+    free = cpus[cores:] or cpus[1:]
+    load, rest = free[0], free[1:]
     return {
-        "lmgate": frozenset({gate}),
+        "lmgate": frozenset(cpus[:cores]),
         "load": frozenset({load}),
         "upstream": frozenset(rest) if rest else frozenset({load}),
     }

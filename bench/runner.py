@@ -1,9 +1,10 @@
-"""The run from start to end: upstream, lmgate and a debug subscriber up, load, figures, cleanup.
+"""The run from start to end: upstream, nginx, lmgate and a debug subscriber up, load, figures.
 
 lmgate runs as a real deployment would: auth on (an admin and an inference key), an active
-model with default parameters (so every body is parsed and rewritten), one `/debug/stream`
-subscriber connected (so every request publishes events), its own data dir, and no settings
-leaking in from the caller's environment or `.env`.
+model with default parameters (so every body is parsed and rewritten), usage accounting
+(streams carry a usage chunk), one `/debug/stream` subscriber connected (so every request
+publishes events), its own data dir, and no settings leaking in from the caller's environment
+or `.env`. nginx, when installed, proxies the same upstream from the same core(s).
 """
 
 from __future__ import annotations
@@ -24,10 +25,18 @@ from typing import Any
 
 import orjson
 
-from bench import aio, report, stats
-from bench.load import Target, open_session, scenarios
+from bench import aio, goals, nginx, report, scenarios, stats, wrk
+from bench.load import Target, open_session, request_body
 from bench.options import Options, parse
-from bench.processes import Child, Children, free_port, memory_kib, plan_cpus, wait_http
+from bench.processes import (
+    Child,
+    Children,
+    family_memory_kib,
+    free_port,
+    plan_cpus,
+    raise_nofile,
+    wait_http,
+)
 from lmgate.settings import LEGACY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,9 +64,10 @@ def _start_upstream(kids: Children, opts: Options, cpus: frozenset[int] | None) 
     url = f"http://127.0.0.1:{port}"
     delay = opts.chunk_delay_ms
     if opts.upstream == "fake":
-        argv = ["-m", "bench.fake_upstream", "--port", str(port), "--chunks", str(opts.chunks)]
+        argv = ["-m", "bench.usage_upstream", "--port", str(port), "--chunks", str(opts.chunks)]
         argv += ["--chunk-delay-ms", str(delay)]
-        ready, about = "/v1/models", f"fake ({opts.chunks} chunks, {delay:g} ms apart)"
+        ready = "/v1/models"
+        about = f"fake ({opts.chunks} chunks + a usage chunk, {delay:g} ms apart)"
     else:
         argv = ["-m", "lmgate.emulator", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--token-delay", str(delay / 1000)]
@@ -89,12 +99,15 @@ def _start_gateway(
     keys: tuple[str, str],
     cpus: frozenset[int] | None,
     model: dict[str, Any] = MODEL,
+    workers: int = 1,
 ) -> tuple[Child, str]:
     """lmgate serving `upstream` with auth on and an active model; its child and base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "lmgate", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--upstream", upstream, "--data-dir", str(workdir / "data")]
+    if workers > 1:  # with 1 nothing is passed, so the bench runs on a gateway without the flag
+        argv += ["--workers", str(workers)]
     env = _clean_env(LMGATE_ADMIN_KEY=keys[0], LMGATE_API_KEYS=keys[1])
     # cwd: a `.env` in the caller's directory must not change what is measured
     gate = kids.start("lmgate", argv, env=env, cwd=workdir, cpus=cpus)
@@ -120,53 +133,95 @@ def _finish_subscriber(sub: Child) -> dict[str, Any]:
     """Stop it and read what it saw; its last line is a JSON object of counts."""
     sub.stop()
     assert sub.proc.stdout is not None
-    lines = sub.proc.stdout.read().decode().split()
+    lines = sub.proc.stdout.read().decode().splitlines()
     seen: dict[str, Any] = orjson.loads(lines[-1]) if lines and lines[-1][:1] == "{" else {}
+    said = [line for line in lines if line and line != "ready" and line[:1] != "{"]
+    if said or sub.proc.returncode not in (0, -15):  # it stopped early, or said why it failed
+        seen["said"], seen["exit"] = said, sub.proc.returncode
     return seen
 
 
-async def _drive(opts: Options, direct: str, gate: str, key: str) -> dict[str, Any]:
+async def _drive(
+    opts: Options, urls: dict[str, str], key: str, tools: dict[str, Any], pids: dict[str, int]
+) -> dict[str, Any]:
     main_task = asyncio.current_task()
     assert main_task is not None
     # inside the loop SIGTERM cancels the run (Ctrl-C already does): sessions close cleanly
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    pool = max(opts.concurrency, opts.stream_concurrency)
-    sessions = [open_session(key, pool), open_session(key, pool)]
+    pool = max(opts.concurrency, opts.wide_concurrency, opts.stream_concurrency, opts.wide_streams)
+    targets = [Target(name, url, open_session(key, pool)) for name, url in urls.items()]
+    plan = scenarios.Plan(opts, targets, key, pids=pids)
+    plan.wrk, plan.wrk_script = tools.get("wrk"), tools.get("wrk_script")
     try:
-        targets = [Target(stats.DIRECT, direct, sessions[0]), Target(stats.GATE, gate, sessions[1])]
-        return stats.summarise(await scenarios(opts, targets))
+        return stats.summarise(await scenarios.run(plan))
     finally:
-        for session in sessions:
-            await session.close()
+        for target in targets:
+            await target.session.close()
 
 
 def _mb(kib: int | None) -> float | None:
     return round(kib / 1024, 1) if kib else None
 
 
+def _tools(opts: Options, workdir: Path, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """nginx and wrk when installed and wanted: what to run, and what the report says."""
+    tools: dict[str, Any] = {}
+    about: dict[str, Any] = {"nginx": None, "wrk": None}
+    found = nginx.find() if opts.nginx else None
+    if found:
+        tools["nginx"], about["nginx"] = found, nginx.version(found)
+    else:
+        about["nginx_missing"] = "not installed" if opts.nginx else "off (--no-nginx)"
+    found = wrk.find() if opts.wrk else None
+    if found:
+        body = request_body(stream=False, max_tokens=opts.chunks)
+        tools["wrk"], tools["wrk_script"] = found, wrk.write_script(workdir, body, key)
+        about["wrk"] = wrk.version(found)
+    else:
+        about["wrk_missing"] = "not installed" if opts.wrk else "off (--no-wrk)"
+    multi = about["wrk"] or f"aiohttp on {aio.loop_name()}"
+    about["generator"] = {"multi_client": multi, "other": f"aiohttp on {aio.loop_name()}"}
+    return tools, about
+
+
 def run(opts: Options) -> dict[str, Any]:
     started, clock = datetime.now(UTC), time.monotonic()
-    cpus = plan_cpus(opts.pin)
+    nofile = raise_nofile()
+    cpus = plan_cpus(opts.pin, opts.workers)
     environment = {
         "machine": report.machine(),  # before the bench pins itself to fewer cores
         "versions": report.versions(REPO),
         "cpus": {k: sorted(v) if v else None for k, v in cpus.items()},
         "loop": aio.loop_name(),
+        "nofile": nofile,
+        "workers": opts.workers,
     }
     admin, api = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="lmgate-bench-") as tmp, Children(Path(tmp)) as kids:
+        tools, about_tools = _tools(opts, Path(tmp), api)
+        environment["tools"] = about_tools
         direct, about = _start_upstream(kids, opts, cpus["upstream"])
-        gate, gate_url = _start_gateway(kids, Path(tmp), direct, (admin, api), cpus["lmgate"])
-        sub = _start_subscriber(kids, gate_url, admin, cpus["upstream"])
-        start_rss = memory_kib(gate.pid).get("VmRSS")
+        urls = {stats.DIRECT: direct}
+        pids: dict[str, int] = {}
+        if "nginx" in tools:
+            proxy, urls[stats.NGINX] = nginx.start(
+                kids, tools["nginx"], Path(tmp), direct, cpus["lmgate"], workers=opts.workers
+            )
+            pids[stats.NGINX] = proxy.pid
+        gate, urls[stats.GATE] = _start_gateway(
+            kids, Path(tmp), direct, (admin, api), cpus["lmgate"], workers=opts.workers
+        )
+        pids[stats.GATE] = gate.pid
+        sub = _start_subscriber(kids, urls[stats.GATE], admin, cpus["upstream"])
+        start_rss = family_memory_kib(gate.pid).get("VmRSS")
         if cpus["load"]:
             os.sched_setaffinity(0, cpus["load"])
-        results = aio.run(_drive(opts, direct, gate_url, api))
+        results = aio.run(_drive(opts, urls, api, tools, pids))
         if gate.proc.poll() is not None:
             raise RuntimeError("lmgate exited during the run:\n" + gate.log_tail())
-        peak_rss = memory_kib(gate.pid).get("VmHWM")
+        peak_rss = family_memory_kib(gate.pid).get("VmHWM")
         seen = _finish_subscriber(sub)
-    return {
+    doc = {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds": round(time.monotonic() - clock, 1),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
@@ -176,6 +231,8 @@ def run(opts: Options) -> dict[str, Any]:
         "subscriber": seen,
         "results": results,
     }
+    doc["goals"] = goals.check(doc)
+    return doc
 
 
 def _interrupted(signum: int, _: FrameType | None) -> None:

@@ -1,7 +1,8 @@
-"""From raw samples to figures: percentiles per target, then lmgate set against direct.
+"""From raw samples to figures: percentiles per target, then lmgate set against the others.
 
 Comparisons are deltas for times (what lmgate adds, in ms, which is what a user feels) and a
-ratio for throughput (what share of the upstream's capacity survives the gateway).
+ratio for throughput (what share of the other's capacity lmgate reaches), each against
+`direct` (the bare upstream) and, when it ran, `nginx`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from bench.load import Samples
 
-DIRECT, GATE = "direct", "lmgate"
+DIRECT, NGINX, GATE = "direct", "nginx", "lmgate"
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -44,10 +45,12 @@ def latency(s: Samples) -> dict[str, Any]:
 
 
 def throughput(s: Samples) -> dict[str, Any]:
+    done = s.completed or len(s.latencies)
     return {
         **latency(s),
+        "requests": done,
         "seconds": round(s.elapsed, 3),
-        "requests_per_s": round(len(s.latencies) / s.elapsed, 1) if s.elapsed else None,
+        "requests_per_s": round(done / s.elapsed, 1) if s.elapsed else None,
     }
 
 
@@ -62,28 +65,46 @@ def streaming(s: Samples) -> dict[str, Any]:
         "events": sum(s.events),
         "reads": sum(s.reads),
         "events_per_stream": sorted(set(s.events)),
+        "seconds": round(s.elapsed, 3),
+        "peak_rss_mb": round(max(s.rss_kib) / 1024, 1) if s.rss_kib else None,
     }
 
 
-def _added(per: dict[str, dict[str, Any]], *keys: str) -> dict[str, Any]:
-    return {f"added_{k}": _delta(per[DIRECT][k], per[GATE][k]) for k in keys}
+def _added(per: dict[str, dict[str, Any]], other: str, *keys: str) -> dict[str, Any]:
+    return {f"added_{k}": _delta(per[other][k], per[GATE][k]) for k in keys}
+
+
+_TIMES = ("first_chunk_p50_ms", "first_chunk_p99_ms", "worst_gap_p99_ms")
+
+
+def _compare(
+    name: str, per: dict[str, dict[str, Any]], raw: dict[str, Samples], other: str
+) -> dict[str, Any]:
+    if name == "latency_1":
+        return _added(per, other, "p50_ms", "p99_ms", "mean_ms")
+    if name in ("latency_many", "throughput"):
+        a, b = per[other]["requests_per_s"], per[GATE]["requests_per_s"]
+        return {
+            **_added(per, other, "p50_ms", "p99_ms"),
+            "ratio": round(b / a, 3) if a and b else None,
+        }
+    compare = _added(per, other, *_TIMES)
+    compare["events_equal"] = sorted(raw[other].events) == sorted(raw[GATE].events)
+    compare["reads_equal"] = per[other]["reads"] == per[GATE]["reads"]
+    return compare
 
 
 def summarise(raw: dict[str, dict[str, Samples]]) -> dict[str, Any]:
-    """Every scenario's figures for both targets plus the comparison, ready for JSON."""
+    """Every scenario's figures for each target plus lmgate's comparisons, ready for JSON."""
     out: dict[str, Any] = {}
+    shapes = {"latency_1": latency, "latency_many": throughput, "throughput": throughput}
     for name, by_target in raw.items():
-        shape = {"latency_1": latency, "throughput": throughput}.get(name, streaming)
+        shape = shapes.get(name, streaming)
         per = {target: shape(samples) for target, samples in by_target.items()}
-        if name == "latency_1":
-            compare = _added(per, "p50_ms", "p99_ms", "mean_ms")
-        elif name == "throughput":
-            a, b = per[DIRECT]["requests_per_s"], per[GATE]["requests_per_s"]
-            compare = {"ratio": round(b / a, 3) if a and b else None}
-        else:
-            compare = _added(per, "first_chunk_p50_ms", "first_chunk_p99_ms", "worst_gap_p99_ms")
-            events = {t: sorted(samples.events) for t, samples in by_target.items()}
-            compare["events_equal"] = events[DIRECT] == events[GATE]
-            compare["reads_equal"] = per[DIRECT]["reads"] == per[GATE]["reads"]
+        compare = {
+            f"vs_{other}": _compare(name, per, by_target, other)
+            for other in (DIRECT, NGINX)
+            if other in per and GATE in per
+        }
         out[name] = {**per, "compare": compare}
     return out

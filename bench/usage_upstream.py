@@ -24,10 +24,11 @@ USAGE = {
 
 
 class UsageUpstream(FakeUpstream):
-    def __init__(self, chunks: int, chunk_delay: float) -> None:
-        super().__init__(chunks, chunk_delay)
+    def build(self, chunks: int) -> list[bytes]:
+        frames = super().build(chunks)
         frame = b"data: " + orjson.dumps(USAGE) + b"\n\n"
-        self.frames.insert(-1, b"%x\r\n%s\r\n" % (len(frame), frame))
+        frames.insert(-1, b"%x\r\n%s\r\n" % (len(frame), frame))
+        return frames
 
 
 if __name__ == "__main__":

@@ -33,7 +33,12 @@ CHAT = {"messages": [{"role": "user", "content": "Hi"}]}
 @pytest.fixture(scope="module")
 def gateway2(tmp_root: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
     server = start_gateway(
-        tmp_root, emulator.url, "--workers", "2", env={"LMGATE_ADMIN_KEY": ADMIN_KEY}
+        tmp_root,
+        emulator.url,
+        "--workers",
+        "2",
+        # every request of the spread test stays listed, however many bursts it takes
+        env={"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_DEBUG_COMPLETED_REQUESTS": "1000"},
     )
     yield server
     server.stop()
@@ -72,19 +77,26 @@ def served_by(server: ServerProcess, prefix: str) -> dict[int, set[str]]:
 
 
 def test_requests_succeed_and_spread_over_both_workers(gateway2: ServerProcess) -> None:
-    answers = _parallel(
-        60,
-        lambda i: _fresh(
-            "POST",
-            gateway2.url + "/v1/chat/completions",
-            json=CHAT,
-            headers={"X-Request-ID": f"spread-{i}"},
-        ),
-    )
-    assert [r.status_code for r in answers] == [200] * 60
-    served = served_by(gateway2, "spread-")
+    # The kernel hands a shared socket's connections to whichever worker accepts first, so
+    # an idle moment can give one worker a whole burst: send bursts until both served some.
+    sent = 0
+    for _ in range(10):
+        answers = _parallel(
+            60,
+            lambda i: _fresh(
+                "POST",
+                gateway2.url + "/v1/chat/completions",
+                json=CHAT,
+                headers={"X-Request-ID": f"spread-{sent + i}"},  # noqa: B023
+            ),
+        )
+        sent += 60
+        assert [r.status_code for r in answers] == [200] * 60
+        served = served_by(gateway2, "spread-")
+        if all(served.values()):
+            break
     assert all(served.values()), served
-    assert sum(len(ids) for ids in served.values()) == 60
+    assert sum(len(ids) for ids in served.values()) == sent
     workers = {body["worker"]["index"] for body in per_worker(gateway2, "/debug/metrics").values()}
     assert workers == {0, 1}
 

@@ -207,15 +207,21 @@ class Observability:
             yield (
                 "gauge",
                 "lmgate_usage_rows_pending",
-                "Usage rows not yet written.",
-                len(usage.pending),
+                "Requests whose usage is not written yet.",
+                usage.pending_requests,
                 {},
             )
-            yield ("counter", "lmgate_usage_rows_written", "Usage rows written.", usage.written, {})
+            yield (
+                "counter",
+                "lmgate_usage_rows_written",
+                "Requests whose usage was written.",
+                usage.written,
+                {},
+            )
             yield (
                 "counter",
                 "lmgate_usage_rows_dropped",
-                "Usage rows lost (queue full).",
+                "Requests whose usage was lost (too many pending rows).",
                 usage.dropped,
                 {},
             )
@@ -255,7 +261,7 @@ class Observability:
             },
             "usage": {
                 "enabled": usage is not None,
-                "pendingRows": len(usage.pending) if usage else 0,
+                "pendingRows": usage.pending_requests if usage else 0,
                 "writtenRows": usage.written if usage else 0,
                 "droppedRows": usage.dropped if usage else 0,
             },

@@ -1,10 +1,11 @@
 """Usage accounting: every finished inference request becomes part of a per-minute row.
 
-The request path pays one list append. A background task folds what piled up into a few
-upserts and writes them in one transaction, in a worker thread, every `flush_seconds`; readers
-of `/admin/usage` flush first, so they see every request that finished before they asked.
-The pending list is bounded: past `max_pending` rows (the disk stalled for a long time)
-further rows are dropped and counted rather than growing memory.
+The request path adds the request to its row in memory (one dict lookup and a few additions).
+A background task writes the rows that piled up as a few upserts in one transaction, in a
+worker thread, every `flush_seconds`; readers of `/admin/usage` flush first, so they see every
+request that finished before they asked. Pending rows are bounded: past `max_pending` of them
+(the disk stalled for a long time, with traffic of ever new keys and models) further requests
+are dropped and counted rather than growing memory.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -22,25 +23,29 @@ from lmgate.store.db import Database
 from lmgate.store.usage import UsageRow, upserts
 
 log: Any = structlog.get_logger("lmgate.usage")
-# minute, key, model, endpoint, failed, tokens in, tokens out, tokens out estimated
-Pending = tuple[int, str, str, str, bool, int | None, int | None, bool]
+RowKey = tuple[int, str, str, str]  # minute, key, model, endpoint
 
 
-def fold(rows: list[Pending]) -> list[UsageRow]:
-    merged: dict[tuple[int, str, str, str], UsageRow] = {}
-    for minute, key, model, endpoint, failed, tokens_in, tokens_out, estimated in rows:
-        row = merged.get((minute, key, model, endpoint))
-        if row is None:
-            row = merged[minute, key, model, endpoint] = UsageRow(minute, key, model, endpoint)
-        row.requests += 1
-        row.errors += failed
-        if tokens_in is None and (tokens_out is None or estimated):
-            row.unreported += 1  # the upstream said nothing: estimated counts are not reports
-        row.tokens_in += tokens_in or 0
-        row.tokens_out += tokens_out or 0
-        if estimated:
-            row.tokens_out_estimated += tokens_out or 0
-    return list(merged.values())
+def count(row: UsageRow, ex: Exchange) -> None:
+    """Add one finished request to its row."""
+    row.requests += 1
+    row.errors += ex.failed
+    tokens_in, tokens_out = ex.tokens_in, ex.tokens_out
+    if tokens_in is None and (tokens_out is None or ex.tokens_estimated):
+        row.unreported += 1  # the upstream said nothing: estimated counts are not reports
+    row.tokens_in += tokens_in or 0
+    row.tokens_out += tokens_out or 0
+    if ex.tokens_estimated:
+        row.tokens_out_estimated += tokens_out or 0
+
+
+def _merge(into: UsageRow, row: UsageRow) -> None:
+    into.requests += row.requests
+    into.errors += row.errors
+    into.unreported += row.unreported
+    into.tokens_in += row.tokens_in
+    into.tokens_out += row.tokens_out
+    into.tokens_out_estimated += row.tokens_out_estimated
 
 
 class UsageRecorder:
@@ -54,10 +59,11 @@ class UsageRecorder:
     ) -> None:
         self.db = db
         self.flush_seconds = flush_seconds
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # rows, i.e. minute x key x model x endpoint
         self.clock = clock
-        self.pending: list[Pending] = []
-        self.written = 0
+        self.pending: dict[RowKey, UsageRow] = {}
+        self.pending_requests = 0
+        self.written = 0  # requests
         self.dropped = 0
         self.failures = 0
         self._lock = asyncio.Lock()
@@ -68,38 +74,48 @@ class UsageRecorder:
     def on_finish(self, ex: Exchange) -> None:
         if ex.endpoint is None:
             return
-        if len(self.pending) >= self.max_pending:
-            self.dropped += 1
-            return
-        minute = int(self.clock()) // 60 * 60
-        self.pending.append(
-            (
-                minute,
-                ex.key_name or "",
-                ex.model or "",
-                ex.endpoint,
-                ex.failed,
-                ex.tokens_in,
-                ex.tokens_out,
-                ex.tokens_estimated,
-            )
-        )
+        key = (int(self.clock()) // 60 * 60, ex.key_name or "", ex.model or "", ex.endpoint)
+        row = self.pending.get(key)
+        if row is None:
+            if len(self.pending) >= self.max_pending:
+                self.dropped += 1
+                return
+            row = self.pending[key] = UsageRow(*key)
+        count(row, ex)
+        self.pending_requests += 1
+
+    def _take(self) -> tuple[dict[RowKey, UsageRow], int]:
+        rows, requests = self.pending, self.pending_requests
+        self.pending, self.pending_requests = {}, 0
+        return rows, requests
+
+    def _put_back(self, rows: Iterable[UsageRow], requests: int) -> None:
+        """A failed write: its rows wait for the next flush, merged with what came since."""
+        for row in rows:
+            key = (row.minute, row.key, row.model, row.endpoint)
+            mine = self.pending.get(key)
+            if mine is not None:
+                _merge(mine, row)
+            elif len(self.pending) < self.max_pending:
+                self.pending[key] = row
+            else:
+                self.dropped += row.requests
+                requests -= row.requests
+        self.pending_requests += requests
 
     async def flush(self) -> None:
         async with self._lock:
-            rows, self.pending = self.pending, []
+            rows, requests = self._take()
             if not rows:
                 return
             try:
-                await self.db.atransaction(upserts(fold(rows)))
+                await self.db.atransaction(upserts(rows.values()))
             except sqlite3.Error as exc:
                 self.failures += 1
                 log.error("usage_write_failed", error=str(exc), rows=len(rows))
-                room = self.max_pending - len(self.pending)
-                self.dropped += max(0, len(rows) - room)
-                self.pending[:0] = rows[:room]  # tried again on the next flush
+                self._put_back(rows.values(), requests)
                 return
-            self.written += len(rows)
+            self.written += requests
 
     async def run(self) -> None:
         """The background writer; what is still pending at shutdown is written on the way out."""
@@ -108,7 +124,7 @@ class UsageRecorder:
                 await asyncio.sleep(self.flush_seconds)
                 await self.flush()
         finally:
-            rows, self.pending = self.pending, []
+            rows, requests = self._take()
             if rows:
-                self.db.transaction(upserts(fold(rows)))
-                self.written += len(rows)
+                self.db.transaction(upserts(rows.values()))
+                self.written += requests

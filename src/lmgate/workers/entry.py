@@ -7,10 +7,10 @@ protocol instances only once the app is loaded, and they read the limits from th
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from lmgate.app import LmgateApp, create_app
+from lmgate.cli.serve import settle_collector
 from lmgate.guard.protocol import GuardedHttpProtocol
 from lmgate.observe.requestlog import configure_logging
 from lmgate.workers.handoff import Handoff
@@ -42,7 +42,5 @@ def app() -> LmgateApp:
     WorkerProtocol.max_head_bytes = settings.max_header_bytes
     WorkerProtocol.head_timeout = settings.header_timeout
     application = create_app(settings, worker=worker)
-    # As in single-process mode: what lives as long as the process leaves the collector's sight.
-    gc.collect()
-    gc.freeze()
+    settle_collector()  # as in single-process mode
     return application

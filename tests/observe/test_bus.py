@@ -95,3 +95,16 @@ async def test_events_carry_the_running_request_id() -> None:
     assert second.as_json()["requestId"] is None
     assert first.frame().startswith(b"id: 1\nevent: model_load_start\ndata: {")
     assert first.frame() is first.frame()  # encoded once
+
+
+def test_batches_are_encoded_once_for_subscribers_that_take_the_same_events() -> None:
+    bus = EventBus()
+    events = [bus.publish("inference_start", n=i) for i in range(5)]
+    whole = bus.encode(events)
+    assert whole == b"".join(e.frame() for e in events)
+    assert bus.encode(list(events)) is whole  # the same run of events: one join, shared
+    # filtered batches with gaps are joined on their own, even with the same first and last id
+    odd, even_ends = [events[0], events[2], events[4]], [events[0], events[3], events[4]]
+    assert bus.encode(odd) == b"".join(e.frame() for e in odd)
+    assert bus.encode(even_ends) == b"".join(e.frame() for e in even_ends)
+    assert bus.encode([]) == b""

@@ -54,8 +54,8 @@ async def debug_stream(
             yield sse_frame("connected", hello)
             while True:
                 batch, lost = await sub.take(LINGER_SECONDS)
-                head = [_lost(lost)] if lost else []
-                yield b"".join(head + [event.frame() for event in batch])
+                frames = bus.encode(batch)
+                yield _lost(lost) + frames if lost else frames
         finally:
             bus.unsubscribe(sub)
 

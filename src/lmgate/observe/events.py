@@ -141,6 +141,7 @@ class EventBus:
         self.published = 0
         self.reported_lost = 0
         self.by_type: dict[str, int] = {}
+        self._joined: tuple[int, int, bytes] = (0, 0, b"")  # the last batch's ids and bytes
 
     @property
     def subscriber_count(self) -> int:
@@ -182,6 +183,20 @@ class EventBus:
         start = max(cursor + 1, first, last - limit + 1)
         skipped = start - (cursor + 1)
         return list(itertools.islice(ring, start - first, None)), skipped
+
+    def encode(self, batch: list[Event]) -> bytes:
+        """The SSE bytes of a batch. Subscribers that woke together take the same run of
+        events and share one join; a filtered batch with gaps is joined on its own."""
+        if not batch:
+            return b""
+        first, last = batch[0].id, batch[-1].id
+        if len(batch) != last - first + 1:
+            return b"".join([event.frame() for event in batch])
+        seen_first, seen_last, data = self._joined
+        if (seen_first, seen_last) != (first, last):
+            data = b"".join([event.frame() for event in batch])
+            self._joined = (first, last, data)
+        return data
 
     def subscribe(
         self,

@@ -80,6 +80,21 @@ def _sse_error(ex: Exchange, error: GatewayError) -> bytes:
     return b"data: " + error.body() + b"\n\n"
 
 
+class _Taps:
+    """Several taps fed and ended as one, each in turn (their `start` ran already)."""
+
+    def __init__(self, taps: list[ResponseTap]) -> None:
+        self.taps = taps
+
+    def feed(self, chunk: bytes) -> bytes:
+        for tap in self.taps:
+            chunk = tap.feed(chunk)
+        return chunk
+
+    def end(self) -> bytes:
+        return b"".join([tap.end() for tap in self.taps])
+
+
 class ProxyApp:
     def __init__(
         self,
@@ -194,22 +209,20 @@ class ProxyApp:
         self, ex: Exchange, resp: UpstreamResponse, taps: list[ResponseTap], send: Send
     ) -> None:
         """As `_relay`, with every chunk shown to the taps; each tap's `end` runs exactly once."""
+        tap = taps[0] if len(taps) == 1 else _Taps(taps)  # usually one: usage accounting
         ended = False
         try:
             async for chunk in resp.chunks():
-                for tap in taps:
-                    chunk = tap.feed(chunk)
+                chunk = tap.feed(chunk)
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             ended = True
-            tail = b"".join(tap.end() for tap in taps)
-            await send({"type": "http.response.body", "body": tail})
+            await send({"type": "http.response.body", "body": tap.end()})
         except GatewayError as exc:
             await self._broken(ex, exc, send)
         finally:
             if not ended:
-                for tap in taps:
-                    tap.end()
+                tap.end()
 
     async def _cancelled(self, ex: Exchange, send: Send) -> None:
         """An operator cancelled the request (`DELETE /debug/requests/ID`); the upstream

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,26 +241,39 @@ def _interrupted(signum: int, _: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    opts = parse(argv)
+def reported(
+    name: str,
+    measure: Callable[[], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    json_path: Path | None,
+    prefix: str = "",
+) -> dict[str, Any] | int:
+    """Run a measurement so that SIGTERM and Ctrl-C stop its children, print its table and
+    save its results; the results, or the exit code when it did not finish (said why)."""
     signal.signal(signal.SIGTERM, _interrupted)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    try:
+        doc = measure()
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"{name}: interrupted; child processes stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    print(table(doc))
+    stamp = prefix + doc["started"].replace("-", "").replace(":", "")
+    for path in report.save(doc, stamp, json_path):
+        print(f"results written to {path}")
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(argv)
     if opts.real_model:  # imported here: bench.real_model builds on this module
         from bench import real_model
 
         measure, table = real_model.run, real_model.table
     else:
         measure, table = run, report.table
-    try:
-        doc = measure(opts)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("bench: interrupted; child processes stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, OSError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    print(table(doc))
-    stamp = doc["started"].replace("-", "").replace(":", "")
-    for path in report.save(doc, stamp, opts.json_path):
-        print(f"results written to {path}")
-    return 0
+    done = reported("bench", lambda: measure(opts), table, opts.json_path)
+    return done if isinstance(done, int) else 0

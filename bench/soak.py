@@ -21,7 +21,6 @@ import os
 import secrets
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,10 +34,10 @@ from bench.options import Options
 from bench.processes import Children, family_memory_kib, open_fds, plan_cpus, raise_nofile
 from bench.runner import (
     _finish_subscriber,
-    _interrupted,
     _start_gateway,
     _start_subscriber,
     _start_upstream,
+    reported,
 )
 
 GROWTH_LIMIT = 5.0  # per cent
@@ -246,21 +245,10 @@ def table(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        doc = run(args)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("soak: interrupted; child processes stopped", file=sys.stderr)
-        return 130
-    except (RuntimeError, OSError) as exc:
-        print(f"soak: {exc}", file=sys.stderr)
-        return 1
-    print(table(doc))
-    stamp = "soak-" + doc["started"].replace("-", "").replace(":", "")
-    for path in report.save(doc, stamp, args.json_path):
-        print(f"results written to {path}")
-    v = doc["verdict"]
+    done = reported("soak", lambda: run(args), table, args.json_path, prefix="soak-")
+    if isinstance(done, int):
+        return done
+    v = done["verdict"]
     return 0 if v["rss_ok"] and v["fds_ok"] and v["errors_ok"] else 1
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmgate.app import LmgateApp, create_app
-from lmgate.cli.serve import settle_collector
 from lmgate.guard.protocol import GuardedHttpProtocol
 from lmgate.observe.requestlog import configure_logging
+from lmgate.serving import settle_collector
 from lmgate.workers.handoff import Handoff
 from lmgate.workers.slot import Worker
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from lmgate.serving import server_options
 from lmgate.settings import Settings
 from lmgate.workers.handoff import ENV, Handoff
 
@@ -41,18 +41,8 @@ def serve_workers(settings: Settings) -> None:
             "lmgate.workers.entry:app",
             factory=True,
             workers=settings.workers,
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop" if sys.platform != "win32" else "auto",
             http="lmgate.workers.entry:WorkerProtocol",
-            ssl_certfile=settings.tls_cert,
-            ssl_keyfile=settings.tls_key,
-            proxy_headers=False,  # the guard decides whom to trust, not uvicorn
-            server_header=False,
-            access_log=False,
-            log_config=None,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=5,
+            **server_options(settings),
         )
         sock = config.bind_socket()
         try:

@@ -24,6 +24,17 @@ def free_port() -> int:
         return port
 
 
+def clean_env(**values: str) -> dict[str, str]:
+    """This process's environment without any LMGATE_* setting, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
+    return {**env, **values}
+
+
+def serve_argv(port: int, *args: str) -> list[str]:
+    """The command line of `lmgate serve` on `port`."""
+    return [sys.executable, "-m", "lmgate", "serve", "--port", str(port), *args]
+
+
 class ServerProcess:
     """A child process serving HTTP; started by `start()`, killed by `stop()`."""
 
@@ -101,22 +112,11 @@ def start_gateway(
     """`lmgate serve` with a clean environment: only the LMGATE_* values given here count."""
     port = free_port()
     data = data_dir or tmp / f"data-{port}"
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
-    full_env = {**base_env, "LMGATE_DATA_DIR": str(data), **(env or {})}
+    full_env = clean_env(LMGATE_DATA_DIR=str(data), **(env or {}))
     workdir = tmp / f"cwd-{port}"
     workdir.mkdir(parents=True, exist_ok=True)
     return ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "lmgate",
-            "serve",
-            "--port",
-            str(port),
-            "--upstream",
-            upstream,
-            *args,
-        ],
+        serve_argv(port, "--upstream", upstream, *args),
         port=port,
         ready_path="/health",
         env=full_env,

@@ -22,7 +22,9 @@ import pytest
 from tests.servers import (
     ADMIN_KEY,
     ServerProcess,
+    clean_env,
     free_port,
+    serve_argv,
     start_gateway,
     upstream_requests,
 )
@@ -244,22 +246,11 @@ def _gone(pid: int, within: float = 3.0) -> bool:
 def test_demo_fallback_and_sigterm_stop_every_worker(tmp_path: Path) -> None:
     """The parent starts the demo emulator once; SIGTERM stops workers and emulator."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
-    env |= {"LMGATE_DATA_DIR": str(tmp_path / "data"), "LMGATE_ADMIN_KEY": ADMIN_KEY}
+    env = clean_env(LMGATE_DATA_DIR=str(tmp_path / "data"), LMGATE_ADMIN_KEY=ADMIN_KEY)
     # nothing chosen and (in all likelihood) nothing on LM Studio's port: demo mode, or the
     # real LM Studio if one answers; either way every worker must serve the same upstream
     server = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "lmgate",
-            "serve",
-            "--port",
-            str(port),
-            "--demo-fallback",
-            "--workers",
-            "2",
-        ],
+        serve_argv(port, "--demo-fallback", "--workers", "2"),
         port=port,
         ready_path="/health",
         env=env,

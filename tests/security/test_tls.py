@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import ssl
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from tests.security.tools import bearer, lmgate_cli
-from tests.servers import API_KEY, ServerProcess, free_port
+from tests.servers import API_KEY, ServerProcess, clean_env, free_port, serve_argv
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +39,11 @@ def certs(tmp_root: Path) -> Path:
 @pytest.fixture(scope="module")
 def https_gateway(tmp_root: Path, certs: Path, emulator: ServerProcess) -> Iterator[str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
-    env.update({"LMGATE_DATA_DIR": str(tmp_root / "tls-data"), "LMGATE_API_KEYS": API_KEY})
+    env = clean_env(LMGATE_DATA_DIR=str(tmp_root / "tls-data"), LMGATE_API_KEYS=API_KEY)
     log = (tmp_root / f"https-{port}.log").open("wb")
     args = ["--tls-cert", str(certs / "cert.pem"), "--tls-key", str(certs / "key.pem")]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lmgate",
-            "serve",
-            "--port",
-            str(port),
-            "--upstream",
-            emulator.url,
-            *args,
-        ],
+        serve_argv(port, "--upstream", emulator.url, *args),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

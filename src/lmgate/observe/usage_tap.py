@@ -61,7 +61,33 @@ class UsageHook:
         return UsageTap(ex, request.kind, strip=strip, text=self.text)
 
 
+class _Body:
+    """A plain answer, kept (up to `BODY_LIMIT`) to be read whole at the end."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        if self.size <= BODY_LIMIT:
+            self.chunks.append(chunk)
+        return chunk
+
+    def whole(self) -> bytes | None:
+        chunks, self.chunks = self.chunks, []
+        if not chunks or self.size > BODY_LIMIT:
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class UsageTap:
+    """`feed` is the bound method of another object (the body or the stream scanner): the
+    relay calls it per chunk without a call in between, and the tap is in no reference cycle,
+    so it is freed as the request ends, not by the garbage collector."""
+
     def __init__(self, ex: Exchange, kind: str, *, strip: bool, text: TextSink | None) -> None:
         self.ex = ex
         self.kind = kind
@@ -69,37 +95,27 @@ class UsageTap:
         self.text = text
         self.reading = Reading(text_limit=text.limit if text is not None else 0)
         self.scanner: StreamScanner | None = None
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.feed: Callable[[bytes], bytes] = self._collect
+        self.body = _Body()
+        self.feed: Callable[[bytes], bytes] = self.body.feed
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         for name, value in headers:
             if name == b"content-type" and value.startswith(b"text/event-stream"):
                 self.scanner = StreamScanner(self.ex, self.kind, self.reading, strip=self.strip)
-                self.feed = self.scanner.feed  # the relay calls it per chunk: one call less
+                self.feed = self.scanner.feed
                 if self.strip:  # the length changes when the usage chunk goes
                     return [(k, v) for k, v in headers if k != b"content-length"]
         return headers
-
-    def _collect(self, chunk: bytes) -> bytes:
-        """A plain answer: kept (up to `BODY_LIMIT`) to be read whole at the end."""
-        self.body_size += len(chunk)
-        if self.body_size <= BODY_LIMIT:
-            self.body.append(chunk)
-        return chunk
 
     def end(self) -> bytes:
         last = b""
         if self.scanner is not None:
             last = self.scanner.end()
-        elif self.body and self.body_size <= BODY_LIMIT:
-            body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        elif (body := self.body.whole()) is not None:
             try:
                 read_body(self.kind, orjson.loads(body), self.reading)
             except orjson.JSONDecodeError:
                 pass
-            self.body = []
         self._settle()
         return last
 

@@ -9,18 +9,29 @@ no time between tokens to hide in), so the gateway's core is the bottleneck and 
 throughputs is the cost. `--chunk-delay-ms 2 --stream-concurrency 60` paces tokens instead.
 Events, metrics, Prometheus and the request log stay on in all: they are not optional.
 
-    python -m bench.observability            # about a minute
-    python -m bench.observability --quick    # a smoke run
+One process is a poor sample of its variant: two identical gateways measured in the same
+rounds differ by 4-10 % in CPU per request (streams more than plain calls). So each variant
+runs as `--instances` separate processes (own data dir, port and subscribers), every round
+measures each instance of each variant once, and figures are pooled over the instances, with
+their min-max beside. "off (control)" is a second "off" measured the same way: its "cost"
+is the noise floor, the difference noise alone makes; a cost inside it is no measured cost.
+
+    python -m bench.observability            # about 2.5 minutes
+    python -m bench.observability --quick    # a smoke run, one instance each
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 import tempfile
 import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +43,28 @@ from bench.load import Samples, Target, call, open_session, request_body, stream
 from bench.processes import Child, Children, free_port, plan_cpus, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
-OFF, USAGE, ON = "off", "usage only", "usage + stream"
-NAMES = (OFF, USAGE, ON)
+OFF, USAGE, ON, CONTROL = "off", "usage only", "usage + stream", "off (control)"
+NAMES = (OFF, USAGE, ON, CONTROL)  # each round's order: the control as far from "off" as any
+_NO_USAGE = {"LMGATE_USAGE_ACCOUNTING": "false", "LMGATE_LMSTUDIO_LOG_DIR": "off"}
+SETTINGS: dict[str, dict[str, str]] = {OFF: _NO_USAGE, USAGE: {}, ON: {}, CONTROL: _NO_USAGE}
+METRICS = ("requests_per_s", "streams_per_s", "events_per_s")
+CPU_METRICS = ("cpu_us_per_request", "cpu_us_per_stream")
 MODEL = {"modelKey": "qwen/qwen3-4b", "defaultInference": {"temperature": 0.2}}
+Slot = tuple[str, int]  # a variant and the index of one of its instances
+
+
+@dataclass(slots=True)
+class Gauged:
+    """One gateway in one scenario, over all its measured windows: what the clients saw, and
+    the CPU time the gateway used meanwhile."""
+
+    samples: Samples = field(default_factory=Samples)
+    cpu: float = 0.0
+
+
+def _label(slot: Slot) -> str:
+    """(`off (control)`, 2) -> `off-control-3`: a file name for one instance."""
+    return re.sub(r"\W+", "-", slot[0]).strip("-") + f"-{slot[1] + 1}"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -58,7 +88,7 @@ def _gateway(kids: Children, tmp: Path, name: str, upstream: str, keys: tuple[st
              cpus: frozenset[int] | None, **settings: str) -> tuple[str, int]:  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    work = tmp / name.replace(" ", "-")
+    work = tmp / name
     work.mkdir()
     argv = [sys.executable, "-m", "lmgate", "serve", "--port", str(port), "--upstream", upstream]
     argv += ["--data-dir", str(work / "data")]
@@ -75,32 +105,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _listeners(kids: Children, url: str, key: str, n: int, cpus: frozenset[int] | None) -> Child:
+def _listeners(
+    kids: Children, name: str, url: str, key: str, n: int, cpus: frozenset[int] | None
+) -> Child:
     argv = [sys.executable, "-m", "bench.listeners", url + "/debug/stream", key, str(n)]
-    child = kids.start("listeners", argv, env=_env(), cpus=cpus, pipe_stdout=True)
+    child = kids.start(name, argv, env=_env(), cpus=cpus, pipe_stdout=True)
     said = child.read_line(30)
     if said != "ready":
         raise RuntimeError(f"the subscribers did not connect ({said}):\n{child.log_tail()}")
     return child
 
 
+def _heard(listeners: Child) -> dict[str, int]:
+    """Stop a `bench.listeners` process and read what its subscribers saw."""
+    listeners.stop()
+    assert listeners.proc.stdout is not None
+    lines = listeners.proc.stdout.read().decode().split()
+    return orjson.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+
+
 async def _drive(
-    args: argparse.Namespace, urls: dict[str, str], pids: dict[str, int], key: str
-) -> dict[str, Any]:
+    args: argparse.Namespace, urls: dict[Slot, str], pids: dict[Slot, int], key: str
+) -> dict[str, dict[Slot, Gauged]]:
+    """Every round measures every slot once in each scenario, in the order of `urls` for calls
+    and the reverse for streams; odd rounds reverse both, so each slot's mean position is the
+    same and linear drift lands on all alike."""
     plain = request_body(stream=False, max_tokens=args.chunks)
     streamed = request_body(stream=True, max_tokens=args.chunks)
     pool = max(args.concurrency, args.stream_concurrency)
-    sessions = {name: open_session(key, pool) for name in urls}
-    targets = {name: Target(name, url, sessions[name]) for name, url in urls.items()}
-    calls = {name: Samples() for name in urls}
-    streams = {name: Samples() for name in urls}
-    cpu = {(scenario, name): 0.0 for scenario in ("calls", "streams") for name in urls}
-
-    async def measured(scenario: str, name: str, clients: int, work: Any) -> None:
-        samples = (calls if scenario == "calls" else streams)[name]
-        before = cpu_seconds(pids[name])
-        await timed_clients(targets[name], samples, clients, window, work)
-        cpu[scenario, name] += cpu_seconds(pids[name]) - before
+    sessions = {slot: open_session(key, pool) for slot in urls}
+    targets = {slot: Target(_label(slot), url, sessions[slot]) for slot, url in urls.items()}
+    raw = {scenario: {slot: Gauged() for slot in urls} for scenario in ("calls", "streams")}
 
     async def do_call(t: Target, s: Samples) -> None:
         await call(t, plain, s)
@@ -108,21 +143,31 @@ async def _drive(
     async def do_stream(t: Target, s: Samples) -> None:
         await stream(t, streamed, s)
 
+    load = {"calls": (args.concurrency, do_call), "streams": (args.stream_concurrency, do_stream)}
+
+    async def measured(scenario: str, slot: Slot, seconds: float) -> None:
+        gauged = raw[scenario][slot]
+        clients, work = load[scenario]
+        before = cpu_seconds(pids[slot])
+        await timed_clients(targets[slot], gauged.samples, clients, seconds, work)
+        gauged.cpu += cpu_seconds(pids[slot]) - before
+
     try:
         for target in targets.values():  # warm up: pools, caches, the first code paths
-            await timed_clients(target, Samples(), args.concurrency, args.warmup, do_call)
-            await timed_clients(target, Samples(), args.stream_concurrency, args.warmup, do_stream)
-        window = args.duration / args.rounds
+            for clients, work in load.values():
+                await timed_clients(target, Samples(), clients, args.warmup, work)
+        window = args.duration / (args.rounds * args.instances)
+        slots = list(urls)
         for round_ in range(args.rounds):
-            order = list(NAMES) if round_ % 2 == 0 else list(reversed(NAMES))
-            for name in order:
-                await measured("calls", name, args.concurrency, do_call)
-            for name in reversed(order):
-                await measured("streams", name, args.stream_concurrency, do_stream)
+            order = slots if round_ % 2 == 0 else slots[::-1]
+            for slot in order:
+                await measured("calls", slot, window)
+            for slot in reversed(order):
+                await measured("streams", slot, window)
     finally:
         for session in sessions.values():
             await session.close()
-    return {"calls": calls, "streams": streams, "cpu": cpu}
+    return raw
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -133,57 +178,102 @@ def _per(seconds: float, count: int) -> float | None:
     return round(seconds / count * 1e6, 1) if count else None
 
 
-def figures(raw: dict[str, Any]) -> dict[str, Any]:
+def _pooled(calls: Sequence[Gauged], streams: Sequence[Gauged]) -> dict[str, Any]:
+    """Figures over several gateways' windows: counts and CPU summed, over summed time."""
+    done = sum(len(g.samples.latencies) for g in calls)
+    streamed = sum(len(g.samples.first_chunk) for g in streams)
+    events = [n for g in streams for n in g.samples.events]
+    call_time = sum(g.samples.elapsed for g in calls)
+    stream_time = sum(g.samples.elapsed for g in streams)
+    return {
+        "requests_per_s": _rate(done, call_time),
+        "streams_per_s": _rate(streamed, stream_time),
+        "events_per_s": _rate(sum(events), stream_time),
+        "cpu_us_per_request": _per(sum(g.cpu for g in calls), done),
+        "cpu_us_per_stream": _per(sum(g.cpu for g in streams), streamed),
+        "events_per_stream": sorted(set(events)),
+        "requests": done + streamed,
+        "errors": sum(g.samples.errors for g in (*calls, *streams)),
+    }
+
+
+def figures(raw: dict[str, dict[Slot, Gauged]], instances: int) -> dict[str, Any]:
     """Rates as measured, and the gateway's CPU time per request: its capacity on a core of its
     own, whatever else the machine was doing (here the load generator, the upstream and the
-    subscribers share the other core)."""
+    subscribers share the other core). Each variant's figures pool its instances; `spread` is
+    the [min, max] of the instances' own figures (`instances`)."""
     out: dict[str, Any] = {}
     for name in NAMES:
-        calls, streams = raw["calls"][name], raw["streams"][name]
-        out[name] = {
-            "requests_per_s": _rate(len(calls.latencies), calls.elapsed),
-            "streams_per_s": _rate(len(streams.first_chunk), streams.elapsed),
-            "events_per_s": _rate(sum(streams.events), streams.elapsed),
-            "cpu_us_per_request": _per(raw["cpu"]["calls", name], len(calls.latencies)),
-            "cpu_us_per_stream": _per(raw["cpu"]["streams", name], len(streams.first_chunk)),
-            "events_per_stream": sorted(set(streams.events)),
-            "requests": len(calls.latencies) + len(streams.first_chunk),
-            "errors": calls.errors + streams.errors,
-        }
-    for name in (USAGE, ON):
+        slots = [(name, i) for i in range(instances)]
+        calls = [raw["calls"][slot] for slot in slots]
+        streams = [raw["streams"][slot] for slot in slots]
+        out[name] = _pooled(calls, streams)
+        each = [_pooled([c], [s]) for c, s in zip(calls, streams, strict=True)]
+        spread: dict[str, list[float] | None] = {}
+        for metric in (*METRICS, *CPU_METRICS):
+            values = [f[metric] for f in each if f[metric] is not None]
+            spread[metric] = [min(values), max(values)] if values else None
+        out[name]["spread"] = spread
+        out[name]["instances"] = each
+    for name in (USAGE, ON, CONTROL):
         cost: dict[str, float | None] = {}
-        for metric in ("requests_per_s", "streams_per_s", "events_per_s"):
+        for metric in METRICS:
             off, on = out[OFF][metric], out[name][metric]
             cost[metric] = round((1 - on / off) * 100, 2) if off else None
-        for metric in ("cpu_us_per_request", "cpu_us_per_stream"):  # capacity lost
+        for metric in CPU_METRICS:  # capacity lost
             off, on = out[OFF][metric], out[name][metric]
             cost[metric] = round((1 - off / on) * 100, 2) if off and on else None
         out[name]["cost_percent"] = cost
     return out
 
 
+def _short(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def _cell(figure: dict[str, Any], metric: str) -> str:
+    """The pooled figure, then the instances' min-max when there are several."""
+    spread = figure["spread"][metric]
+    if spread is None or len(figure["instances"]) < 2:
+        return str(figure[metric])
+    return f"{figure[metric]} ({_short(spread[0])}-{_short(spread[1])})"
+
+
+def _cost(figure: dict[str, Any], metric: str) -> str:
+    cost = figure["cost_percent"][metric]
+    return "n/a" if cost is None else f"{cost}%"
+
+
 def table(doc: dict[str, Any]) -> str:
-    f = doc["figures"]
-    rows = [f"{'':24}{OFF:>12}{USAGE:>12}{'cost':>8}{ON:>16}{'cost':>8}"]
+    f, opts = doc["figures"], doc["options"]
+    several = opts["instances"] > 1
+    wide, narrow = (22 if several else 16), 8
+    head = f"{'':26}{OFF:>{wide}}{CONTROL:>{wide}}{'noise':>{narrow}}"
+    rows = [head + f"{USAGE:>{wide}}{'cost':>{narrow}}{ON:>{wide}}{'cost':>{narrow}}"]
     for metric, label in (
-        ("requests_per_s", "requests/s (16 clients)"),
-        ("streams_per_s", f"streams/s ({doc['options']['stream_concurrency']} at once)"),
+        ("requests_per_s", f"requests/s ({opts['concurrency']} clients)"),
+        ("streams_per_s", f"streams/s ({opts['stream_concurrency']} at once)"),
         ("events_per_s", "SSE events/s relayed"),
         ("cpu_us_per_request", "gateway CPU/request, us"),
         ("cpu_us_per_stream", "gateway CPU/stream, us"),
     ):
-        cells = f"{f[OFF][metric]:>12}{f[USAGE][metric]:>12}{f[USAGE]['cost_percent'][metric]:>7}%"
-        cells += f"{f[ON][metric]:>16}{f[ON]['cost_percent'][metric]:>7}%"
-        rows.append(f"{label:24}{cells}")
-    rows.append(
-        f"{'events per stream':24}{f[OFF]['events_per_stream']!s:>12}"
-        f"{f[USAGE]['events_per_stream']!s:>12}{f[ON]['events_per_stream']!s:>24}"
-        "   (accounting on: the usage chunk lmgate asked for is stripped)"
+        cells = f"{_cell(f[OFF], metric):>{wide}}"
+        for name in (CONTROL, USAGE, ON):
+            cells += f"{_cell(f[name], metric):>{wide}}{_cost(f[name], metric):>{narrow}}"
+        rows.append(f"{label:26}{cells}")
+    per_stream = f"{f[OFF]['events_per_stream']!s:>{wide}}"
+    per_stream += "".join(
+        f"{f[name]['events_per_stream']!s:>{wide}}{'':{narrow}}" for name in (CONTROL, USAGE, ON)
     )
+    rows.append(f"{'events per stream':26}{per_stream}".rstrip())
+    if several:
+        rows.append(f"{opts['instances']} processes per variant, pooled; (min-max) across them")
+    rows.append("noise: off (control) is a second off, so its difference from off is noise alone")
+    rows.append("accounting on: the usage chunk lmgate asked for is stripped from streams")
     seen = doc["subscribers"]
     rows.append(
-        f"{doc['options']['subscribers']} subscribers saw {seen.get('events')} events, "
-        f"lost {seen.get('lost')}; usage recorded {doc['usage_recorded']} of "
+        f"{opts['subscribers']} subscribers per usage + stream process saw {seen.get('events')} "
+        f"events, lost {seen.get('lost')}; usage recorded {doc['usage_recorded']} of "
         f"{f[ON]['requests']} measured requests (plus warm-up)"
     )
     return "\n".join(rows)
@@ -192,9 +282,12 @@ def table(doc: dict[str, Any]) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.observability", description=__doc__)
     p.add_argument("--quick", action="store_true", help="smoke run")
-    p.add_argument("--subscribers", type=int, default=10)
-    p.add_argument("--duration", type=float, help="measured seconds per scenario and gateway")
+    p.add_argument("--subscribers", type=int, default=10, help="per usage + stream instance")
+    p.add_argument(
+        "--duration", type=float, help="measured seconds per scenario and variant (all instances)"
+    )
     p.add_argument("--rounds", type=int, help="alternations each scenario is split into")
+    p.add_argument("--instances", type=int, help="gateway processes per variant")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--stream-concurrency", type=int, default=10)
     p.add_argument("--chunks", type=int, default=20)
@@ -209,15 +302,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", dest="pin", action="store_false")
     args = p.parse_args(argv)
     quick = args.quick
-    args.duration = args.duration or (4.0 if quick else 16.0)
+    args.duration = args.duration or (3.0 if quick else 16.0)
     args.rounds = args.rounds or (2 if quick else 8)
-    args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 2.0)
+    args.instances = max(1, args.instances or (1 if quick else 2))
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
     return args
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cpus = plan_cpus(args.pin)
     keys = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+    slots = [(name, i) for i in range(args.instances) for name in NAMES]
     with (
         tempfile.TemporaryDirectory(prefix="lmgate-obs-bench-") as tmp,
         Children(Path(tmp)) as kids,
@@ -228,30 +323,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         upstream = kids.start("upstream", argv, env=_env(), cpus=cpus["upstream"])
         direct = f"http://127.0.0.1:{port}"
         wait_http(upstream, direct + "/v1/models")
-        off = {"LMGATE_USAGE_ACCOUNTING": "false", "LMGATE_LMSTUDIO_LOG_DIR": "off"}
         started = {
-            OFF: _gateway(kids, Path(tmp), OFF, direct, keys, cpus["lmgate"], **off),
-            USAGE: _gateway(kids, Path(tmp), USAGE, direct, keys, cpus["lmgate"]),
-            ON: _gateway(kids, Path(tmp), ON, direct, keys, cpus["lmgate"]),
+            slot: _gateway(
+                kids, Path(tmp), _label(slot), direct, keys, cpus["lmgate"], **SETTINGS[slot[0]]
+            )
+            for slot in slots
         }
-        urls = {name: url for name, (url, _) in started.items()}
-        pids = {name: pid for name, (_, pid) in started.items()}
-        listeners = _listeners(kids, urls[ON], keys[0], args.subscribers, cpus["upstream"])
+        urls = {slot: url for slot, (url, _) in started.items()}
+        pids = {slot: pid for slot, (_, pid) in started.items()}
+        subscribed = [(ON, i) for i in range(args.instances)]
+        listeners = [
+            _listeners(
+                kids, f"listeners-{i + 1}", urls[ON, i], keys[0], args.subscribers, cpus["upstream"]
+            )
+            for _, i in subscribed
+        ]
         if cpus["load"]:
             os.sched_setaffinity(0, cpus["load"])
         raw = aio.run(_drive(args, urls, pids, keys[1]))
-        usage = _admin(urls[ON] + "/admin/usage", keys[0])
-        listeners.stop()
-        assert listeners.proc.stdout is not None
-        lines = listeners.proc.stdout.read().decode().split()
-        seen = orjson.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        usage = [_admin(urls[slot] + "/admin/usage", keys[0]) for slot in subscribed]
+        seen = [_heard(child) for child in listeners]
+    result = figures(raw, args.instances)
+    heard: Counter[str] = Counter()
+    for i, each in enumerate(result[ON]["instances"]):
+        each["subscribers"] = seen[i]
+        heard.update(seen[i])
+        each["usage_recorded"] = usage[i]["totals"]["requests"]
     return {
         "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "cpus": {k: sorted(v) if v else None for k, v in cpus.items()},
-        "figures": figures(raw),
-        "subscribers": seen,
-        "usage_recorded": usage["totals"]["requests"],
+        "figures": result,
+        "subscribers": dict(heard),
+        "usage_recorded": sum(u["totals"]["requests"] for u in usage),
     }
 
 

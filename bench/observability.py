@@ -228,7 +228,8 @@ def figures(raw: dict[str, dict[Slot, Gauged]], instances: int) -> dict[str, Any
 
 
 def _short(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    """Whole numbers from 1000 up, so a cell stays narrow; below, as precise as the figure."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.1f}"
 
 
 def _cell(figure: dict[str, Any], metric: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from lmgate.observe.events import CURRENT_REQUEST, Event, EventBus, EventFilter
 
 
@@ -108,3 +110,17 @@ def test_batches_are_encoded_once_for_subscribers_that_take_the_same_events() ->
     assert bus.encode(odd) == b"".join(e.frame() for e in odd)
     assert bus.encode(even_ends) == b"".join(e.frame() for e in even_ends)
     assert bus.encode([]) == b""
+
+
+def test_a_frame_is_the_event_as_json_whatever_its_data() -> None:
+    bus = EventBus()
+    plain = bus.publish("inference_complete", model="m1", tokensOut=3, ratio=0.5, error=None)
+    shadowing = bus.publish("lmstudio_log", timestamp="2026-12-01 10:00:00", type="x")
+    for event in (plain, shadowing):
+        head, payload = event.frame().split(b"data: ", 1)
+        assert head == b"id: %d\nevent: %s\n" % (event.id, event.type.encode())
+        assert payload.endswith(b"\n\n") and payload.count(b"\n") == 2
+        assert orjson.loads(payload) == event.as_json()
+    assert orjson.loads(shadowing.frame().split(b"data: ", 1)[1])["timestamp"] == (
+        "2026-12-01 10:00:00"
+    )

@@ -47,9 +47,21 @@ class Event:
         return model if isinstance(model, str) else None
 
     def frame(self) -> bytes:
-        """The SSE frame, encoded once however many subscribers receive it."""
+        """The SSE frame, encoded once however many subscribers receive it. The id, type and
+        timestamp are written in front of the encoded data: the same JSON as `as_json()`,
+        without building that dict (unless the data has a field of the same name)."""
         if self._frame is None:
-            self._frame = sse_frame(self.type, self.as_json(), self.id)
+            data = self.data
+            if not data or "id" in data or "type" in data or "timestamp" in data:
+                body = orjson.dumps(self.as_json())
+            else:
+                head = b'{"id":%d,"type":%b,"timestamp":%b,' % (
+                    self.id,
+                    orjson.dumps(self.type),
+                    orjson.dumps(self.timestamp),
+                )
+                body = head + orjson.dumps(data)[1:]
+            self._frame = b"id: %d\nevent: %b\ndata: %b\n\n" % (self.id, self.type.encode(), body)
         return self._frame
 
 
@@ -157,6 +169,10 @@ class EventBus:
         return self.reported_lost + sum(sub.behind for sub in self._subscribers)
 
     def publish(self, type_: str, **data: Any) -> Event:
+        return self.emit(type_, data)
+
+    def emit(self, type_: str, data: dict[str, Any]) -> Event:
+        """`publish` with the data as a dict, which the event then owns (no copy)."""
         if "requestId" not in data:
             data["requestId"] = CURRENT_REQUEST.get()
         event = Event(next(self._ids), type_, time.time(), data)

@@ -26,15 +26,17 @@ class InferenceEvents:
         pass  # the proxy publishes the start once it knows the model
 
     def started(self, ex: Exchange) -> None:
-        self.bus.publish(
+        self.bus.emit(
             "inference_start",
-            requestId=ex.request_id,
-            path=ex.path,
-            endpoint=ex.endpoint,
-            model=ex.model,
-            key=ex.key_name,
-            client=ex.client,
-            streaming=ex.streamed,
+            {
+                "requestId": ex.request_id,
+                "path": ex.path,
+                "endpoint": ex.endpoint,
+                "model": ex.model,
+                "key": ex.key_name,
+                "client": ex.client,
+                "streaming": ex.streamed,
+            },
         )
 
     def on_finish(self, ex: Exchange) -> None:
@@ -58,11 +60,11 @@ class InferenceEvents:
             "tokensPerSecond": tokens_per_second(ex),
             "error": ex.error,
         }
-        self.bus.publish("inference_complete", **outcome)
+        self.bus.emit("inference_complete", outcome)
         if ex.failed:
             message = ex.error or f"HTTP {ex.status}"
-            self.bus.publish(
-                "inference_failed", **outcome | {"message": message, "cancelled": ex.cancelled}
+            self.bus.emit(
+                "inference_failed", outcome | {"message": message, "cancelled": ex.cancelled}
             )
             self.bus.publish(
                 "error",

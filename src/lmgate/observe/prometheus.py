@@ -13,7 +13,9 @@ across workers, in-flight is the sum over live workers, upstream health the late
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -47,12 +49,40 @@ class _Bounded:
         return value
 
 
+class _Observer:
+    """One labelled histogram child, observed by a binary search for its bucket.
+
+    prometheus-client's `observe` walks the bounds one by one, checking each in Python; a
+    tokens/s value walks most of them. This finds the bucket in C and adds to the same
+    values `observe` adds to (the child's bucket and sum), so exposition, multiprocess files
+    and all are unchanged. A prometheus-client without those attributes gets `observe`."""
+
+    __slots__ = ("bounds", "buckets", "child", "sum")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] | None = getattr(child, "_upper_bounds", None)
+        self.buckets: list[Any] | None = getattr(child, "_buckets", None)
+        self.sum: Any = getattr(child, "_sum", None)
+        if self.bounds is None or self.buckets is None or self.sum is None:
+            self.bounds = self.buckets = None
+        elif len(self.bounds) != len(self.buckets) or self.bounds[-1] != float("inf"):
+            self.bounds = self.buckets = None
+
+    def observe(self, value: float) -> None:
+        if self.buckets is None or self.bounds is None or value != value:  # NaN: as they do
+            self.child.observe(value)
+            return
+        self.buckets[bisect_left(self.bounds, value)].inc(1)
+        self.sum.inc(value)
+
+
 class _RouteSeries:
     __slots__ = ("duration", "errors", "requests")
 
     def __init__(self, m: PrometheusMetrics, route: str, status: str) -> None:
         self.requests = m.requests.labels(route, status)
-        self.duration = m.duration.labels(route)
+        self.duration = _Observer(m.duration.labels(route))
         self.errors = m.errors.labels(route)
 
 
@@ -63,11 +93,11 @@ class _InferenceSeries:
         self, m: PrometheusMetrics, endpoint: str, model: str, key: str, status: str
     ) -> None:
         self.requests = m.inference.labels(endpoint, model, key, status)
-        self.duration = m.inference_duration.labels(endpoint, model)
-        self.ttft = m.ttft.labels(endpoint, model)
+        self.duration = _Observer(m.inference_duration.labels(endpoint, model))
+        self.ttft = _Observer(m.ttft.labels(endpoint, model))
         self.tokens_in = m.tokens.labels(model, key, "in")
         self.tokens_out = m.tokens.labels(model, key, "out")
-        self.tps = m.tps.labels(model)
+        self.tps = _Observer(m.tps.labels(model))
 
 
 class PrometheusMetrics:

@@ -121,6 +121,19 @@ def test_a_token_that_looks_like_a_marker_is_just_a_token() -> None:
     ex = exchange()
     got = run(UsageTap(ex, "chat", strip=True, text=None), [b"".join(frames)], SSE)
     assert got == b"".join(frames[:-1]) and ex.tokens_out == 3
+    assert ex.tokens_streamed == 4  # every frame but the usage report, as the frames came
+
+
+def test_a_whole_stream_in_one_chunk_is_read_as_if_it_came_frame_by_frame() -> None:
+    crash = data({"error": {"message": "model crashed"}})
+    frames = [chunk("a"), chunk("b"), crash, chunk("c"), USAGE_FRAME, b"data: [DONE]\n\n"]
+    whole, one_by_one = exchange(), exchange()
+    got = run(UsageTap(whole, "chat", strip=True, text=None), [b"".join(frames)], SSE)
+    run(UsageTap(one_by_one, "chat", strip=True, text=None), frames, SSE)
+    assert got == b"".join(frames).replace(USAGE_FRAME, b"")
+    for ex in (whole, one_by_one):
+        assert (ex.tokens_in, ex.tokens_out, ex.error) == (7, 3, "model crashed")
+    assert whole.tokens_streamed == one_by_one.tokens_streamed == 3  # a, b, c
 
 
 def _read(kind: str, frames: list[bytes]) -> Exchange:

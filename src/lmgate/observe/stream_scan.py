@@ -29,6 +29,19 @@ _NAMED = ("responses", "messages", "native_chat")  # `event:` lines; the rest `d
 
 
 class StreamScanner:
+    __slots__ = (
+        "crlf",
+        "ex",
+        "kind",
+        "lazy",
+        "limit",
+        "named",
+        "reading",
+        "strip",
+        "tail",
+        "token",
+    )
+
     def __init__(self, ex: Exchange, kind: str, reading: Reading, *, strip: bool) -> None:
         self.ex = ex
         self.kind = kind
@@ -54,6 +67,11 @@ class StreamScanner:
         ):
             self.ex.tokens_streamed += chunk.count(self.token)
             return chunk
+        if not self.named and not self.tail and self.crlf is None and chunk.endswith(b"\n\n"):
+            if not self.lazy and not self.reading.text_limit and self._has_token(chunk):
+                self._first_token()  # the whole chunk arrived now: its first token is first
+            if self.lazy and chunk.find(b"\r") < 0:
+                return self._marked(chunk)
         if self.crlf is not None or chunk.find(b"\r") >= 0:
             return self._feed_crlf(chunk)
         carried = bool(self.tail)
@@ -83,8 +101,7 @@ class StreamScanner:
     def _scan(self, data: bytes, kept: list[bytes]) -> bool:
         """Read whole frames in `data` into `kept` (all but a removed usage chunk)."""
         if not self.lazy and not self.reading.text_limit and self._has_token(data):
-            self.ex.ttft_ms = (time.perf_counter() - self.ex.started) * 1000.0
-            self.lazy = True  # the whole chunk arrived now: its first token is the first one
+            self._first_token()  # the whole chunk arrived now: its first token is the first one
         removed, pos, size = False, 0, len(data)
         while pos < size:
             if not self.lazy:
@@ -114,6 +131,32 @@ class StreamScanner:
             pos = end
         return removed
 
+    def _marked(self, chunk: bytes) -> bytes:
+        """Whole OpenAI frames past the first token, some holding a marker word: the chunk's
+        frames are counted in one pass, and only the last frame naming `usage` (found from the
+        end of the chunk, where the usage report is: a stream reports it once, at its end)
+        and the first naming `error` (an error ends a stream) are parsed."""
+        ex = self.ex
+        ex.tokens_streamed += chunk.count(b"data: {")
+        out = chunk
+        done = -1  # the start of the frame read last
+        for hit in sorted((chunk.rfind(b"usage"), chunk.find(b"error")), reverse=True):
+            if hit < 0:
+                break
+            start = chunk.rfind(b"\n\n", 0, hit) + 2
+            if start == 1:
+                start = 0
+            if start == done:
+                continue  # both words in one frame
+            done = start
+            end = chunk.find(b"\n\n", hit) + 2
+            frame = chunk[start:end]
+            if frame.startswith(b"data: {"):
+                ex.tokens_streamed -= 1  # counted above; `_frame` counts it if it is output
+            if self._frame(frame) is Frame.USAGE_ONLY and self.strip:
+                out = out[:start] + out[end:]  # the later frame first: `start` still holds
+        return out
+
     def _has_token(self, data: bytes) -> bool:
         """Whether whole frames in `data` carry a generated token, told from the bytes."""
         if self.named:
@@ -136,12 +179,16 @@ class StreamScanner:
             return Frame.OTHER
         kind = read_frame(self.kind, event, payload, self.reading, self.lazy)
         if kind is Frame.OUTPUT:
-            ex = self.ex
-            ex.tokens_streamed += 1
-            if ex.ttft_ms is None:
-                ex.ttft_ms = (time.perf_counter() - ex.started) * 1000.0
-                self.lazy = not self.reading.text_limit
+            self.ex.tokens_streamed += 1
+            if self.ex.ttft_ms is None:
+                self._first_token()
         return kind
+
+    def _first_token(self) -> None:
+        """Time to first token is now; from here on only marked frames are parsed (unless
+        output text is collected)."""
+        self.ex.ttft_ms = (time.perf_counter() - self.ex.started) * 1000.0
+        self.lazy = not self.reading.text_limit
 
     def _feed_crlf(self, chunk: bytes) -> bytes:
         """Frame by frame, for streams that end lines with `\\r\\n`."""

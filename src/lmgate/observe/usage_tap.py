@@ -84,9 +84,11 @@ class _Body:
 
 
 class UsageTap:
-    """`feed` is the bound method of another object (the body or the stream scanner): the
-    relay calls it per chunk without a call in between, and the tap is in no reference cycle,
-    so it is freed as the request ends, not by the garbage collector."""
+    """`feed` is the bound method of another object (the body or the stream scanner), set
+    when the answer starts: the relay calls it per chunk without a call in between, and the
+    tap is in no reference cycle, so it is freed as the request ends, not by the collector."""
+
+    __slots__ = ("body", "ex", "feed", "kind", "reading", "scanner", "strip", "text")
 
     def __init__(self, ex: Exchange, kind: str, *, strip: bool, text: TextSink | None) -> None:
         self.ex = ex
@@ -95,23 +97,30 @@ class UsageTap:
         self.text = text
         self.reading = Reading(text_limit=text.limit if text is not None else 0)
         self.scanner: StreamScanner | None = None
-        self.body = _Body()
-        self.feed: Callable[[bytes], bytes] = self.body.feed
+        self.body: _Body | None = None
+        self.feed: Callable[[bytes], bytes]
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         for name, value in headers:
-            if name == b"content-type" and value.startswith(b"text/event-stream"):
-                self.scanner = StreamScanner(self.ex, self.kind, self.reading, strip=self.strip)
-                self.feed = self.scanner.feed
-                if self.strip:  # the length changes when the usage chunk goes
-                    return [(k, v) for k, v in headers if k != b"content-length"]
+            if name == b"content-type":
+                if value.startswith(b"text/event-stream"):
+                    scanner = self.scanner = StreamScanner(
+                        self.ex, self.kind, self.reading, strip=self.strip
+                    )
+                    self.feed = scanner.feed
+                    if self.strip:  # the length changes when the usage chunk goes
+                        return [(k, v) for k, v in headers if k != b"content-length"]
+                    return headers
+                break
+        body = self.body = _Body()
+        self.feed = body.feed
         return headers
 
     def end(self) -> bytes:
         last = b""
         if self.scanner is not None:
             last = self.scanner.end()
-        elif (body := self.body.whole()) is not None:
+        elif self.body is not None and (body := self.body.whole()) is not None:
             try:
                 read_body(self.kind, orjson.loads(body), self.reading)
             except orjson.JSONDecodeError:

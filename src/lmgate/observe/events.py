@@ -55,9 +55,9 @@ class Event:
             if not data or "id" in data or "type" in data or "timestamp" in data:
                 body = orjson.dumps(self.as_json())
             else:
-                head = b'{"id":%d,"type":%b,"timestamp":%b,' % (
+                head = b'{"id":%d,"type":"%b","timestamp":%b,' % (
                     self.id,
-                    orjson.dumps(self.type),
+                    self.type.encode(),  # a name of lmgate's own: nothing to escape
                     orjson.dumps(self.timestamp),
                 )
                 body = head + orjson.dumps(data)[1:]
@@ -119,12 +119,14 @@ class Subscription:
         `linger` waits a little longer once something came, so a burst goes out as one write:
         under load that turns a send per event per subscriber into a few per second. It
         applies also when events are already waiting (they came during the last send), or a
-        busy bus would keep every subscriber sending tiny batches back to back."""
+        busy bus would keep every subscriber sending tiny batches back to back. The wait ends
+        on the loop clock's next multiple of `linger`, the same instant for every subscriber,
+        so those that keep up take the same run of events and share its encoding."""
         while True:
             if self.cursor >= self.bus.last_id and not self.lost:
                 await self.bus.wait()
             if linger:
-                await asyncio.sleep(linger)
+                await asyncio.sleep(linger - asyncio.get_running_loop().time() % linger)
             batch, skipped = self.bus.since(self.cursor, self.limit)
             self.cursor = self.bus.last_id
             self.bus.reported_lost += skipped

@@ -77,13 +77,32 @@ class _Observer:
         self.sum.inc(value)
 
 
+class _Counting:
+    """One labelled counter child, added to directly: `inc` checks on every call what holds
+    for every call here (a child, an amount >= 0). A child without its value gets `inc`."""
+
+    __slots__ = ("child", "value")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.value: Any = getattr(child, "_value", None)
+        if not callable(getattr(self.value, "inc", None)):
+            self.value = None
+
+    def inc(self, amount: float = 1) -> None:
+        if self.value is None:
+            self.child.inc(amount)
+        else:
+            self.value.inc(amount)
+
+
 class _RouteSeries:
     __slots__ = ("duration", "errors", "requests")
 
     def __init__(self, m: PrometheusMetrics, route: str, status: str) -> None:
-        self.requests = m.requests.labels(route, status)
+        self.requests = _Counting(m.requests.labels(route, status))
         self.duration = _Observer(m.duration.labels(route))
-        self.errors = m.errors.labels(route)
+        self.errors = _Counting(m.errors.labels(route))
 
 
 class _InferenceSeries:
@@ -92,11 +111,11 @@ class _InferenceSeries:
     def __init__(
         self, m: PrometheusMetrics, endpoint: str, model: str, key: str, status: str
     ) -> None:
-        self.requests = m.inference.labels(endpoint, model, key, status)
+        self.requests = _Counting(m.inference.labels(endpoint, model, key, status))
         self.duration = _Observer(m.inference_duration.labels(endpoint, model))
         self.ttft = _Observer(m.ttft.labels(endpoint, model))
-        self.tokens_in = m.tokens.labels(model, key, "in")
-        self.tokens_out = m.tokens.labels(model, key, "out")
+        self.tokens_in = _Counting(m.tokens.labels(model, key, "in"))
+        self.tokens_out = _Counting(m.tokens.labels(model, key, "out"))
         self.tps = _Observer(m.tps.labels(model))
 
 
@@ -215,10 +234,11 @@ class PrometheusMetrics:
         series.duration.observe(seconds)
         if ex.ttft_ms is not None:
             series.ttft.observe(ex.ttft_ms / 1000.0)
-        if ex.tokens_in:
-            series.tokens_in.inc(ex.tokens_in)
-        if ex.tokens_out:
-            series.tokens_out.inc(ex.tokens_out)
+        tokens_in, tokens_out = ex.tokens_in, ex.tokens_out
+        if tokens_in is not None and tokens_in > 0:
+            series.tokens_in.inc(tokens_in)
+        if tokens_out is not None and tokens_out > 0:
+            series.tokens_out.inc(tokens_out)
             speed = tokens_per_second(ex)
             if speed is not None:
                 series.tps.observe(speed)

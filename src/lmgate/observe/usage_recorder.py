@@ -26,19 +26,6 @@ log: Any = structlog.get_logger("lmgate.usage")
 RowKey = tuple[int, str, str, str]  # minute, key, model, endpoint
 
 
-def count(row: UsageRow, ex: Exchange) -> None:
-    """Add one finished request to its row."""
-    row.requests += 1
-    row.errors += ex.failed
-    tokens_in, tokens_out = ex.tokens_in, ex.tokens_out
-    if tokens_in is None and (tokens_out is None or ex.tokens_estimated):
-        row.unreported += 1  # the upstream said nothing: estimated counts are not reports
-    row.tokens_in += tokens_in or 0
-    row.tokens_out += tokens_out or 0
-    if ex.tokens_estimated:
-        row.tokens_out_estimated += tokens_out or 0
-
-
 def _merge(into: UsageRow, row: UsageRow) -> None:
     into.requests += row.requests
     into.errors += row.errors
@@ -81,8 +68,18 @@ class UsageRecorder:
                 self.dropped += 1
                 return
             row = self.pending[key] = UsageRow(*key)
-        count(row, ex)
         self.pending_requests += 1
+        row.requests += 1
+        row.errors += ex.failed
+        tokens_in, tokens_out, estimated = ex.tokens_in, ex.tokens_out, ex.tokens_estimated
+        if tokens_in is None and (tokens_out is None or estimated):
+            row.unreported += 1  # the upstream said nothing: estimated counts are not reports
+        if tokens_in:
+            row.tokens_in += tokens_in
+        if tokens_out:
+            row.tokens_out += tokens_out
+            if estimated:
+                row.tokens_out_estimated += tokens_out
 
     def _take(self) -> tuple[dict[RowKey, UsageRow], int]:
         rows, requests = self.pending, self.pending_requests

@@ -63,6 +63,18 @@ def test_windows_expire_and_since_start_does_not() -> None:
     assert minute["tokensPerSecond"] == 25.0
     clock.now += 1000
     assert metrics.snapshot()["windows"]["15m"]["requests"] == 0
+    after = _ex(model="b", status=200, latency=50)  # its slot pushes the old ones out
+    metrics.on_start(after)
+    metrics.on_finish(after)
+    assert len(metrics.windows.slots) == 1
+    later = metrics.snapshot()["windows"]
+    assert later["15m"]["requests"] == 1 and later["15m"]["byModel"]["b"]["requests"] == 1
+    ever = later["sinceStart"]
+    assert ever["requests"] == 4 and ever["errors"] == 1
+    assert {m: t["requests"] for m, t in ever["byModel"].items()} == {"a": 2, "b": 2}
+    assert {s: t["requests"] for s, t in ever["byStatus"].items()} == {"200": 3, "500": 1}
+    assert ever["byKey"]["k1"]["tokensOut"] == 80 and ever["byEndpoint"]["chat"]["requests"] == 4
+    assert ever["latencyMs"]["p99"] >= ever["latencyMs"]["p50"] > 0
 
 
 def test_tokens_per_second() -> None:

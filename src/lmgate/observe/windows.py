@@ -3,8 +3,8 @@ windowed half of `/debug/metrics` (counts, error rates, latency and TTFT percent
 and tokens/s, per endpoint, model, key and status). The figures derived from one exchange
 are computed here for events, Prometheus and logs alike.
 
-Recording is O(1): each finished exchange lands in the current time slot, in a tally for the
-whole slot and one per endpoint, model, key and status. Percentiles come from log-scaled
+Recording is O(1): each finished exchange lands in the current time slot, in the one tally of
+its endpoint, model, key and status together. Percentiles come from log-scaled
 histograms (about 2 % relative error), so a slot's size does not grow with its traffic.
 Queries merge the slots of a window; they run only when someone asks.
 """
@@ -61,6 +61,7 @@ def tokens_per_second(ex: Exchange) -> float | None:
 _GROWTH = math.log(1.04)
 _FLOOR_MS = 0.01
 DIMENSIONS = ("endpoint", "model", "key", "status")
+Dims = tuple[str, str, str, str]  # a value for each
 
 
 def bucket_of(value: float) -> int:
@@ -105,7 +106,7 @@ class Histogram:
 class Sample:
     """What a tally needs from one finished exchange."""
 
-    dims: tuple[str, str, str, str]  # endpoint, model, key, status
+    dims: Dims  # endpoint, model, key, status
     failed: bool
     latency_bucket: int  # the histogram bucket, found once for every tally the sample joins
     ttft_bucket: int | None
@@ -126,8 +127,7 @@ class Tally:
     decode_s: float = 0.0
 
     def add(self, s: Sample) -> None:
-        """Runs five times per request (the slot's total and each dimension), so the
-        histogram updates are written out here rather than called."""
+        """Runs for every request, so the histogram updates are written out, not called."""
         self.requests += 1
         self.errors += s.failed
         latency = self.latency
@@ -172,22 +172,39 @@ class Tally:
 
 @dataclass(slots=True)
 class Slot:
+    """One time slot: a tally per combination of endpoint, model, key and status, so a
+    request updates one tally, not five. Totals and per-dimension tallies are summed from
+    these when someone asks (see `Summary`)."""
+
     start: float
+    combos: dict[Dims, Tally] = field(default_factory=dict)
+
+    def add(self, s: Sample) -> None:
+        tally = self.combos.get(s.dims)
+        if tally is None:
+            tally = self.combos[s.dims] = Tally()
+        tally.add(s)
+
+
+@dataclass(slots=True)
+class Summary:
+    """Slots summed up: the whole, and a tally per value of each dimension."""
+
     total: Tally = field(default_factory=Tally)
     by: dict[str, dict[str, Tally]] = field(
         default_factory=lambda: {name: {} for name in DIMENSIONS}
     )
 
-    def add(self, s: Sample) -> None:
-        self.total.add(s)
-        for name, value in zip(DIMENSIONS, s.dims, strict=True):
-            tallies = self.by[name]
-            tally = tallies.get(value)
-            if tally is None:
-                tally = tallies[value] = Tally()
-            tally.add(s)
+    def add_slot(self, slot: Slot) -> None:
+        for dims, tally in slot.combos.items():
+            self.total.merge(tally)
+            for name, value in zip(DIMENSIONS, dims, strict=True):
+                mine = self.by[name].get(value)
+                if mine is None:
+                    mine = self.by[name][value] = Tally()
+                mine.merge(tally)
 
-    def merge(self, other: Slot) -> None:
+    def merge(self, other: Summary) -> None:
         self.total.merge(other.total)
         for name, tallies in other.by.items():
             mine = self.by[name]
@@ -205,35 +222,38 @@ class Slot:
 
 
 class Windows:
-    """Slots of `slot_s` seconds kept for `keep_s`. A slot that expires is folded into
-    `older`, so "since start" is `older` plus the slots still kept, merged when asked: each
-    sample is tallied once, on the request path, and merged later, off it."""
+    """Slots of `slot_s` seconds kept for `keep_s`. A slot that expires is summed into
+    `older`, so "since start" is `older` plus the slots still kept, summed when asked: each
+    sample is tallied once, on the request path, and summed later, off it. `older` keeps
+    the per-dimension shape, whose size is the sum of the dimensions' values, not their
+    product."""
 
     def __init__(self, *, slot_s: float = 5.0, keep_s: float = 900.0) -> None:
         self.slot_s = slot_s
         self.keep_s = keep_s
         self.slots: deque[Slot] = deque()
-        self.older = Slot(0.0)
+        self.older = Summary()
 
     def add(self, sample: Sample, now: float) -> None:
         if not self.slots or now >= self.slots[-1].start + self.slot_s:
             self.slots.append(Slot(now - now % self.slot_s))
             while self.slots[0].start < now - self.keep_s - self.slot_s:
-                self.older.merge(self.slots.popleft())
+                self.older.add_slot(self.slots.popleft())
         self.slots[-1].add(sample)
 
     @property
-    def forever(self) -> Slot:
-        merged = Slot(0.0)
-        for slot in (self.older, *self.slots):
-            merged.merge(slot)
+    def forever(self) -> Summary:
+        merged = Summary()
+        merged.merge(self.older)
+        for slot in self.slots:
+            merged.add_slot(slot)
         return merged
 
-    def window(self, seconds: float, now: float) -> Slot:
-        merged = Slot(now - seconds)
+    def window(self, seconds: float, now: float) -> Summary:
+        merged = Summary()
         for slot in self.slots:
             if slot.start + self.slot_s > now - seconds:
-                merged.merge(slot)
+                merged.add_slot(slot)
         return merged
 
 

@@ -120,10 +120,9 @@ def _listeners(
 ) -> tuple[Child, bool]:  # fmt: skip
     """The subscribers of one gateway, and whether they got the priority asked for.
 
-    They share a core with the load generator, which always has work: at equal priority they
-    read late, the gateway's socket to them fills, and each batch takes it several writes
-    and wake-ups. The dashboards they stand for read from machines of their own, promptly; a
-    higher priority on the shared core (`--listener-nice`) is the nearest this machine has."""
+    They share a core with the load generator, which always has work, so at equal priority
+    they read late. The dashboards they stand for read promptly, from machines of their own;
+    a higher priority on the shared core (`--listener-nice`) is the nearest this machine has."""
     argv = [sys.executable, "-m", "bench.listeners", url + "/debug/stream", key]
     child = kids.start(
         name, [*argv, str(args.subscribers)], env=_env(), cpus=cpus, pipe_stdout=True

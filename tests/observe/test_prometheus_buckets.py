@@ -1,21 +1,21 @@
-"""Histograms observed by bucket search expose exactly what prometheus-client's own
-`observe` would, for values on, between and beyond the bounds."""
+"""Histograms observed by bucket search, and counters added to directly, expose exactly what
+prometheus-client's own `observe` and `inc` would."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from lmgate.observe.prometheus import _Observer
+from lmgate.observe.prometheus import _counting, _observing
 
 BOUNDS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
-VALUES = [0.0, 0.5, 1, 1.0000001, 2, 4.99, 5, 77, 1000, 1000.5, 1e9, 3, 3, 150]
+VALUES = [0.0, 0.5, 1, 1.0000001, 2, 4.99, 5, 77, 1000, 1000.5, 1e9, 3, 3, 150, float("nan")]
 
 
 def _exposition(fast: bool) -> bytes:
     registry = CollectorRegistry()
     histogram = Histogram("h", "h", ["model"], buckets=BOUNDS, registry=registry)
     child = histogram.labels("m")
-    observe = _Observer(child).observe if fast else child.observe
+    observe = _observing(child).observe if fast else child.observe
     for value in VALUES:
         observe(value)
     return b"\n".join(
@@ -28,13 +28,22 @@ def test_bucket_search_matches_the_library() -> None:
     assert b'h_bucket{le="1.0",model="m"} 3.0' in _exposition(fast=True)
 
 
-def test_a_child_without_the_expected_parts_is_observed_the_usual_way() -> None:
-    class Plain:
-        seen: list[float] = []
+def test_counters_are_added_to_as_the_library_adds() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("c", "c", ["model"], registry=registry)
+    fast, usual = _counting(counter.labels("fast")), counter.labels("usual")
+    for amount in (1, 20, 0.5):
+        fast.inc(amount)
+        usual.inc(amount)
+    fast.inc()
+    usual.inc()
+    text = generate_latest(registry)
+    assert b'c_total{model="fast"} 22.5' in text and b'c_total{model="usual"} 22.5' in text
 
-        def observe(self, value: float) -> None:
-            self.seen.append(value)
+
+def test_a_child_without_the_expected_parts_is_used_itself() -> None:
+    class Plain:
+        pass
 
     plain = Plain()
-    _Observer(plain).observe(2.5)
-    assert plain.seen == [2.5]
+    assert _observing(plain) is plain and _counting(plain) is plain

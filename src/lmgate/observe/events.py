@@ -51,23 +51,27 @@ class Event:
         timestamp are written in front of the encoded data: the same JSON as `as_json()`,
         without building that dict (unless the data has a field of the same name)."""
         if self._frame is None:
-            data = self.data
+            data, name = self.data, self.type.encode()  # a name of lmgate's own: no escapes
             if not data or "id" in data or "type" in data or "timestamp" in data:
                 body = orjson.dumps(self.as_json())
             else:
                 head = b'{"id":%d,"type":"%b","timestamp":%b,' % (
                     self.id,
-                    self.type.encode(),  # a name of lmgate's own: nothing to escape
+                    name,
                     orjson.dumps(self.timestamp),
                 )
                 body = head + orjson.dumps(data)[1:]
-            self._frame = b"id: %d\nevent: %b\ndata: %b\n\n" % (self.id, self.type.encode(), body)
+            self._frame = _frame_of(name, body, self.id)
         return self._frame
 
 
 def sse_frame(type_: str, data: dict[str, Any], id_: int | None = None) -> bytes:
+    return _frame_of(type_.encode(), orjson.dumps(data), id_)
+
+
+def _frame_of(type_: bytes, body: bytes, id_: int | None) -> bytes:
     head = b"id: %d\n" % id_ if id_ is not None else b""
-    return head + b"event: " + type_.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return head + b"event: " + type_ + b"\ndata: " + body + b"\n\n"
 
 
 class EventFilter:

@@ -18,6 +18,18 @@ def _ms(value: float | None) -> float | None:
     return round(value, 3) if value is not None else None
 
 
+def _about(ex: Exchange) -> dict[str, Any]:
+    """What every inference event says of its request, first."""
+    return {
+        "requestId": ex.request_id,
+        "path": ex.path,
+        "endpoint": ex.endpoint,
+        "model": ex.model,
+        "key": ex.key_name,
+        "client": ex.client,
+    }
+
+
 class InferenceEvents:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
@@ -26,29 +38,14 @@ class InferenceEvents:
         pass  # the proxy publishes the start once it knows the model
 
     def started(self, ex: Exchange) -> None:
-        self.bus.emit(
-            "inference_start",
-            {
-                "requestId": ex.request_id,
-                "path": ex.path,
-                "endpoint": ex.endpoint,
-                "model": ex.model,
-                "key": ex.key_name,
-                "client": ex.client,
-                "streaming": ex.streamed,
-            },
-        )
+        data = _about(ex)
+        data["streaming"] = ex.streamed
+        self.bus.emit("inference_start", data)
 
     def on_finish(self, ex: Exchange) -> None:
         if ex.endpoint is None:
             return
-        outcome: dict[str, Any] = {
-            "requestId": ex.request_id,
-            "path": ex.path,
-            "endpoint": ex.endpoint,
-            "model": ex.model,
-            "key": ex.key_name,
-            "client": ex.client,
+        outcome = _about(ex) | {
             "status": ex.status,
             "streamed": ex.streamed,
             "totalMs": round(ex.latency_ms, 3),

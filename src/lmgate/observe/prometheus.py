@@ -49,60 +49,65 @@ class _Bounded:
         return value
 
 
-class _Observer:
-    """One labelled histogram child, observed by a binary search for its bucket.
+class _Bisect:
+    """A histogram child's bucket found by binary search; see `_observing`."""
 
-    prometheus-client's `observe` walks the bounds one by one, checking each in Python; a
-    tokens/s value walks most of them. This finds the bucket in C and adds to the same
-    values `observe` adds to (the child's bucket and sum), so exposition, multiprocess files
-    and all are unchanged. A prometheus-client without those attributes gets `observe`."""
+    __slots__ = ("bounds", "buckets", "sum")
 
-    __slots__ = ("bounds", "buckets", "child", "sum")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.bounds: list[float] | None = getattr(child, "_upper_bounds", None)
-        self.buckets: list[Any] | None = getattr(child, "_buckets", None)
-        self.sum: Any = getattr(child, "_sum", None)
-        if self.bounds is None or self.buckets is None or self.sum is None:
-            self.bounds = self.buckets = None
-        elif len(self.bounds) != len(self.buckets) or self.bounds[-1] != float("inf"):
-            self.bounds = self.buckets = None
+    def __init__(self, bounds: list[float], buckets: list[Any], sum_: Any) -> None:
+        self.bounds = bounds
+        self.buckets = buckets
+        self.sum = sum_
 
     def observe(self, value: float) -> None:
-        if self.buckets is None or self.bounds is None or value != value:  # NaN: as they do
-            self.child.observe(value)
-            return
-        self.buckets[bisect_left(self.bounds, value)].inc(1)
+        if value == value:  # NaN lands in no bucket, as with `observe`
+            self.buckets[bisect_left(self.bounds, value)].inc(1)
         self.sum.inc(value)
 
 
-class _Counting:
-    """One labelled counter child, added to directly: `inc` checks on every call what holds
-    for every call here (a child, an amount >= 0). A child without its value gets `inc`."""
+def _observing(child: Any) -> Any:
+    """What to call `observe` on for a labelled histogram child.
 
-    __slots__ = ("child", "value")
+    prometheus-client's `observe` walks the bounds one by one, checking each in Python; a
+    tokens/s value walks most of them. `_Bisect` finds the bucket in C and adds to the same
+    values (the child's bucket and sum), so exposition and multiprocess files are unchanged.
+    A child without those parts is observed itself."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    sum_ = getattr(child, "_sum", None)
+    if bounds and buckets and sum_ is not None and len(bounds) == len(buckets):
+        if bounds[-1] == float("inf"):
+            return _Bisect(bounds, buckets, sum_)
+    return child
 
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.value: Any = getattr(child, "_value", None)
-        if not callable(getattr(self.value, "inc", None)):
-            self.value = None
+
+class _Direct:
+    """A counter child's value, added to directly; see `_counting`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
     def inc(self, amount: float = 1) -> None:
-        if self.value is None:
-            self.child.inc(amount)
-        else:
-            self.value.inc(amount)
+        self.value.inc(amount)
+
+
+def _counting(child: Any) -> Any:
+    """What to call `inc` on for a labelled counter child: its value itself, since `inc`
+    checks on every call what holds for every call here (a child, an amount >= 0). A child
+    without that value is counted itself."""
+    value = getattr(child, "_value", None)
+    return _Direct(value) if callable(getattr(value, "inc", None)) else child
 
 
 class _RouteSeries:
     __slots__ = ("duration", "errors", "requests")
 
     def __init__(self, m: PrometheusMetrics, route: str, status: str) -> None:
-        self.requests = _Counting(m.requests.labels(route, status))
-        self.duration = _Observer(m.duration.labels(route))
-        self.errors = _Counting(m.errors.labels(route))
+        self.requests = _counting(m.requests.labels(route, status))
+        self.duration = _observing(m.duration.labels(route))
+        self.errors = _counting(m.errors.labels(route))
 
 
 class _InferenceSeries:
@@ -111,12 +116,12 @@ class _InferenceSeries:
     def __init__(
         self, m: PrometheusMetrics, endpoint: str, model: str, key: str, status: str
     ) -> None:
-        self.requests = _Counting(m.inference.labels(endpoint, model, key, status))
-        self.duration = _Observer(m.inference_duration.labels(endpoint, model))
-        self.ttft = _Observer(m.ttft.labels(endpoint, model))
-        self.tokens_in = _Counting(m.tokens.labels(model, key, "in"))
-        self.tokens_out = _Counting(m.tokens.labels(model, key, "out"))
-        self.tps = _Observer(m.tps.labels(model))
+        self.requests = _counting(m.inference.labels(endpoint, model, key, status))
+        self.duration = _observing(m.inference_duration.labels(endpoint, model))
+        self.ttft = _observing(m.ttft.labels(endpoint, model))
+        self.tokens_in = _counting(m.tokens.labels(model, key, "in"))
+        self.tokens_out = _counting(m.tokens.labels(model, key, "out"))
+        self.tps = _observing(m.tps.labels(model))
 
 
 class PrometheusMetrics:

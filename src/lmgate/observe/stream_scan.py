@@ -68,8 +68,7 @@ class StreamScanner:
             self.ex.tokens_streamed += chunk.count(self.token)
             return chunk
         if not self.named and not self.tail and self.crlf is None and chunk.endswith(b"\n\n"):
-            if not self.lazy and not self.reading.text_limit and self._has_token(chunk):
-                self._first_token()  # the whole chunk arrived now: its first token is first
+            self._first_token_in(chunk)
             if self.lazy and chunk.find(b"\r") < 0:
                 return self._marked(chunk)
         if self.crlf is not None or chunk.find(b"\r") >= 0:
@@ -100,8 +99,7 @@ class StreamScanner:
 
     def _scan(self, data: bytes, kept: list[bytes]) -> bool:
         """Read whole frames in `data` into `kept` (all but a removed usage chunk)."""
-        if not self.lazy and not self.reading.text_limit and self._has_token(data):
-            self._first_token()  # the whole chunk arrived now: its first token is the first one
+        self._first_token_in(data)
         removed, pos, size = False, 0, len(data)
         while pos < size:
             if not self.lazy:
@@ -156,6 +154,12 @@ class StreamScanner:
             if self._frame(frame) is Frame.USAGE_ONLY and self.strip:
                 out = out[:start] + out[end:]  # the later frame first: `start` still holds
         return out
+
+    def _first_token_in(self, data: bytes) -> None:
+        """Before the first token: whole frames that carry one make now the first token's
+        time (the whole chunk arrived now), unless output text is collected frame by frame."""
+        if not self.lazy and not self.reading.text_limit and self._has_token(data):
+            self._first_token()
 
     def _has_token(self, data: bytes) -> bool:
         """Whether whole frames in `data` carry a generated token, told from the bytes."""

@@ -78,7 +78,9 @@ class Histogram:
         self.n = 0
 
     def add(self, value: float) -> None:
-        index = bucket_of(value)
+        self.add_index(bucket_of(value))
+
+    def add_index(self, index: int) -> None:
         self.counts[index] = self.counts.get(index, 0) + 1
         self.n += 1
 
@@ -108,7 +110,7 @@ class Sample:
 
     dims: Dims  # endpoint, model, key, status
     failed: bool
-    latency_bucket: int  # the histogram bucket, found once for every tally the sample joins
+    latency_bucket: int  # the histogram bucket
     ttft_bucket: int | None
     tokens_in: int | None
     tokens_out: int | None
@@ -127,16 +129,11 @@ class Tally:
     decode_s: float = 0.0
 
     def add(self, s: Sample) -> None:
-        """Runs for every request, so the histogram updates are written out, not called."""
         self.requests += 1
         self.errors += s.failed
-        latency = self.latency
-        latency.counts[s.latency_bucket] = latency.counts.get(s.latency_bucket, 0) + 1
-        latency.n += 1
+        self.latency.add_index(s.latency_bucket)
         if s.ttft_bucket is not None:
-            ttft = self.ttft
-            ttft.counts[s.ttft_bucket] = ttft.counts.get(s.ttft_bucket, 0) + 1
-            ttft.n += 1
+            self.ttft.add_index(s.ttft_bucket)
         if s.tokens_in:
             self.tokens_in += s.tokens_in
         if s.tokens_out:

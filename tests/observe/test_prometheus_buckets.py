@@ -4,8 +4,9 @@ prometheus-client's own `observe` and `inc` would."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.values import MutexValue
 
-from lmgate.observe.prometheus import _counting, _observing
+from lmgate.observe.prometheus import _adder, _counting, _observing, _Unlocked
 
 BOUNDS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 VALUES = [0.0, 0.5, 1, 1.0000001, 2, 4.99, 5, 77, 1000, 1000.5, 1e9, 3, 3, 150, float("nan")]
@@ -35,7 +36,7 @@ def test_counters_are_added_to_as_the_library_adds() -> None:
     for amount in (1, 20, 0.5):
         fast.inc(amount)
         usual.inc(amount)
-    fast.inc()
+    fast.inc(1)  # the amount is always given: a multiprocess value has no default
     usual.inc()
     text = generate_latest(registry)
     assert b'c_total{model="fast"} 22.5' in text and b'c_total{model="usual"} 22.5' in text
@@ -47,3 +48,16 @@ def test_a_child_without_the_expected_parts_is_used_itself() -> None:
 
     plain = Plain()
     assert _observing(plain) is plain and _counting(plain) is plain
+
+
+def test_only_the_in_process_value_is_added_to_without_its_lock() -> None:
+    counter = Counter("d", "d", ["model"], registry=CollectorRegistry())
+    value = counter.labels("m")._value
+    assert type(value) is MutexValue and isinstance(_adder(value), _Unlocked)
+
+    class OtherValue:  # e.g. a multiprocess value, which writes to its file under its lock
+        def inc(self, amount: float) -> None:
+            self.added = amount
+
+    other = OtherValue()
+    assert _adder(other) is other

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from lmgate.exchange import Exchange
-from lmgate.observe.windows import Histogram, Metrics, tokens_per_second
+from lmgate.observe.windows import Histogram, Metrics, ms, tokens_per_second
 
 
 def test_quantiles_are_within_the_bucket_width() -> None:
@@ -84,6 +88,21 @@ def test_tokens_per_second() -> None:
     assert tokens_per_second(ex) == 10.0
     ex.tokens_out = None
     assert tokens_per_second(ex) is None
+
+
+@given(st.floats(min_value=0, max_value=1e7))  # up to almost three hours
+def test_ms_is_round_to_three_places(value: float) -> None:
+    scaled = value * 1000
+    if abs(scaled - math.floor(scaled) - 0.5) > 1e-4:
+        assert ms(value) == round(value, 3)
+    else:  # (nearly) a half: `round` reads the exact binary value, and may go the other way
+        assert abs(ms(value) - round(value, 3)) <= 0.0011  # type: ignore[operator]
+
+
+def test_ms_of_nothing_is_nothing() -> None:
+    assert ms(None) is None
+    assert ms(12.3456) == 12.346
+    assert ms(0.0) == 0.0
 
 
 def test_monitoring_requests_are_not_traffic() -> None:

@@ -49,20 +49,45 @@ class Event:
     def frame(self) -> bytes:
         """The SSE frame, encoded once however many subscribers receive it. The id, type and
         timestamp are written in front of the encoded data: the same JSON as `as_json()`,
-        without building that dict (unless the data has a field of the same name)."""
+        without building that dict (unless the data has a field of the same name). The
+        pieces around them are made once per event type."""
         if self._frame is None:
-            data, name = self.data, self.type.encode()  # a name of lmgate's own: no escapes
+            data = self.data
             if not data or "id" in data or "type" in data or "timestamp" in data:
-                body = orjson.dumps(self.as_json())
+                self._frame = _frame_of(self.type.encode(), orjson.dumps(self.as_json()), self.id)
             else:
-                head = b'{"id":%d,"type":"%b","timestamp":%b,' % (
-                    self.id,
-                    name,
-                    orjson.dumps(self.timestamp),
+                event_line, type_field = _pieces(self.type)
+                id_ = b"%d" % self.id
+                self._frame = b"".join(
+                    (
+                        b"id: ",
+                        id_,
+                        event_line,
+                        id_,
+                        type_field,
+                        orjson.dumps(self.timestamp),
+                        b",",
+                        orjson.dumps(data)[1:],
+                        b"\n\n",
+                    )
                 )
-                body = head + orjson.dumps(data)[1:]
-            self._frame = _frame_of(name, body, self.id)
         return self._frame
+
+
+_PIECES: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _pieces(type_: str) -> tuple[bytes, bytes]:
+    """What comes between the id and the data in a bus frame of this type: its `event:` line
+    and the JSON's start, then the type field. Type names are lmgate's own: no escapes."""
+    pieces = _PIECES.get(type_)
+    if pieces is None:
+        name = type_.encode()
+        pieces = _PIECES[type_] = (
+            b"\nevent: " + name + b'\ndata: {"id":',
+            b',"type":"' + name + b'","timestamp":',
+        )
+    return pieces
 
 
 def sse_frame(type_: str, data: dict[str, Any], id_: int | None = None) -> bytes:

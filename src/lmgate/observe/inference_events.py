@@ -11,11 +11,7 @@ from typing import Any
 
 from lmgate.exchange import Exchange
 from lmgate.observe.events import EventBus
-from lmgate.observe.windows import tokens_per_second
-
-
-def _ms(value: float | None) -> float | None:
-    return round(value, 3) if value is not None else None
+from lmgate.observe.windows import ms, tokens_per_second
 
 
 def _about(ex: Exchange) -> dict[str, Any]:
@@ -45,12 +41,13 @@ class InferenceEvents:
     def on_finish(self, ex: Exchange) -> None:
         if ex.endpoint is None:
             return
+        latency = ms(ex.latency_ms)
         outcome = _about(ex) | {
             "status": ex.status,
             "streamed": ex.streamed,
-            "totalMs": round(ex.latency_ms, 3),
-            "latencyMs": round(ex.latency_ms, 3),
-            "ttftMs": _ms(ex.ttft_ms),
+            "totalMs": latency,
+            "latencyMs": latency,
+            "ttftMs": ms(ex.ttft_ms),
             "tokensIn": ex.tokens_in,
             "tokensOut": ex.tokens_out,
             "tokensEstimated": ex.tokens_estimated,

@@ -19,6 +19,7 @@ import orjson
 import structlog
 
 from lmgate.exchange import Exchange
+from lmgate.observe.windows import ms
 
 
 def _dumps(value: Any, **kw: Any) -> str:
@@ -95,10 +96,6 @@ def configure_logging(
     )
 
 
-def _ms(value: float | None) -> float | None:
-    return round(value, 3) if value is not None else None
-
-
 class RequestLog:
     """The one line per request. Rendered here, straight to the log's sink, in the same shape
     as every other line: at one line per request, structlog's processor chain was the
@@ -119,8 +116,8 @@ class RequestLog:
             "endpoint": ex.endpoint,
             "model": ex.model,
             "status": ex.status,
-            "latency_ms": round(ex.latency_ms, 3),
-            "ttft_ms": _ms(ex.ttft_ms),
+            "latency_ms": ms(ex.latency_ms),
+            "ttft_ms": ms(ex.ttft_ms),
             "tokens_in": ex.tokens_in,
             "tokens_out": ex.tokens_out,
             "tokens_estimated": ex.tokens_estimated or None,

@@ -20,17 +20,13 @@ from typing import Any
 from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
 from lmgate.observe.events import CURRENT_REQUEST
-from lmgate.observe.windows import is_quiet
+from lmgate.observe.windows import is_quiet, ms
 
 
 class RequestCancelled(GatewayError):
     status = 503
     type = "server_error"
     code = "request_cancelled"
-
-
-def _ms(value: float | None) -> float | None:
-    return round(value, 3) if value is not None else None
 
 
 def describe(ex: Exchange, now: float) -> dict[str, Any]:
@@ -44,10 +40,10 @@ def describe(ex: Exchange, now: float) -> dict[str, Any]:
         "client": ex.client,
         "streamed": ex.streamed,
         "startedAt": ex.started_at,
-        "ageMs": round((now - ex.started_at) * 1000.0, 3),
+        "ageMs": ms(max(0.0, now - ex.started_at) * 1000.0),
         "status": ex.status or None,
-        "latencyMs": _ms(ex.latency_ms or None),
-        "ttftMs": _ms(ex.ttft_ms),
+        "latencyMs": ms(ex.latency_ms or None),
+        "ttftMs": ms(ex.ttft_ms),
         "tokensStreamed": ex.tokens_streamed,
         "tokensIn": ex.tokens_in,
         "tokensOut": ex.tokens_out,

@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any
 
 from lmgate.exchange import Exchange
-from lmgate.observe.windows import is_quiet
+from lmgate.observe.windows import is_quiet, ms
 
 
 def _summary(ex: Exchange) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def _summary(ex: Exchange) -> dict[str, Any]:
         "key": ex.key_name,
         "status": ex.status,
         "streamed": ex.streamed,
-        "latencyMs": round(ex.latency_ms, 3),
+        "latencyMs": ms(ex.latency_ms),
         "timestamp": ex.started_at,
         "error": ex.error,
     }

@@ -157,8 +157,9 @@ async def test_a_thousand_slow_streams_at_once_all_complete_exactly(outcome: Out
 
 
 @pytest.mark.xfail(
-    reason="the gateway peaks near 118 MiB: about 73 MiB at start (mostly imported code) plus "
-    "about 44 KiB per open stream; remove this mark once it fits in 100 MiB",
+    reason="the gateway peaks near 108 MiB: about 72 MiB at start (mostly imported code) plus "
+    "about 36 KiB per open stream (mostly uvicorn's, aiohttp's and asyncio's per-connection "
+    "objects); remove this mark once it fits in 100 MiB",
     strict=True,  # once it fits, this fails until the mark goes
 )
 async def test_a_thousand_slow_streams_fit_in_100_mib(outcome: Outcome) -> None:

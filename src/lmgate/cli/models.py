@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +22,8 @@ Key = Annotated[
 
 
 def _call(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+    import httpx  # here, not at the top: `lmgate serve` loads this module and never calls it
+
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         resp = httpx.request(

@@ -139,7 +139,7 @@ class GuardMiddleware:
             )
         principal = self._identify(scope, who)
         ex.key_name = principal.name
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in _CREDENTIAL_HEADERS]
+        scope["headers"] = [h for h in scope["headers"] if h[0] not in _CREDENTIAL_HEADERS]
         if not principal.may(needed):
             if principal.scope is KeyScope.METRICS:
                 raise Forbidden(

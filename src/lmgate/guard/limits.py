@@ -52,19 +52,18 @@ class InputLimits:
             await self.app(scope, receive, send)
             return
         try:
-            first = await self._read_within_limits(scope, receive)
+            # The body as one message, handed on once and then let go (not kept for as long
+            # as the answer takes).
+            pending = [await self._read_within_limits(scope, receive)]
         except GatewayError as exc:
             exchange_of(scope).error = exc.message
             exc.headers["Connection"] = "close"  # what is left of the body is not a request
             await send_error(send, exc)
             return
-        replayed = False
 
         async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
+            if pending:
+                return pending.pop()
             return await receive()
 
         await self.app(scope, replay, send)

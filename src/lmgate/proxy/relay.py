@@ -80,6 +80,21 @@ def _sse_error(ex: Exchange, error: GatewayError) -> bytes:
     return b"data: " + error.body() + b"\n\n"
 
 
+def _encoded(body: dict[str, Any] | None) -> bytes:
+    """The edited body for the upstream. orjson hands back its bytes in the buffer it wrote
+    them into, 4 KiB at least whatever their length; the copy, of the exact length, is what
+    waits (with a thousand others) for the upstream to answer."""
+    return memoryview(orjson.dumps(body)).tobytes()
+
+
+def _request(scope: Scope, body: bytes) -> ProxyRequest:
+    path: str = scope["path"]
+    path = SHORTHAND.get(path, path)
+    method: str = scope["method"]
+    kind = ENDPOINTS.get(path) if method == "POST" else None
+    return ProxyRequest(scope, method, path, kind, None, raw=body)
+
+
 class _Taps:
     """Several taps fed and ended as one, each in turn (their `start` ran already)."""
 
@@ -117,19 +132,20 @@ class ProxyApp:
         ex = exchange_of(scope)
         current = asyncio.current_task()
         assert current is not None
-        disconnected = asyncio.Event()
+        disconnected = False
         watcher: asyncio.Task[None] | None = None
 
         async def watch() -> None:
+            nonlocal disconnected
             while (await receive())["type"] != "http.disconnect":
                 pass
-            disconnected.set()
+            disconnected = True
             current.cancel()
 
         try:
-            body = await read_body(scope, receive, self.max_body)
+            request = _request(scope, await read_body(scope, receive, self.max_body))
             watcher = asyncio.create_task(watch())
-            await self._forward(scope, ex, body, send)
+            await self._forward(ex, request, send)
         except ClientGone:
             ex.error, ex.status = "client disconnected", 499
         except asyncio.CancelledError:
@@ -137,7 +153,7 @@ class ProxyApp:
                 current.uncancel()
                 await self._cancelled(ex, send)
                 return
-            if not disconnected.is_set() and watcher is not None:
+            if not disconnected and watcher is not None:
                 raise
             current.uncancel()
             ex.error = "client disconnected"
@@ -147,29 +163,19 @@ class ProxyApp:
             if watcher is not None:
                 watcher.cancel()
 
-    async def _forward(self, scope: Scope, ex: Exchange, body: bytes, send: Send) -> None:
-        path: str = scope["path"]
-        path = SHORTHAND.get(path, path)
-        method: str = scope["method"]
-        kind = ENDPOINTS.get(path) if method == "POST" else None
-        request = ProxyRequest(scope, method, path, kind, None, raw=body)
+    async def _forward(self, ex: Exchange, request: ProxyRequest, send: Send) -> None:
+        scope, kind = request.scope, request.kind
         if kind is not None:
-            ex.endpoint = kind
-            request.body = obj = parse_object(body)
-            request.changed = inject(obj, kind, self.state.injection)
-            model = obj.get("model")
-            ex.model = model if isinstance(model, str) else None
-            ex.streamed = obj.get("stream") is True
+            self._parse(ex, request, kind)
         taps: list[ResponseTap] = []
         for hook in self.hooks:
             tap = await hook.before_forward(ex, request)
             if tap is not None:
                 taps.append(tap)
-        if request.changed:
-            body = orjson.dumps(request.body)
+        body = _encoded(request.body) if request.changed else request.raw
         if kind is not None:
             self.events.started(ex)
-        target = quote_path(path)
+        target = quote_path(request.path)
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
         headers = request_headers(
@@ -178,8 +184,12 @@ class ProxyApp:
             forward_credentials=self.forward_credentials,
         )
         async with self.upstream.open(
-            method, target, headers, body or None, streaming=ex.streamed
+            request.method, target, headers, body or None, streaming=ex.streamed
         ) as resp:
+            # The request is sent. An answer can take minutes; its body (raw, parsed and
+            # re-encoded) and headers need not stay in memory all that time.
+            del body, headers
+            request.raw, request.body = b"", None
             if not ex.streamed:
                 ex.streamed = any(
                     k == b"content-type" and v.startswith(b"text/event-stream")
@@ -191,10 +201,20 @@ class ProxyApp:
             await send(
                 {"type": "http.response.start", "status": resp.status, "headers": out_headers}
             )
+            del out_headers  # sent
             if taps:
                 await self._relay_tapped(ex, resp, taps, send)
             else:
                 await self._relay(ex, resp, send)
+
+    def _parse(self, ex: Exchange, request: ProxyRequest, kind: str) -> None:
+        """An inference body: parsed, injected, and what the exchange records of it."""
+        ex.endpoint = kind
+        request.body = obj = parse_object(request.raw)
+        request.changed = inject(obj, kind, self.state.injection)
+        model = obj.get("model")
+        ex.model = model if isinstance(model, str) else None
+        ex.streamed = obj.get("stream") is True
 
     async def _relay(self, ex: Exchange, resp: UpstreamResponse, send: Send) -> None:
         try:

@@ -178,6 +178,7 @@ class UpstreamClient:
                 # closes after every stream while announcing keep-alive): nothing was answered,
                 # so try once more, which opens a fresh connection.
                 raw = await self._send(method, target, headers, body, streaming)
+        del headers, body  # sent; not kept for as long as the answer takes
         try:
             yield UpstreamResponse(
                 raw.status,

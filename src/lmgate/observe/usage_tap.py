@@ -101,19 +101,20 @@ class UsageTap:
         self.feed: Callable[[bytes], bytes]
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        stream = sized = False
         for name, value in headers:
             if name == b"content-type":
-                if value.startswith(b"text/event-stream"):
-                    scanner = self.scanner = StreamScanner(
-                        self.ex, self.kind, self.reading, strip=self.strip
-                    )
-                    self.feed = scanner.feed
-                    if self.strip:  # the length changes when the usage chunk goes
-                        return [(k, v) for k, v in headers if k != b"content-length"]
-                    return headers
-                break
-        body = self.body = _Body()
-        self.feed = body.feed
+                stream = value.startswith(b"text/event-stream")
+            elif name == b"content-length":
+                sized = True
+        if not stream:
+            body = self.body = _Body()
+            self.feed = body.feed
+            return headers
+        scanner = self.scanner = StreamScanner(self.ex, self.kind, self.reading, strip=self.strip)
+        self.feed = scanner.feed
+        if self.strip and sized:  # the length changes when the usage chunk goes
+            return [(k, v) for k, v in headers if k != b"content-length"]
         return headers
 
     def end(self) -> bytes:

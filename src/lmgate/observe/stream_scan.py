@@ -28,6 +28,13 @@ from lmgate.observe.answers import (
 _NAMED = ("responses", "messages", "native_chat")  # `event:` lines; the rest `data:` only
 
 
+def _around(data: bytes, at: int) -> tuple[int, int]:
+    """Where the whole frame holding position `at` starts, and where it ends (after its blank
+    line): `data` is whole frames."""
+    start = data.rfind(b"\n\n", 0, at) + 2
+    return (start if start > 1 else 0), data.find(b"\n\n", at) + 2
+
+
 class StreamScanner:
     __slots__ = (
         "crlf",
@@ -68,7 +75,8 @@ class StreamScanner:
             self.ex.tokens_streamed += chunk.count(self.token)
             return chunk
         if not self.named and not self.tail and self.crlf is None and chunk.endswith(b"\n\n"):
-            self._first_token_in(chunk)
+            if not self.lazy and not self.reading.text_limit and says_output(chunk):
+                self._first_token()  # as `_first_token_in` does, one call sooner
             if self.lazy and chunk.find(b"\r") < 0:
                 return self._marked(chunk)
         if self.crlf is not None or chunk.find(b"\r") >= 0:
@@ -133,27 +141,30 @@ class StreamScanner:
         """Whole OpenAI frames past the first token, some holding a marker word: the chunk's
         frames are counted in one pass, and only the last frame naming `usage` (found from the
         end of the chunk, where the usage report is: a stream reports it once, at its end)
-        and the first naming `error` (an error ends a stream) are parsed."""
-        ex = self.ex
-        ex.tokens_streamed += chunk.count(b"data: {")
-        out = chunk
-        done = -1  # the start of the frame read last
-        for hit in sorted((chunk.rfind(b"usage"), chunk.find(b"error")), reverse=True):
-            if hit < 0:
-                break
-            start = chunk.rfind(b"\n\n", 0, hit) + 2
-            if start == 1:
-                start = 0
-            if start == done:
-                continue  # both words in one frame
-            done = start
-            end = chunk.find(b"\n\n", hit) + 2
-            frame = chunk[start:end]
-            if frame.startswith(b"data: {"):
-                ex.tokens_streamed -= 1  # counted above; `_frame` counts it if it is output
-            if self._frame(frame) is Frame.USAGE_ONLY and self.strip:
-                out = out[:start] + out[end:]  # the later frame first: `start` still holds
+        and the first naming `error` (an error ends a stream) are parsed. The later of the
+        two goes first, so that removing it leaves the other where it was found."""
+        self.ex.tokens_streamed += chunk.count(b"data: {")
+        usage, error = chunk.rfind(b"usage"), chunk.find(b"error")
+        later, earlier = (usage, error) if usage > error else (error, usage)
+        if later < 0:
+            return chunk  # tokens only
+        start, end = _around(chunk, later)
+        out = self._read_marked(chunk, start, end)
+        if earlier >= 0:
+            first, end = _around(chunk, earlier)
+            if first != start:  # not both words in one frame
+                out = self._read_marked(out, first, end)
         return out
+
+    def _read_marked(self, chunk: bytes, start: int, end: int) -> bytes:
+        """The frame at `start:end` of a chunk `_marked` counted already (it is counted again
+        if it is output); the chunk without it if it is the usage chunk to remove."""
+        frame = chunk[start:end]
+        if frame.startswith(b"data: {"):
+            self.ex.tokens_streamed -= 1
+        if self._frame(frame) is Frame.USAGE_ONLY and self.strip:
+            return chunk[:start] + chunk[end:]
+        return chunk
 
     def _first_token_in(self, data: bytes) -> None:
         """Before the first token: whole frames that carry one make now the first token's

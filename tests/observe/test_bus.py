@@ -124,3 +124,14 @@ def test_a_frame_is_the_event_as_json_whatever_its_data() -> None:
     assert orjson.loads(shadowing.frame().split(b"data: ", 1)[1])["timestamp"] == (
         "2026-12-01 10:00:00"
     )
+
+
+def test_since_gives_the_events_after_a_cursor_oldest_first() -> None:
+    bus = EventBus(history=50, queue_size=50)
+    for n in range(80):  # the ring keeps ids 31-80
+        bus.publish("tick", n=n)
+    assert [e.id for e in bus.since(70, limit=50)[0]] == list(range(71, 81))
+    assert bus.since(10, limit=50) == (bus.recent(50), 20)  # 11-30 fell out of the ring
+    batch, skipped = bus.since(40, limit=5)  # at most the 5 newest
+    assert [e.id for e in batch] == [76, 77, 78, 79, 80] and skipped == 35
+    assert bus.since(80, limit=50) == ([], 0)

@@ -229,7 +229,10 @@ class EventBus:
         first, last = ring[0].id, ring[-1].id
         start = max(cursor + 1, first, last - limit + 1)
         skipped = start - (cursor + 1)
-        return list(itertools.islice(ring, start - first, None)), skipped
+        # From the newest end: the cost is the batch's length, not the ring's.
+        batch = list(itertools.islice(reversed(ring), last - start + 1))
+        batch.reverse()
+        return batch, skipped
 
     def encode(self, batch: list[Event]) -> bytes:
         """The SSE bytes of a batch. Subscribers that woke together take the same run of

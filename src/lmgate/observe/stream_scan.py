@@ -75,8 +75,7 @@ class StreamScanner:
             self.ex.tokens_streamed += chunk.count(self.token)
             return chunk
         if not self.named and not self.tail and self.crlf is None and chunk.endswith(b"\n\n"):
-            if not self.lazy and not self.reading.text_limit and says_output(chunk):
-                self._first_token()  # as `_first_token_in` does, one call sooner
+            self._first_token_in(chunk)
             if self.lazy and chunk.find(b"\r") < 0:
                 return self._marked(chunk)
         if self.crlf is not None or chunk.find(b"\r") >= 0:

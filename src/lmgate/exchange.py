@@ -47,10 +47,26 @@ class Exchange:
     tokens_estimated: bool = False
     cancelled: str | None = None  # why an operator cancelled it (`DELETE /debug/requests/ID`)
     attributes: dict[str, Any] = field(default_factory=dict)
+    # Set by `finish`, for the observers: whether the request failed, and when tokens_out is
+    # known the time the output took to generate (after the first token for streams, all of
+    # it otherwise) and its tokens per second.
+    failed: bool = False
+    decode_s: float | None = None
+    tokens_per_second: float | None = None
 
-    @property
-    def failed(self) -> bool:
-        return self.status >= 400 or self.status == 0 or self.error is not None
+    def finish(self, latency_ms: float) -> None:
+        """The request is over: what every observer reads of its outcome is worked out once
+        here rather than by each of them."""
+        self.latency_ms = latency_ms
+        self.failed = self.status >= 400 or self.status == 0 or self.error is not None
+        tokens = self.tokens_out
+        if tokens is None or latency_ms <= 0:
+            return
+        ttft = self.ttft_ms
+        start = ttft if ttft is not None and ttft < latency_ms else 0.0
+        self.decode_s = seconds = (latency_ms - start) / 1000.0
+        if seconds and tokens:
+            self.tokens_per_second = int(tokens / seconds * 100.0 + 0.5) / 100.0  # 2 places
 
 
 class Observer(Protocol):
@@ -120,6 +136,6 @@ class ExchangeMiddleware:
             if not started:
                 await send_error(send_stamped, GatewayError("internal gateway error"))
         finally:
-            ex.latency_ms = (time.perf_counter() - ex.started) * 1000.0
+            ex.finish((time.perf_counter() - ex.started) * 1000.0)
             for observer in self.observers:
                 observer.on_finish(ex)

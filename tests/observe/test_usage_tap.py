@@ -63,7 +63,7 @@ def test_stripping_removes_exactly_the_usage_chunk_however_the_bytes_arrive(
     cuts: list[int],
 ) -> None:
     ex = exchange()
-    tap = UsageTap(ex, "chat", strip=True, text=None)
+    tap = UsageTap(ex, "chat", strip=True, sink=None)
     got = run(tap, split(CHAT_BYTES, cuts), SSE)
     assert got == CHAT_BYTES.replace(USAGE_FRAME, b"")
     assert (ex.tokens_in, ex.tokens_out) == (7, 3)
@@ -74,7 +74,7 @@ def test_stripping_removes_exactly_the_usage_chunk_however_the_bytes_arrive(
 @given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
 def test_without_stripping_every_chunk_passes_as_the_same_object(cuts: list[int]) -> None:
     ex = exchange()
-    tap = UsageTap(ex, "chat", strip=False, text=None)
+    tap = UsageTap(ex, "chat", strip=False, sink=None)
     tap.start(200, SSE)
     for piece in split(CHAT_BYTES, cuts):
         assert tap.feed(piece) is piece
@@ -83,7 +83,7 @@ def test_without_stripping_every_chunk_passes_as_the_same_object(cuts: list[int]
 
 
 def test_whole_frames_pass_unchanged_even_when_stripping() -> None:
-    tap = UsageTap(exchange(), "chat", strip=True, text=None)
+    tap = UsageTap(exchange(), "chat", strip=True, sink=None)
     headers = tap.start(200, SSE)
     assert (b"content-length", b"999") not in headers  # the length changes
     first = CHAT_STREAM[0]
@@ -98,7 +98,7 @@ def test_the_splitter_loses_no_byte(blob: bytes, cuts: list[int]) -> None:
 
 
 def test_a_huge_frame_is_handed_on_not_held() -> None:
-    tap = UsageTap(exchange(), "chat", strip=True, text=None)
+    tap = UsageTap(exchange(), "chat", strip=True, sink=None)
     tap.start(200, SSE)
     assert tap.scanner is not None
     tap.scanner.limit = 100
@@ -111,7 +111,7 @@ def test_a_huge_frame_is_handed_on_not_held() -> None:
 def test_crlf_framed_streams_are_stripped_too(cuts: list[int]) -> None:
     blob = CHAT_BYTES.replace(b"\n", b"\r\n")
     ex = exchange()
-    got = run(UsageTap(ex, "chat", strip=True, text=None), split(blob, cuts), SSE)
+    got = run(UsageTap(ex, "chat", strip=True, sink=None), split(blob, cuts), SSE)
     assert got == blob.replace(USAGE_FRAME.replace(b"\n", b"\r\n"), b"")
     assert (ex.tokens_in, ex.tokens_out) == (7, 3) and ex.ttft_ms is not None
 
@@ -119,7 +119,7 @@ def test_crlf_framed_streams_are_stripped_too(cuts: list[int]) -> None:
 def test_a_token_that_looks_like_a_marker_is_just_a_token() -> None:
     frames = [chunk("a"), chunk("usage"), chunk("error stats"), chunk(None, "stop"), USAGE_FRAME]
     ex = exchange()
-    got = run(UsageTap(ex, "chat", strip=True, text=None), [b"".join(frames)], SSE)
+    got = run(UsageTap(ex, "chat", strip=True, sink=None), [b"".join(frames)], SSE)
     assert got == b"".join(frames[:-1]) and ex.tokens_out == 3
     assert ex.tokens_streamed == 4  # every frame but the usage report, as the frames came
 
@@ -128,8 +128,8 @@ def test_a_whole_stream_in_one_chunk_is_read_as_if_it_came_frame_by_frame() -> N
     crash = data({"error": {"message": "model crashed"}})
     frames = [chunk("a"), chunk("b"), crash, chunk("c"), USAGE_FRAME, b"data: [DONE]\n\n"]
     whole, one_by_one = exchange(), exchange()
-    got = run(UsageTap(whole, "chat", strip=True, text=None), [b"".join(frames)], SSE)
-    run(UsageTap(one_by_one, "chat", strip=True, text=None), frames, SSE)
+    got = run(UsageTap(whole, "chat", strip=True, sink=None), [b"".join(frames)], SSE)
+    run(UsageTap(one_by_one, "chat", strip=True, sink=None), frames, SSE)
     assert got == b"".join(frames).replace(USAGE_FRAME, b"")
     for ex in (whole, one_by_one):
         assert (ex.tokens_in, ex.tokens_out, ex.error) == (7, 3, "model crashed")
@@ -138,7 +138,7 @@ def test_a_whole_stream_in_one_chunk_is_read_as_if_it_came_frame_by_frame() -> N
 
 def _read(kind: str, frames: list[bytes]) -> Exchange:
     ex = exchange()
-    tap = UsageTap(ex, kind, strip=False, text=None)
+    tap = UsageTap(ex, kind, strip=False, sink=None)
     run(tap, frames, SSE)
     return ex
 
@@ -173,6 +173,8 @@ def test_usage_in_each_streaming_dialect() -> None:
 
 def test_mid_stream_errors_mark_the_exchange() -> None:
     ex = _read("chat", [chunk("a"), data({"error": {"message": "model crashed"}})])
+    ex.status = 200  # the answer started well
+    ex.finish(10.0)
     assert ex.error == "model crashed" and ex.failed
     ex = _read("messages", [named("error", {"error": {"type": "api_error", "message": "boom"}})])
     assert ex.error == "boom"
@@ -181,7 +183,7 @@ def test_mid_stream_errors_mark_the_exchange() -> None:
 def _body(kind: str, obj: Any) -> Exchange:
     ex = exchange()
     ex.streamed = False
-    tap = UsageTap(ex, kind, strip=False, text=None)
+    tap = UsageTap(ex, kind, strip=False, sink=None)
     blob = orjson.dumps(obj)
     run(tap, [blob[:10], blob[10:]], JSON)
     return ex
@@ -235,7 +237,7 @@ def test_the_first_token_is_the_first_frame_that_generates_something() -> None:
     reasoning = data({"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]})
     for first_token in (spaced, reasoning, chunk("hi")):
         ex = exchange()
-        tap = UsageTap(ex, "chat", strip=False, text=None)
+        tap = UsageTap(ex, "chat", strip=False, sink=None)
         tap.start(200, SSE)
         tap.feed(role_only)
         assert ex.ttft_ms is None and ex.tokens_streamed == 0

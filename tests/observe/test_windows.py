@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmgate.exchange import Exchange
-from lmgate.observe.windows import Histogram, Metrics, ms, tokens_per_second
+from lmgate.observe.windows import Histogram, Metrics, ms
 
 
 def test_quantiles_are_within_the_bucket_width() -> None:
@@ -29,8 +29,9 @@ def test_quantiles_are_within_the_bucket_width() -> None:
 def _ex(*, model: str, status: int, latency: float, ttft: float | None = None) -> Exchange:
     ex = Exchange("r", "POST", "/v1/chat/completions", "127.0.0.1")
     ex.endpoint, ex.model, ex.key_name, ex.status = "chat", model, "k1", status
-    ex.latency_ms, ex.ttft_ms = latency, ttft
+    ex.ttft_ms = ttft
     ex.tokens_in, ex.tokens_out = 10, 20
+    ex.finish(latency)
     return ex
 
 
@@ -81,13 +82,18 @@ def test_windows_expire_and_since_start_does_not() -> None:
     assert ever["latencyMs"]["p99"] >= ever["latencyMs"]["p50"] > 0
 
 
-def test_tokens_per_second() -> None:
+def test_output_speed_is_worked_out_at_finish() -> None:
     ex = _ex(model="a", status=200, latency=2000, ttft=1000)
-    assert tokens_per_second(ex) == 20.0
-    ex.ttft_ms = None
-    assert tokens_per_second(ex) == 10.0
-    ex.tokens_out = None
-    assert tokens_per_second(ex) is None
+    assert (ex.decode_s, ex.tokens_per_second) == (1.0, 20.0)  # after the first token
+    assert _ex(model="a", status=200, latency=2000).tokens_per_second == 10.0  # all of it
+    late = _ex(model="a", status=200, latency=2000, ttft=3000)  # a first token after the end
+    assert (late.decode_s, late.tokens_per_second) == (2.0, 10.0)
+    ex = Exchange("r", "POST", "/v1/chat/completions", None)
+    ex.finish(2000)
+    assert (ex.latency_ms, ex.decode_s, ex.tokens_per_second) == (2000, None, None)
+    ex.tokens_out = 0
+    ex.finish(2000)
+    assert (ex.decode_s, ex.tokens_per_second) == (2.0, None)  # no tokens: no speed
 
 
 @given(st.floats(min_value=0, max_value=1e7))  # up to almost three hours

@@ -13,7 +13,6 @@ Responses and Anthropic `usage.input_tokens/output_tokens` (`response.completed`
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -86,14 +85,20 @@ class Frame(Enum):
     OTHER = "other"
 
 
-@dataclass(slots=True)
 class Reading:
+    """What an answer said of itself so far. The defaults are the class's own: a reading is
+    made per request, and one that finds nothing (or only usage) writes little."""
+
     tokens_in: int | None = None
     tokens_out: int | None = None
     error: str | None = None
-    text_limit: int = 0  # collect up to this many characters of output (0: none)
-    text: list[str] = field(default_factory=list)
-    text_chars: int = 0
+    text_limit = 0  # collect up to this many characters of output (0: none)
+    text: list[str]
+    text_chars = 0
+
+    def collect_text(self, limit: int) -> None:
+        self.text_limit = limit
+        self.text = []
 
     def usage(self, container: Any, in_key: str, out_key: str) -> None:
         if not isinstance(container, dict):

@@ -11,7 +11,7 @@ from typing import Any
 
 from lmgate.exchange import Exchange
 from lmgate.observe.events import EventBus
-from lmgate.observe.windows import ms, tokens_per_second
+from lmgate.observe.windows import ms
 
 
 def _about(ex: Exchange) -> dict[str, Any]:
@@ -51,7 +51,7 @@ class InferenceEvents:
             "tokensIn": ex.tokens_in,
             "tokensOut": ex.tokens_out,
             "tokensEstimated": ex.tokens_estimated,
-            "tokensPerSecond": tokens_per_second(ex),
+            "tokensPerSecond": ex.tokens_per_second,
             "error": ex.error,
         }
         self.bus.emit("inference_complete", outcome)

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.values import MutexValue
 
 from lmgate.exchange import Exchange
-from lmgate.observe.windows import is_quiet, route_label, tokens_per_second
+from lmgate.observe.windows import is_quiet, route_label
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TPS_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
@@ -256,9 +256,8 @@ class PrometheusMetrics:
             series.tokens_in.inc(tokens_in)
         if tokens_out is not None and tokens_out > 0:
             series.tokens_out.inc(tokens_out)
-            speed = tokens_per_second(ex)
-            if speed is not None:
-                series.tps.observe(speed)
+            if ex.tokens_per_second is not None:
+                series.tps.observe(ex.tokens_per_second)
 
     def render(self) -> bytes:
         if self.multiprocess:

@@ -35,31 +35,21 @@ def _around(data: bytes, at: int) -> tuple[int, int]:
     return (start if start > 1 else 0), data.find(b"\n\n", at) + 2
 
 
-class StreamScanner:
-    __slots__ = (
-        "crlf",
-        "ex",
-        "kind",
-        "lazy",
-        "limit",
-        "named",
-        "reading",
-        "strip",
-        "tail",
-        "token",
-    )
+class StreamScanner(Reading):
+    """One per stream, and what the stream said (a `Reading`). What every stream starts
+    with is the class's own, not written per stream."""
 
-    def __init__(self, ex: Exchange, kind: str, reading: Reading, *, strip: bool) -> None:
+    limit = 1 << 20  # a "frame" longer than this is handed on unread
+    tail = b""
+    lazy = False  # past the first token, and no output text is wanted
+    crlf: FrameSplitter | None = None
+
+    def __init__(self, ex: Exchange, kind: str, *, strip: bool) -> None:
         self.ex = ex
         self.kind = kind
-        self.reading = reading
         self.strip = strip  # remove the usage-only chunk (lmgate asked for it)
-        self.limit = 1 << 20  # a "frame" longer than this is handed on unread
-        self.tail = b""
-        self.lazy = False  # past the first token, and no output text is wanted
         self.named = kind in _NAMED
         self.token = b"delta\ndata:" if self.named else b"data: {"  # one per generated token
-        self.crlf: FrameSplitter | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         """What to send on: `chunk` itself unless a frame was removed or is held back."""
@@ -168,7 +158,7 @@ class StreamScanner:
     def _first_token_in(self, data: bytes) -> None:
         """Before the first token: whole frames that carry one make now the first token's
         time (the whole chunk arrived now), unless output text is collected frame by frame."""
-        if not self.lazy and not self.reading.text_limit and self._has_token(data):
+        if not self.lazy and not self.text_limit and self._has_token(data):
             self._first_token()
 
     def _has_token(self, data: bytes) -> bool:
@@ -191,7 +181,7 @@ class StreamScanner:
         event, payload = parse_frame(frame)
         if payload is None:
             return Frame.OTHER
-        kind = read_frame(self.kind, event, payload, self.reading, self.lazy)
+        kind = read_frame(self.kind, event, payload, self, self.lazy)
         if kind is Frame.OUTPUT:
             self.ex.tokens_streamed += 1
             if self.ex.ttft_ms is None:
@@ -202,7 +192,7 @@ class StreamScanner:
         """Time to first token is now; from here on only marked frames are parsed (unless
         output text is collected)."""
         self.ex.ttft_ms = (time.perf_counter() - self.ex.started) * 1000.0
-        self.lazy = not self.reading.text_limit
+        self.lazy = not self.text_limit
 
     def _feed_crlf(self, chunk: bytes) -> bytes:
         """Frame by frame, for streams that end lines with `\\r\\n`."""

@@ -49,16 +49,16 @@ def _ask_for_usage(request: ProxyRequest) -> bool:
 
 
 class UsageHook:
-    def __init__(self, text: TextSink | None = None) -> None:
-        self.text = text
+    def __init__(self, sink: TextSink | None = None) -> None:
+        self.sink = sink
 
     async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
         if request.kind not in USAGE_KEYS or request.body is None:
             return None
         strip = ex.streamed and request.kind in _ASKS_FOR_USAGE and _ask_for_usage(request)
-        if self.text is not None:
-            self.text.request(ex, request.kind, request.body)
-        return UsageTap(ex, request.kind, strip=strip, text=self.text)
+        if self.sink is not None:
+            self.sink.request(ex, request.kind, request.body)
+        return UsageTap(ex, request.kind, strip=strip, sink=self.sink)
 
 
 class _Body:
@@ -83,37 +83,36 @@ class _Body:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class UsageTap:
-    """`feed` is the bound method of another object (the body or the stream scanner), set
+class UsageTap(Reading):
+    """A plain answer is read into the tap itself; a stream into its scanner (a `Reading`
+    too). `feed` is the bound method of another object (the body or the stream scanner), set
     when the answer starts: the relay calls it per chunk without a call in between, and the
-    tap is in no reference cycle, so it is freed as the request ends, not by the collector."""
+    tap is in no reference cycle, so it is freed as the request ends, not by the
+    collector."""
 
-    __slots__ = ("body", "ex", "feed", "kind", "reading", "scanner", "strip", "text")
+    scanner: StreamScanner | None = None
+    body: _Body | None = None
+    feed: Callable[[bytes], bytes]
 
-    def __init__(self, ex: Exchange, kind: str, *, strip: bool, text: TextSink | None) -> None:
+    def __init__(self, ex: Exchange, kind: str, *, strip: bool, sink: TextSink | None) -> None:
         self.ex = ex
         self.kind = kind
         self.strip = strip
-        self.text = text
-        self.reading = Reading(text_limit=text.limit if text is not None else 0)
-        self.scanner: StreamScanner | None = None
-        self.body: _Body | None = None
-        self.feed: Callable[[bytes], bytes]
+        self.sink = sink
+        if sink is not None:
+            self.collect_text(sink.limit)
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        stream = sized = False
-        for name, value in headers:
-            if name == b"content-type":
-                stream = value.startswith(b"text/event-stream")
-            elif name == b"content-length":
-                sized = True
-        if not stream:
+        named = dict(headers)  # built in C; a loop over the headers costs more
+        if not named.get(b"content-type", b"").startswith(b"text/event-stream"):
             body = self.body = _Body()
             self.feed = body.feed
             return headers
-        scanner = self.scanner = StreamScanner(self.ex, self.kind, self.reading, strip=self.strip)
+        scanner = self.scanner = StreamScanner(self.ex, self.kind, strip=self.strip)
+        if self.text_limit:
+            scanner.collect_text(self.text_limit)
         self.feed = scanner.feed
-        if self.strip and sized:  # the length changes when the usage chunk goes
+        if self.strip and b"content-length" in named:  # the length changes without the usage
             return [(k, v) for k, v in headers if k != b"content-length"]
         return headers
 
@@ -123,24 +122,25 @@ class UsageTap:
             last = self.scanner.end()
         elif self.body is not None and (body := self.body.whole()) is not None:
             try:
-                read_body(self.kind, orjson.loads(body), self.reading)
+                read_body(self.kind, orjson.loads(body), self)
             except orjson.JSONDecodeError:
                 pass
         self._settle()
         return last
 
     def _settle(self) -> None:
-        ex, reading = self.ex, self.reading
+        ex, scanner = self.ex, self.scanner
+        reading: Reading = self if scanner is None else scanner
         if reading.tokens_in is not None:
             ex.tokens_in = reading.tokens_in
         if reading.tokens_out is not None:
             ex.tokens_out = reading.tokens_out
-        elif self.scanner is not None and ex.tokens_streamed:
+        elif scanner is not None and ex.tokens_streamed:
             # No usage came (cancelled, cut off, or never sent): the frames relayed are the
             # best count there is, about one per token, and marked as estimated.
             ex.tokens_out = ex.tokens_streamed
             ex.tokens_estimated = True
         if reading.error is not None and ex.error is None:
             ex.error = reading.error
-        if self.text is not None:
-            self.text.response(ex, "".join(reading.text))
+        if self.sink is not None:
+            self.sink.response(ex, "".join(reading.text))

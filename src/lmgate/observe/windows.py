@@ -43,21 +43,6 @@ def route_label(ex: Exchange) -> str:
     return "other"
 
 
-def decode_seconds(ex: Exchange) -> float | None:
-    """How long the output took to generate: after the first token for streams, else all."""
-    if ex.tokens_out is None or ex.latency_ms <= 0:
-        return None
-    start = ex.ttft_ms if ex.ttft_ms is not None and ex.ttft_ms < ex.latency_ms else 0.0
-    return (ex.latency_ms - start) / 1000.0
-
-
-def tokens_per_second(ex: Exchange) -> float | None:
-    seconds = decode_seconds(ex)
-    if not seconds or not ex.tokens_out:
-        return None
-    return int(ex.tokens_out / seconds * 100.0 + 0.5) / 100.0  # two places, as `ms` does
-
-
 def ms(value: float | None) -> float | None:
     """Milliseconds to three places. For the finite, non-negative figures here this is
     `round(value, 3)` (to within the last bit of a half), at a third of its cost: `round`
@@ -269,7 +254,7 @@ def sample_of(ex: Exchange) -> Sample:
         ttft_bucket=bucket_of(ex.ttft_ms) if ex.ttft_ms is not None else None,
         tokens_in=ex.tokens_in,
         tokens_out=ex.tokens_out,
-        decode_s=decode_seconds(ex),
+        decode_s=ex.decode_s,
     )
 
 

@@ -230,19 +230,19 @@ class ProxyApp:
     ) -> None:
         """As `_relay`, with every chunk shown to the taps; each tap's `end` runs exactly once."""
         tap = taps[0] if len(taps) == 1 else _Taps(taps)  # usually one: usage accounting
-        ended = False
         try:
             async for chunk in resp.chunks():
                 chunk = tap.feed(chunk)
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            ended = True
-            await send({"type": "http.response.body", "body": tap.end()})
         except GatewayError as exc:
+            tap.end()
             await self._broken(ex, exc, send)
-        finally:
-            if not ended:
-                tap.end()
+            return
+        except BaseException:  # cancelled: the client left, or an operator cancelled it
+            tap.end()
+            raise
+        await send({"type": "http.response.body", "body": tap.end()})
 
     async def _cancelled(self, ex: Exchange, send: Send) -> None:
         """An operator cancelled the request (`DELETE /debug/requests/ID`); the upstream

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmgate.exchange import Exchange
-from lmgate.observe.answers import FrameSplitter
+from lmgate.observe.answers import FrameSplitter, says_output
 from lmgate.observe.usage_tap import UsageHook, UsageTap
 from lmgate.proxy.hooks import ProxyRequest
 
@@ -243,3 +243,12 @@ def test_the_first_token_is_the_first_frame_that_generates_something() -> None:
         assert ex.ttft_ms is None and ex.tokens_streamed == 0
         tap.feed(first_token)
         assert ex.ttft_ms is not None and ex.tokens_streamed == 1
+
+
+def test_output_is_told_from_the_bytes_past_empty_fields() -> None:
+    role_only = data({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    completion = data({"choices": [{"index": 0, "text": "a"}]})
+    assert not says_output(role_only) and not says_output(role_only * 3)
+    assert says_output(role_only + chunk("hi")) and says_output(role_only * 2 + chunk("hi"))
+    assert says_output(role_only + completion)  # another field, after an empty one
+    assert not says_output(role_only + chunk(None, "stop"))

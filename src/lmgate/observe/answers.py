@@ -213,8 +213,11 @@ def says_output(data: bytes) -> bool:
     (False proves nothing: the caller parses then.)"""
     for key in _PRODUCED:
         at = data.find(key)
-        if at >= 0 and data[at + len(key) : at + len(key) + 1] != b'"':
-            return True
+        while at >= 0:  # a stream's first frame often says `"content":""`; the next, a token
+            at += len(key)
+            if data[at : at + 1] != b'"':
+                return True
+            at = data.find(key, at)
     return data.find(b'"tool_calls":[{') >= 0
 
 

@@ -16,8 +16,9 @@ measures each instance of each variant once, and figures are pooled over the ins
 their min-max beside. "off (control)" is a second "off" measured the same way: its "cost"
 is the noise floor, the difference noise alone makes; a cost inside it is no measured cost.
 
-    python -m bench.observability            # about 2.5 minutes
-    python -m bench.observability --quick    # a smoke run, one instance each
+    python -m bench.observability                 # about 2.5 minutes
+    python -m bench.observability --quick         # a smoke run, one instance each
+    python -m bench.observability --instructions  # counted by callgrind (bench/instructions.py)
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def _prioritise(pid: int, nice: int) -> bool:
 
 def _listeners(
     kids: Children, name: str, url: str, key: str, args: argparse.Namespace,
-    cpus: frozenset[int] | None,
+    cpus: frozenset[int] | None, timeout: float = 30.0,
 ) -> tuple[Child, bool]:  # fmt: skip
     """The subscribers of one gateway, and whether they got the priority asked for.
 
@@ -128,7 +129,7 @@ def _listeners(
         name, [*argv, str(args.subscribers)], env=_env(), cpus=cpus, pipe_stdout=True
     )
     prioritised = args.listener_nice == 0 or _prioritise(child.pid, args.listener_nice)
-    said = child.read_line(30)
+    said = child.read_line(timeout)
     if said != "ready":
         raise RuntimeError(f"the subscribers did not connect ({said}):\n{child.log_tail()}")
     return child, prioritised
@@ -331,6 +332,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="pause between stream chunks (0: a whole stream at once, the worst case per token)",
     )
     p.add_argument("--warmup", type=float, help="seconds of unmeasured load per gateway")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under callgrind instead (needs valgrind)",
+    )
+    p.add_argument("--requests", type=int, default=2000, help="per scenario, --instructions")
+    p.add_argument("--warmup-requests", type=int, default=200, help="for --instructions")
     p.add_argument("--json", dest="json_path", type=Path)
     p.add_argument("--no-pin", dest="pin", action="store_false")
     args = p.parse_args(argv)
@@ -396,13 +404,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
-        doc = run(args)
+        if args.instructions:
+            from bench import instructions  # it builds on this module
+
+            doc = instructions.run(args)
+            print(instructions.table(doc))
+        else:
+            doc = run(args)
+            print(table(doc))
     except (RuntimeError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    print(table(doc))
     stamp = doc["started"].replace("-", "").replace(":", "")
-    out = args.json_path or REPO / "bench" / "results" / f"observability-{stamp}.json"
+    kind = "-instructions" if args.instructions else ""
+    out = args.json_path or REPO / "bench" / "results" / f"observability{kind}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(f"results written to {out}")

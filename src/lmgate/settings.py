@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     debug_queue_size: int = Field(
         1000, ge=1, description="Events queued per /debug/stream subscriber before it loses some."
     )
+    debug_stream_batch_ms: float = Field(
+        50.0,
+        ge=0,
+        le=60_000,
+        description="How long /debug/stream gathers events into one write (0: each at once).",
+    )
     debug_completed_requests: int = Field(
         100, ge=0, description="Finished requests listed by /debug/requests."
     )

@@ -135,3 +135,20 @@ def test_since_gives_the_events_after_a_cursor_oldest_first() -> None:
     batch, skipped = bus.since(40, limit=5)  # at most the 5 newest
     assert [e.id for e in batch] == [76, 77, 78, 79, 80] and skipped == 35
     assert bus.since(80, limit=50) == ([], 0)
+
+
+async def test_lingering_subscribers_wake_on_one_tick_and_take_the_same_batch() -> None:
+    bus = EventBus()
+    first, second = bus.subscribe(), bus.subscribe()
+    loop = asyncio.get_running_loop()
+    linger = 0.5
+    await asyncio.sleep(linger - loop.time() % linger + 0.05)  # just past a tick
+    takes = [asyncio.create_task(sub.take(linger)) for sub in (first, second)]
+    bus.publish("one")
+    await asyncio.sleep(0.05)
+    assert not any(take.done() for take in takes)  # the burst is gathered, not sent
+    bus.publish("two")
+    (a, lost_a), (b, lost_b) = await asyncio.gather(*takes)
+    assert _types(a) == _types(b) == ["one", "two"] and lost_a == lost_b == 0
+    assert loop.time() % linger < 0.2  # woken on the tick, not when the events came
+    assert bus.encode(a) is bus.encode(b)

@@ -82,15 +82,12 @@ def test_type_filter_and_resume(gateway: ServerProcess, user: httpx.Client) -> N
         resumed.close()
 
 
-def test_keep_alive_comments(tmp_root: Path, emulator: ServerProcess) -> None:
-    gw = start_gateway(
-        tmp_root,
-        emulator.url,
-        env={"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_KEEPALIVE_SECONDS": "0.3"},
-    )
+def test_keep_alive_comments_and_the_batch_setting(tmp_root: Path, emulator: ServerProcess) -> None:
+    env = {"LMGATE_KEEPALIVE_SECONDS": "0.3", "LMGATE_DEBUG_STREAM_BATCH_MS": "0"}
+    gw = start_gateway(tmp_root, emulator.url, env={"LMGATE_ADMIN_KEY": ADMIN_KEY, **env})
     reader = EventReader(gw.url)
     try:
-        reader.next("connected")
+        assert reader.next("connected")["batchMs"] == 0  # each event written as it comes
         assert reader.comments.get(timeout=5) == ": keep-alive"
     finally:
         reader.close()

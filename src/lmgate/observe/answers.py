@@ -164,7 +164,7 @@ def _body_text(kind: str, obj: dict[str, Any]) -> list[Any]:
 def read_frame(kind: str, event: str | None, data: bytes, reading: Reading, lazy: bool) -> Frame:
     """One stream frame. `lazy`: only usage and errors still matter, skip parsing the rest."""
     if event is None or event == "message":
-        return _openai_frame(data, reading, lazy)
+        return read_openai_frame(data, reading, lazy)
     output = event.endswith(".delta") or event == "content_block_delta"
     if output and lazy:
         return Frame.OUTPUT
@@ -221,7 +221,8 @@ def says_output(data: bytes) -> bool:
     return data.find(b'"tool_calls":[{') >= 0
 
 
-def _openai_frame(data: bytes, reading: Reading, lazy: bool) -> Frame:
+def read_openai_frame(data: bytes, reading: Reading, lazy: bool) -> Frame:
+    """One OpenAI stream frame's `data:` payload (see `read_frame`)."""
     if data == b"[DONE]":
         return Frame.OTHER
     if data.find(b'"usage"') < 0 and data.find(b'"error"') < 0:
@@ -237,8 +238,9 @@ def _openai_frame(data: bytes, reading: Reading, lazy: bool) -> Frame:
         reading.failed(obj["error"])
         return Frame.OTHER
     choices = obj.get("choices")
-    if obj.get("usage"):
-        reading.usage(obj["usage"], "prompt_tokens", "completion_tokens")
+    usage = obj.get("usage")
+    if usage:
+        reading.usage(usage, "prompt_tokens", "completion_tokens")
         if choices == []:
             return Frame.USAGE_ONLY
     first = choices[0] if isinstance(choices, list) and choices else None

@@ -2,8 +2,9 @@
 
 Query: `types=a,b,model_*` (names or prefix globs), `model=KEY`. A reconnecting client sends
 `Last-Event-ID` (EventSource does so by itself; `lastEventId=` in the query works too).
-Events are sent in batches (whatever came within `LINGER_SECONDS` of the first goes out as
-one write) and every frame is encoded once for all subscribers, so many open dashboards cost
+Events are sent in batches (whatever came within `LMGATE_DEBUG_STREAM_BATCH_MS` of the
+first goes out as one write; 50 ms, which a human watching does not notice and the proxy's
+core does) and every frame is encoded once for all subscribers, so many open dashboards cost
 the proxy little. A client that fell behind gets an `events_lost` event with the number it
 missed.
 """
@@ -19,7 +20,6 @@ from lmgate.gateway import gateway_of
 from lmgate.observe.events import sse_frame
 
 router = APIRouter(tags=["monitoring"])
-LINGER_SECONDS = 0.05  # a human watching does not notice; the proxy's core does
 
 
 def _resume_id(request: Request, query_value: str | None) -> int | None:
@@ -43,6 +43,7 @@ async def debug_stream(
     bus = gw.bus
     wanted = [t for t in types.split(",") if t.strip()] if types else None
     sub = bus.subscribe(types=wanted, model=model, after_id=_resume_id(request, lastEventId))
+    linger = gw.settings.debug_stream_batch_ms / 1000.0
 
     async def frames() -> AsyncIterator[bytes]:
         try:
@@ -50,10 +51,11 @@ async def debug_stream(
                 "type": "connected",
                 "activeModel": gw.state.state.active_model,
                 "lastEventId": bus.last_id,
+                "batchMs": gw.settings.debug_stream_batch_ms,
             }
             yield sse_frame("connected", hello)
             while True:
-                batch, lost = await sub.take(LINGER_SECONDS)
+                batch, lost = await sub.take(linger)
                 frames = bus.encode(batch)
                 yield _lost(lost) + frames if lost else frames
         finally:

@@ -22,6 +22,7 @@ from lmgate.observe.answers import (
     Reading,
     parse_frame,
     read_frame,
+    read_openai_frame,
     says_output,
 )
 
@@ -156,16 +157,13 @@ class StreamScanner(Reading):
         return chunk
 
     def _first_token_in(self, data: bytes) -> None:
-        """Before the first token: whole frames that carry one make now the first token's
-        time (the whole chunk arrived now), unless output text is collected frame by frame."""
-        if not self.lazy and not self.text_limit and self._has_token(data):
+        """Before the first token: whole frames that carry one (told from the bytes) make now
+        the first token's time (the whole chunk arrived now), unless output text is collected
+        frame by frame."""
+        if self.lazy or self.text_limit:
+            return
+        if data.find(b"delta\ndata:") >= 0 if self.named else says_output(data):
             self._first_token()
-
-    def _has_token(self, data: bytes) -> bool:
-        """Whether whole frames in `data` carry a generated token, told from the bytes."""
-        if self.named:
-            return data.find(b"delta\ndata:") >= 0
-        return says_output(data)
 
     def _marker(self, data: bytes, pos: int) -> int:
         """Where the next word worth a parse starts, or -1."""
@@ -178,10 +176,13 @@ class StreamScanner(Reading):
         return hit
 
     def _frame(self, frame: bytes) -> Frame:
-        event, payload = parse_frame(frame)
-        if payload is None:
-            return Frame.OTHER
-        kind = read_frame(self.kind, event, payload, self, self.lazy)
+        if not self.named and frame.startswith(b"data: ") and frame.find(b"\n") == len(frame) - 2:
+            kind = read_openai_frame(frame[6:-2], self, self.lazy)  # one line: the usual shape
+        else:
+            event, payload = parse_frame(frame)
+            if payload is None:
+                return Frame.OTHER
+            kind = read_frame(self.kind, event, payload, self, self.lazy)
         if kind is Frame.OUTPUT:
             self.ex.tokens_streamed += 1
             if self.ex.ttft_ms is None:

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ):
         port = free_port()
         argv = [sys.executable, "-m", "bench.usage_upstream", "--port", str(port)]
-        argv += ["--chunks", str(args.chunks), "--chunk-delay-ms", "0"]
+        argv += ["--chunks", str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)]
         upstream = kids.start("upstream", argv, env=_env())
         direct = f"http://127.0.0.1:{port}"
         wait_http(upstream, direct + "/v1/models")
@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests": args.requests,
             "warmup_requests": args.warmup_requests,
             "chunks": args.chunks,
+            "chunk_delay_ms": args.chunk_delay_ms,
             "subscribers": args.subscribers,
             "slowdown": SLOWDOWN,
             "batch_ms": BATCH_MS,
@@ -191,11 +192,14 @@ def table(doc: dict[str, Any]) -> str:
     head = "".join(f"{n:>16}{'cost' if i else '':>9}" for i, n in enumerate(names))
     rows = [f"{'instructions per request':26}{head}".rstrip()]
     for scenario in SCENARIOS:
+        label = scenario
+        if scenario == "stream" and opts["chunk_delay_ms"]:
+            label = f"stream, {opts['chunk_delay_ms']:g} ms apart"
         cells = ""
         for name in names:
             cost = f"{costs[name][scenario]}%" if name in costs else ""
             cells += f"{counted[name][scenario] / 1000:>15.1f}k{cost:>9}"
-        rows.append(f"{scenario:26}{cells}")
+        rows.append(f"{label:26}{cells}")
     seen = doc["subscribers"]
     rows.append(
         f"callgrind, {opts['requests']} requests per scenario after {opts['warmup_requests']} "

@@ -54,14 +54,17 @@ class StreamScanner(Reading):
 
     def feed(self, chunk: bytes) -> bytes:
         """What to send on: `chunk` itself unless a frame was removed or is held back."""
-        if (  # the usual chunk: whole frames of tokens and nothing else
+        # The usual chunk, whole frames of tokens and nothing else, comes once per token. Its
+        # checks are written for speed: `partition` takes one argument, and a method that
+        # parses none costs a third less than `find`; a slice compares cheaper than `endswith`.
+        if (
             self.lazy
             and not self.tail
-            and chunk.endswith(b"\n\n")
-            and chunk.find(b"usage") < 0
-            and chunk.find(b"error") < 0
+            and chunk[-2:] == b"\n\n"
+            and not chunk.partition(b"usage")[1]
+            and not chunk.partition(b"error")[1]
             and self.crlf is None
-            and (not self.named or chunk.find(b"stats") < 0)
+            and (not self.named or not chunk.partition(b"stats")[1])
         ):
             self.ex.tokens_streamed += chunk.count(self.token)
             return chunk

@@ -165,7 +165,7 @@ class StreamScanner(Reading):
         frame by frame."""
         if self.lazy or self.text_limit:
             return
-        if data.find(b"delta\ndata:") >= 0 if self.named else says_output(data):
+        if (data.find(b"delta\ndata:") >= 0) if self.named else says_output(data):
             self._first_token()
 
     def _marker(self, data: bytes, pos: int) -> int:

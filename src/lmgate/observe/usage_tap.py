@@ -109,7 +109,7 @@ class UsageTap(Reading):
             self.feed = body.feed
             return headers
         scanner = self.scanner = StreamScanner(self.ex, self.kind, strip=self.strip)
-        if self.text_limit:
+        if self.sink is not None:
             scanner.collect_text(self.text_limit)
         self.feed = scanner.feed
         if self.strip and b"content-length" in named:  # the length changes without the usage

@@ -98,7 +98,8 @@ def test_the_extra_usage_chunk_never_reaches_a_client_that_did_not_ask(
     with client(observed, KEYS[5]) as user:
         got = user.post("/v1/chat/completions", json=body).text
     assert _frames(got) == _frames(want)  # byte for byte but for ids and timestamps
-    sent = upstream_requests(direct)[-1]["body"]
+    # the gateway's model sync may have called the emulator since
+    sent = [r for r in upstream_requests(direct) if r["path"] == "/v1/chat/completions"][-1]["body"]
     assert isinstance(sent, dict) and sent["stream_options"] == {"include_usage": True}
 
     oai = openai.OpenAI(base_url=observed.url + "/v1", api_key=KEYS[5], max_retries=0)

@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Samples, Target, call, open_session, request_body, stream
-from bench.observability import _NO_USAGE, MODEL, _admin, _env, _heard, _listeners
+from bench.observability import (
+    MODEL,
+    NO_USAGE,
+    admin_call,
+    child_env,
+    start_listeners,
+    start_upstream,
+    stop_listeners,
+)
 from bench.processes import Child, Children, free_port, wait_http
 
 SLOWDOWN = 50
@@ -76,7 +84,7 @@ def _gateway(kids: Children, work: Path, name: str, upstream: str, keys: tuple[s
     argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     argv += [sys.executable, "-m", "lmgate", "serve", "--port", str(port), "--upstream", upstream]
     argv += ["--data-dir", str(home / "data")]
-    env = _env(
+    env = child_env(
         LMGATE_ADMIN_KEY=keys[0],
         LMGATE_API_KEYS=keys[1],
         LMGATE_DEBUG_STREAM_BATCH_MS=str(BATCH_MS),
@@ -85,7 +93,7 @@ def _gateway(kids: Children, work: Path, name: str, upstream: str, keys: tuple[s
     )
     child = kids.start(name, argv, env=env, cwd=home)
     wait_http(child, url + "/health", timeout=600)
-    _admin(url + "/admin/models/activate", keys[0], MODEL)
+    admin_call(url + "/admin/models/activate", keys[0], MODEL)
     return url, child, out
 
 
@@ -131,25 +139,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if gone:
         raise RuntimeError(f"--instructions needs {' and '.join(gone)} (Debian: valgrind)")
     keys = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
-    settings = {"off": _NO_USAGE, "usage only": {}, "usage + stream": {}}
+    settings = {"off": NO_USAGE, "usage only": {}, "usage + stream": {}}
     settle = BATCH_MS / 1000.0 + 5.0  # after the last request: a batch tick, for its events
     with (
         tempfile.TemporaryDirectory(prefix="lmgate-obs-instr-") as tmp,
         Children(Path(tmp)) as kids,
     ):
-        port = free_port()
-        argv = [sys.executable, "-m", "bench.usage_upstream", "--port", str(port)]
-        argv += ["--chunks", str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)]
-        upstream = kids.start("upstream", argv, env=_env())
-        direct = f"http://127.0.0.1:{port}"
-        wait_http(upstream, direct + "/v1/models")
+        direct = start_upstream(kids, args, None)
         names = list(settings)
         gateways = {
             name: _gateway(kids, Path(tmp), f"gw-{i + 1}", direct, keys, settings[name])
             for i, name in enumerate(names)
         }
         url, _, _ = gateways["usage + stream"]
-        listeners, _ = _listeners(kids, "listeners", url, keys[0], args, None, timeout=600)
+        listeners, _ = start_listeners(kids, "listeners", url, keys[0], args, None, timeout=600)
         started = time.monotonic()
 
         async def every() -> list[dict[str, float]]:
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
 
         counted = dict(zip(names, asyncio.run(every()), strict=True))
-        seen = _heard(listeners)
+        seen = stop_listeners(listeners)
     return {
         "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "kind": "instructions",

@@ -46,8 +46,8 @@ from bench.processes import Child, Children, free_port, plan_cpus, wait_http
 REPO = Path(__file__).resolve().parent.parent
 OFF, USAGE, ON, CONTROL = "off", "usage only", "usage + stream", "off (control)"
 NAMES = (OFF, USAGE, ON, CONTROL)  # each round's order: the control as far from "off" as any
-_NO_USAGE = {"LMGATE_USAGE_ACCOUNTING": "false", "LMGATE_LMSTUDIO_LOG_DIR": "off"}
-SETTINGS: dict[str, dict[str, str]] = {OFF: _NO_USAGE, USAGE: {}, ON: {}, CONTROL: _NO_USAGE}
+NO_USAGE = {"LMGATE_USAGE_ACCOUNTING": "false", "LMGATE_LMSTUDIO_LOG_DIR": "off"}
+SETTINGS: dict[str, dict[str, str]] = {OFF: NO_USAGE, USAGE: {}, ON: {}, CONTROL: NO_USAGE}
 METRICS = ("requests_per_s", "streams_per_s", "events_per_s")
 CPU_METRICS = ("cpu_us_per_request", "cpu_us_per_stream")
 MODEL = {"modelKey": "qwen/qwen3-4b", "defaultInference": {"temperature": 0.2}}
@@ -68,13 +68,13 @@ def _label(slot: Slot) -> str:
     return re.sub(r"\W+", "-", slot[0]).strip("-") + f"-{slot[1] + 1}"
 
 
-def _env(**extra: str) -> dict[str, str]:
+def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return {**env, **extra}
 
 
-def _admin(url: str, key: str, body: dict[str, Any] | None = None) -> Any:
+def admin_call(url: str, key: str, body: dict[str, Any] | None = None) -> Any:
     request = urllib.request.Request(
         url,
         data=orjson.dumps(body) if body is not None else None,
@@ -93,11 +93,22 @@ def _gateway(kids: Children, tmp: Path, name: str, upstream: str, keys: tuple[st
     work.mkdir()
     argv = [sys.executable, "-m", "lmgate", "serve", "--port", str(port), "--upstream", upstream]
     argv += ["--data-dir", str(work / "data")]
-    env = _env(LMGATE_ADMIN_KEY=keys[0], LMGATE_API_KEYS=keys[1], **settings)
+    env = child_env(LMGATE_ADMIN_KEY=keys[0], LMGATE_API_KEYS=keys[1], **settings)
     child = kids.start(name, argv, env=env, cwd=work, cpus=cpus)
     wait_http(child, url + "/health")
-    _admin(url + "/admin/models/activate", keys[0], MODEL)
+    admin_call(url + "/admin/models/activate", keys[0], MODEL)
     return url, child.pid
+
+
+def start_upstream(kids: Children, args: argparse.Namespace, cpus: frozenset[int] | None) -> str:
+    """The fake upstream (with its usage chunk) every variant talks to; its URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.usage_upstream", "--port", str(port)]
+    argv += ["--chunks", str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)]
+    upstream = kids.start("upstream", argv, env=child_env(), cpus=cpus)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(upstream, url + "/v1/models")
+    return url
 
 
 def cpu_seconds(pid: int) -> float:
@@ -115,7 +126,7 @@ def _prioritise(pid: int, nice: int) -> bool:
     return True
 
 
-def _listeners(
+def start_listeners(
     kids: Children, name: str, url: str, key: str, args: argparse.Namespace,
     cpus: frozenset[int] | None, timeout: float = 30.0,
 ) -> tuple[Child, bool]:  # fmt: skip
@@ -126,7 +137,7 @@ def _listeners(
     a higher priority on the shared core (`--listener-nice`) is the nearest this machine has."""
     argv = [sys.executable, "-m", "bench.listeners", url + "/debug/stream", key]
     child = kids.start(
-        name, [*argv, str(args.subscribers)], env=_env(), cpus=cpus, pipe_stdout=True
+        name, [*argv, str(args.subscribers)], env=child_env(), cpus=cpus, pipe_stdout=True
     )
     prioritised = args.listener_nice == 0 or _prioritise(child.pid, args.listener_nice)
     said = child.read_line(timeout)
@@ -135,7 +146,7 @@ def _listeners(
     return child, prioritised
 
 
-def _heard(listeners: Child) -> dict[str, int]:
+def stop_listeners(listeners: Child) -> dict[str, int]:
     """Stop a `bench.listeners` process and read what its subscribers saw."""
     listeners.stop()
     assert listeners.proc.stdout is not None
@@ -315,7 +326,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--listener-nice",
         type=int,
         default=-10,
-        help="the subscribers' nice value (0: the load generator's; see `_listeners`)",
+        help="the subscribers' nice value (0: the load generator's; see `start_listeners`)",
     )
     p.add_argument(
         "--duration", type=float, help="measured seconds per scenario and variant (all instances)"
@@ -358,12 +369,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="lmgate-obs-bench-") as tmp,
         Children(Path(tmp)) as kids,
     ):
-        port = free_port()
-        argv = [sys.executable, "-m", "bench.usage_upstream", "--port", str(port)]
-        argv += ["--chunks", str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)]
-        upstream = kids.start("upstream", argv, env=_env(), cpus=cpus["upstream"])
-        direct = f"http://127.0.0.1:{port}"
-        wait_http(upstream, direct + "/v1/models")
+        direct = start_upstream(kids, args, cpus["upstream"])
         started = {
             slot: _gateway(
                 kids, Path(tmp), _label(slot), direct, keys, cpus["lmgate"], **SETTINGS[slot[0]]
@@ -374,7 +380,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pids = {slot: pid for slot, (_, pid) in started.items()}
         subscribed = [(ON, i) for i in range(args.instances)]
         started_listeners = [
-            _listeners(kids, f"listeners-{i + 1}", urls[ON, i], keys[0], args, cpus["upstream"])
+            start_listeners(
+                kids, f"listeners-{i + 1}", urls[ON, i], keys[0], args, cpus["upstream"]
+            )
             for _, i in subscribed
         ]
         listeners = [child for child, _ in started_listeners]
@@ -382,8 +390,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if cpus["load"]:
             os.sched_setaffinity(0, cpus["load"])
         raw = aio.run(_drive(args, urls, pids, keys[1]))
-        usage = [_admin(urls[slot] + "/admin/usage", keys[0]) for slot in subscribed]
-        seen = [_heard(child) for child in listeners]
+        usage = [admin_call(urls[slot] + "/admin/usage", keys[0]) for slot in subscribed]
+        seen = [stop_listeners(child) for child in listeners]
     result = figures(raw, args.instances)
     heard: Counter[str] = Counter()
     for i, each in enumerate(result[ON]["instances"]):

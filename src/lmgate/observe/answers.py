@@ -93,7 +93,7 @@ class Reading:
     tokens_out: int | None = None
     error: str | None = None
     text_limit = 0  # collect up to this many characters of output (0: none)
-    text: list[str]
+    text: list[str]  # made by `collect_text`, only when output text is wanted
     text_chars = 0
 
     def collect_text(self, limit: int) -> None:

@@ -73,8 +73,10 @@ def _dumped(out: Path, known: set[Path]) -> int:
     raise RuntimeError(f"no instruction total in {path}")
 
 
-def _gateway(kids: Children, work: Path, name: str, upstream: str, keys: tuple[str, str],
-             settings: dict[str, str]) -> tuple[str, Child, Path]:  # fmt: skip
+def gateway_under_callgrind(
+    kids: Children, work: Path, name: str, upstream: str, keys: tuple[str, str],
+    settings: dict[str, str],
+) -> tuple[str, Child, Path]:  # fmt: skip
     """One gateway under callgrind, not counting until told to."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -117,8 +119,9 @@ async def _requests(url: str, key: str, scenario: str, n: int, max_tokens: int) 
         raise RuntimeError(f"{samples.errors} of {n} {scenario} requests to {url} failed")
 
 
-async def _count(url: str, child: Child, out: Path, key: str, args: argparse.Namespace,
-                 settle: float) -> dict[str, float]:  # fmt: skip
+async def count_per_request(
+    url: str, child: Child, out: Path, key: str, args: argparse.Namespace, settle: float
+) -> dict[str, float]:
     """Instructions per request of each scenario, for one gateway."""
     await asyncio.to_thread(_control, "-i", "on", str(child.pid))
     for scenario in SCENARIOS:  # warm-up: pools, caches, every code path once
@@ -148,7 +151,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         direct = start_upstream(kids, args, None)
         names = list(settings)
         gateways = {
-            name: _gateway(kids, Path(tmp), f"gw-{i + 1}", direct, keys, settings[name])
+            name: gateway_under_callgrind(
+                kids, Path(tmp), f"gw-{i + 1}", direct, keys, settings[name]
+            )
             for i, name in enumerate(names)
         }
         url, _, _ = gateways["usage + stream"]
@@ -157,7 +162,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async def every() -> list[dict[str, float]]:
             return await asyncio.gather(
-                *(_count(u, c, o, keys[1], args, settle) for u, c, o in gateways.values())
+                *(
+                    count_per_request(u, c, o, keys[1], args, settle)
+                    for u, c, o in gateways.values()
+                )
             )
 
         counted = dict(zip(names, asyncio.run(every()), strict=True))

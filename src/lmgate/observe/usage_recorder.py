@@ -54,6 +54,7 @@ class UsageRecorder:
         self.dropped = 0
         self.failures = 0
         self.last_error: tuple[float, str] | None = None  # when, and what the disk said
+        self.writing = 0  # requests taken out of `pending` by the write under way
         self._lock = asyncio.Lock()
 
     def on_start(self, ex: Exchange) -> None:
@@ -106,6 +107,7 @@ class UsageRecorder:
             rows, requests = self._take()
             if not rows:
                 return
+            self.writing = requests
             try:
                 await self.db.atransaction(upserts(rows.values()))
             except sqlite3.Error as exc:
@@ -114,6 +116,8 @@ class UsageRecorder:
                 log.error("usage_write_failed", error=str(exc), rows=len(rows))
                 self._put_back(rows.values(), requests)
                 return
+            finally:
+                self.writing = 0
             self.written += requests
 
     async def run(self) -> None:
@@ -136,7 +140,7 @@ class UsageRecorder:
         """What is not written yet, what was lost, and why (for `/admin/usage`)."""
         when, error = self.last_error or (None, None)
         return {
-            "pendingRows": self.pending_requests,
+            "pendingRows": self.pending_requests + self.writing,
             "droppedRows": self.dropped,
             "writeFailures": self.failures,
             "lastWriteError": None if error is None else {"message": error, "at": when},

@@ -65,7 +65,7 @@ def open_failure(path: Path, exc: sqlite3.Error, doing: str = "") -> StateError:
     if code in _SPACE:
         return StateError(
             f"cannot use the state database {path} ({what}): free some space in {path.parent} "
-            "(or repair the disk) and start again"
+            "(or repair the disk) and try again"
         )
     if code in _ACCESS:
         return StateError(

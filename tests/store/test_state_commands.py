@@ -51,11 +51,20 @@ def _corrupt_page(db: Path) -> None:
         file.write(b"\x5a" * 4096)
 
 
+def _blocked_migration(db: Path) -> None:
+    """An old database (schema 3) on which the next migration cannot run."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA user_version=3")
+    conn.execute("CREATE TABLE api_keys_new (x)")  # the name migration 4 builds its table in
+    conn.close()
+
+
 DAMAGES: dict[str, Callable[[Path], None]] = {
     "zero-bytes": lambda db: db.write_bytes(b""),
     "deleted": lambda db: db.unlink(),
     "garbage": lambda db: db.write_bytes(b"not a database at all\n" * 500),
     "torn-page": _corrupt_page,
+    "failed-migration": _blocked_migration,
 }
 
 

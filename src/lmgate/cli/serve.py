@@ -43,6 +43,19 @@ def check_state(settings: Settings) -> list[str]:
         raise typer.Exit(2) from exc
 
 
+def open_state(settings: Settings) -> None:
+    """Bring the database up to date once, here: before any worker starts, and a failed
+    migration ends in one message like the checks above."""
+    from lmgate.store.db import Database
+    from lmgate.store.integrity import StateError
+
+    try:
+        Database(settings.data_dir).close()
+    except StateError as exc:
+        typer.echo(f"lmgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def check_exposure(settings: Settings) -> str | None:
     """Secure by default: no open gateway on a network without keys, unless asked for."""
     if is_loopback_host(settings.host) or settings.insecure_no_auth or keys_required(settings):
@@ -114,6 +127,7 @@ def serve(
     if problem:
         typer.echo(f"lmgate: {problem}", err=True)
         raise typer.Exit(2)
+    open_state(settings)
     configure_logging(
         settings.log_level,
         file=settings.log_file,

@@ -90,6 +90,7 @@ def reset(
         f"Created a fresh state database: {data / DB_NAME}.\n"
         "Managed keys are gone, as are the active model, model profiles and usage history; "
         "keys set in LMGATE_ADMIN_KEY / LMGATE_API_KEYS still work.\n"
-        f"Create new keys with: lmgate keys create --name NAME --data-dir {quoted}\n"
-        f"To undo, stop lmgate and rename the moved files back to {DB_NAME}[-wal|-shm]."
+        f"Create new keys with: lmgate keys create --name NAME --data-dir {quoted}"
     )
+    if moved:
+        typer.echo(f"To undo, stop lmgate and rename the moved files back to {DB_NAME}[-wal|-shm].")

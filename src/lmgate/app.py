@@ -13,9 +13,11 @@ The proxy never passes through FastAPI: no validation models or routing tables o
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -34,7 +36,10 @@ from lmgate.observe.routes import router as monitoring_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
 from lmgate.service_routes import router as service_router
 from lmgate.settings import Settings
+from lmgate.store.db import storage_error
 from lmgate.workers.slot import Worker
+
+log = structlog.get_logger("lmgate.app")
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -82,6 +87,12 @@ def _control_plane(gw: Gateway) -> FastAPI:
             return _error_response(BadRequest(f"request body is not valid JSON: {msg}"))
         text = f"{where}: {msg}" if where else msg
         return _error_response(BadRequest(text, code="invalid_value", param=where or None))
+
+    @app.exception_handler(sqlite3.Error)
+    async def storage_failed(request: Request, exc: sqlite3.Error) -> Response:
+        error = storage_error(exc, gw.db.path)  # a full disk is 507, not a plain-text 500
+        log.error("storage_failed", path=request.url.path, status=error.status, error=str(exc))
+        return _error_response(error)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

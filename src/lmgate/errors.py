@@ -115,6 +115,22 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class InsufficientStorage(GatewayError):
+    """The disk under the data dir is full (or failing): a change could not be saved."""
+
+    status = 507
+    type = "server_error"
+    code = "storage_full"
+
+
+class StorageUnavailable(GatewayError):
+    """The state database cannot be used right now (locked, unreadable)."""
+
+    status = 503
+    type = "server_error"
+    code = "storage_unavailable"
+
+
 async def send_error(send: Send, error: GatewayError) -> None:
     """Write `error` as a complete ASGI response."""
     body = error.body()

@@ -8,6 +8,9 @@ otherwise) or unix seconds, and apply at minute resolution. `groupBy` is any of 
 key. `unreported` counts answers that carried no usage. A stream that ended without one
 (cancelled, cut off) still counts its relayed output frames into `tokensOut`, and into
 `tokensOutEstimated`, which says how much of `tokensOut` lmgate counted itself.
+`pendingRows` counts finished requests whose usage is not written yet (while the disk is full
+they wait, up to a bound, and are written once it is not), `droppedRows` those lost past that
+bound, and `lastWriteError` says when and why a write last failed.
 """
 
 from __future__ import annotations
@@ -94,4 +97,5 @@ async def usage(
         },
         "groupBy": list(query.group_by),
         **found,
+        **(gw.obs.usage.backlog() if gw.obs.usage is not None else {}),  # unwritten, lost
     }

@@ -6,13 +6,18 @@ Settings model does the merging, so every setting has one name in every source.
 
 from __future__ import annotations
 
+import sqlite3
+
 import typer
 
 from lmgate.cli.doctor import doctor
 from lmgate.cli.keys import keys_app
 from lmgate.cli.models import models_app
+from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
 from lmgate.cli.tls import tls_app
+from lmgate.store.db import failed_path
+from lmgate.store.integrity import StateError, open_failure
 
 app = typer.Typer(
     help=(
@@ -38,7 +43,17 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tls_app, name="tls")
 app.command()(doctor)
+app.command()(reset)
 
 
 def main() -> None:
-    app()
+    """Lost, damaged or full storage ends in one line naming the file, never a traceback."""
+    try:
+        app()
+    except StateError as exc:
+        typer.echo(f"lmgate: {exc}", err=True)
+        raise SystemExit(2) from None
+    except sqlite3.Error as exc:
+        path = failed_path(exc)
+        typer.echo(f"lmgate: {open_failure(path, exc) if path else exc}", err=True)
+        raise SystemExit(1) from None

@@ -2,8 +2,9 @@
 
 It reads the same configuration `lmgate serve` would (flags, env, .env, config file), then
 checks: the configuration itself, exposure (listen address, auth, TLS, an upstream that can be
-walked around), the data dir's permissions (state and key hashes readable only by the owner),
-the TLS files, and whether the upstream answers and what it offers.
+walked around), the state (lost or damaged: what `serve` would refuse), the data dir's
+permissions (state and key hashes readable only by the owner), the TLS files, and whether the
+upstream answers and what it offers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lmgate.cli.serve import keys_required, load_settings
 from lmgate.guard.exposure import Finding, lan_addresses, listener_findings, upstream_findings
 from lmgate.settings import Settings, is_loopback_host
 from lmgate.store.db import DB_NAME
+from lmgate.store.integrity import StateError, verify
 from lmgate.store.keys import SECRET_FILE
 from lmgate.upstream.capabilities import detect
 from lmgate.upstream.client import UpstreamClient
@@ -49,6 +51,16 @@ def data_dir_findings(settings: Settings) -> list[Finding]:
             if path.exists():
                 found.append(_private(path, what))
     return found
+
+
+def state_findings(settings: Settings) -> list[Finding]:
+    try:
+        notes = verify(settings.data_dir)
+    except StateError as exc:
+        return [Finding("fail", "state", str(exc))]
+    path = settings.data_dir / DB_NAME
+    found = [Finding("ok", "state", f"{path} is sound")] if path.exists() else []
+    return found + [Finding("ok", "state", note) for note in notes]
 
 
 def tls_findings(settings: Settings) -> list[Finding]:
@@ -89,13 +101,18 @@ async def upstream_health(settings: Settings) -> list[Finding]:
 
 
 def run_checks(settings: Settings) -> list[Finding]:
-    required = keys_required(settings)
+    state = state_findings(settings)
+    broken = any(f.level == "fail" for f in state)  # then its keys are unknown: assume some
+    required = broken or keys_required(settings)
     found = [Finding("ok", "config", "the configuration is valid")]
-    if required:
+    if broken:
+        pass  # the state finding says why serve would refuse to start
+    elif required:
         found.append(Finding("ok", "auth", "keys are required"))
     elif is_loopback_host(settings.host):
         found.append(Finding("ok", "auth", "no keys exist: auth is off, on loopback only"))
     found += listener_findings(settings, keys_required=required, addresses=lan_addresses())
+    found += state
     found += data_dir_findings(settings)
     found += tls_findings(settings)
 

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lmgate.cli.serve import load_settings
+from lmgate.cli.serve import check_state, load_settings
 from lmgate.store.db import Database
 from lmgate.store.keys import KeyProblem, KeyRow, KeyStore, NewKey, load_secret, parse_expiry
 
@@ -33,6 +33,7 @@ Config = Annotated[Path | None, typer.Option(help="TOML config file (LMGATE_CONF
 
 def _store(data_dir: Path | None, config: Path | None) -> KeyStore:
     settings = load_settings(data_dir=data_dir, config=config)
+    check_state(settings)  # never make keys in a fresh database over a lost one
     try:
         return KeyStore(Database(settings.data_dir), load_secret(settings.data_dir))
     except (OSError, KeyProblem) as exc:

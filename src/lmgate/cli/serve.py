@@ -31,6 +31,31 @@ def keys_required(settings: Settings) -> bool:
     return settings.auth_enabled or any_keys(settings.data_dir)
 
 
+def check_state(settings: Settings) -> list[str]:
+    """Lost or damaged state refuses to start (exit 2), before the exposure check could take a
+    database it cannot read for "no keys"; returns notes worth showing at start."""
+    from lmgate.store.integrity import StateError, verify
+
+    try:
+        return verify(settings.data_dir)
+    except StateError as exc:
+        typer.echo(f"lmgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def open_state(settings: Settings) -> None:
+    """Bring the database up to date once, here: before any worker starts, and a failed
+    migration ends in one message like the checks above."""
+    from lmgate.store.db import Database
+    from lmgate.store.integrity import StateError
+
+    try:
+        Database(settings.data_dir).close()
+    except StateError as exc:
+        typer.echo(f"lmgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def check_exposure(settings: Settings) -> str | None:
     """Secure by default: no open gateway on a network without keys, unless asked for."""
     if is_loopback_host(settings.host) or settings.insecure_no_auth or keys_required(settings):
@@ -82,6 +107,7 @@ def serve(
     from lmgate.guard.exposure import startup_warnings
     from lmgate.guard.protocol import guarded_protocol
     from lmgate.observe.requestlog import configure_logging
+    from lmgate.store.integrity import forget_reset
 
     settings = load_settings(
         host=host,
@@ -96,10 +122,12 @@ def serve(
         tls_key=tls_key,
         workers=workers,
     )
+    notes = check_state(settings)  # with --workers N too: checked once, here, before any start
     problem = check_exposure(settings)
     if problem:
         typer.echo(f"lmgate: {problem}", err=True)
         raise typer.Exit(2)
+    open_state(settings)
     configure_logging(
         settings.log_level,
         file=settings.log_file,
@@ -113,6 +141,10 @@ def serve(
         required = keys_required(settings)
         for warning in startup_warnings(settings, keys_required=required):
             typer.echo(f"lmgate: WARNING: {warning}", err=True)
+        for note in notes:
+            typer.echo(f"lmgate: NOTE: {note}", err=True)
+        if notes:
+            forget_reset(settings.data_dir)  # said once, at the first start after it
         auth = "on" if required else "off (loopback only)"
         scheme = "https" if settings.tls_cert else "http"
         many = f", {settings.workers} workers" if settings.workers > 1 else ""

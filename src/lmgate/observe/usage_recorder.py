@@ -53,6 +53,8 @@ class UsageRecorder:
         self.written = 0  # requests
         self.dropped = 0
         self.failures = 0
+        self.last_error: tuple[float, str] | None = None  # when, and what the disk said
+        self.writing = 0  # requests taken out of `pending` by the write under way
         self._lock = asyncio.Lock()
 
     def on_start(self, ex: Exchange) -> None:
@@ -105,13 +107,17 @@ class UsageRecorder:
             rows, requests = self._take()
             if not rows:
                 return
+            self.writing = requests
             try:
                 await self.db.atransaction(upserts(rows.values()))
             except sqlite3.Error as exc:
                 self.failures += 1
+                self.last_error = (self.clock(), str(exc))
                 log.error("usage_write_failed", error=str(exc), rows=len(rows))
                 self._put_back(rows.values(), requests)
                 return
+            finally:
+                self.writing = 0
             self.written += requests
 
     async def run(self) -> None:
@@ -123,5 +129,19 @@ class UsageRecorder:
         finally:
             rows, requests = self._take()
             if rows:
-                self.db.transaction(upserts(rows.values()))
-                self.written += requests
+                try:
+                    self.db.transaction(upserts(rows.values()))
+                    self.written += requests
+                except sqlite3.Error as exc:  # a full disk must not make shutdown crash
+                    self.dropped += requests
+                    log.error("usage_lost_at_shutdown", error=str(exc), requests=requests)
+
+    def backlog(self) -> dict[str, Any]:
+        """What is not written yet, what was lost, and why (for `/admin/usage`)."""
+        when, error = self.last_error or (None, None)
+        return {
+            "pendingRows": self.pending_requests + self.writing,
+            "droppedRows": self.dropped,
+            "writeFailures": self.failures,
+            "lastWriteError": None if error is None else {"message": error, "at": when},
+        }

@@ -23,9 +23,10 @@ from typing import Any
 import orjson
 
 from lmgate.store.db import DB_NAME, Database
+from lmgate.store.integrity import SECRET_FILE as SECRET_FILE
+from lmgate.store.integrity import remember_keys
 
 KEY_PREFIX = "lmg_"
-SECRET_FILE = "keys.secret"
 SCOPES = ("inference", "metrics", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _COLUMNS = (
@@ -216,6 +217,7 @@ class KeyStore:
             )
         except sqlite3.IntegrityError as exc:
             raise NameTaken(f"an active key named '{spec.name}' already exists") from exc
+        remember_keys(self.db.path.parent)  # evidence that outlives a lost database
         return self.get(key_id), key
 
     def get(self, key_id: str) -> KeyRow:

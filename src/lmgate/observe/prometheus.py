@@ -2,8 +2,9 @@
 
 Request metrics are updated as exchanges finish; gauges that describe a state (subscribers,
 upstream health, pending usage rows) are read when scraped, by `StateCollector`. Model names
-come from clients, so each label keeps at most `MAX_VALUES` distinct values; the rest are
-counted as `other` rather than growing the series count without bound.
+come from clients: which of them get series of their own is decided by the gateway's
+`ModelNames` (the rest are counted as `other`), so the series count stays bounded. Key names
+are the operator's; they too keep at most `MAX_VALUES` distinct values.
 
 With several workers (`multiprocess=True`, `PROMETHEUS_MULTIPROC_DIR` set before the worker
 started) every worker writes its series to memory-mapped files and a scrape, whichever worker
@@ -24,6 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.values import MutexValue
 
 from lmgate.exchange import Exchange
+from lmgate.observe.cardinality import ModelNames
 from lmgate.observe.windows import is_quiet, route_label
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -137,7 +139,7 @@ class _InferenceSeries:
 
 
 class PrometheusMetrics:
-    def __init__(self, *, multiprocess: bool = False) -> None:
+    def __init__(self, *, multiprocess: bool = False, models: ModelNames | None = None) -> None:
         self.multiprocess = multiprocess
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -204,7 +206,7 @@ class PrometheusMetrics:
             buckets=_TPS_BUCKETS,
             registry=r,
         )
-        self._model = _Bounded()
+        self._model = models or ModelNames()
         self._key = _Bounded()
         self._routes: dict[tuple[str, str], _RouteSeries] = {}
         self._inference: dict[tuple[str, str, str, str], _InferenceSeries] = {}
@@ -245,7 +247,7 @@ class PrometheusMetrics:
         if ex.endpoint is None or is_quiet(ex):
             return
         series = self._inference_series(
-            ex.endpoint, self._model(ex.model), self._key(ex.key_name), status
+            ex.endpoint, self._model(ex.model) or "-", self._key(ex.key_name), status
         )
         series.requests.inc(1)
         series.duration.observe(seconds)

@@ -1,0 +1,61 @@
+"""The `model` of an inference body, refused when it cannot be a model's name.
+
+A model name is recorded everywhere (log lines, events, statistics, Prometheus labels, usage
+rows), so one of any length would cost memory and disk on every request that carries it.
+LM Studio's identifiers (`publisher/name@quant`, instance ids, file paths) are short,
+printable strings; anything else is refused with 400 before any of it is recorded. An
+explicit `null` passes: the upstream decides what no model means.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lmgate.errors import BadRequest
+from lmgate.exchange import Exchange
+from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+
+MAX_MODEL_CHARS = 256
+# C0 and C1 control characters and DEL: no model name holds them; logs and labels must not.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def model_problem(model: object) -> BadRequest | None:
+    """Why `model` (a body's field, not None) cannot be a model's name, if it cannot."""
+    if not isinstance(model, str):
+        return BadRequest(
+            f"'model' must be a string, not {type(model).__name__}",
+            code="invalid_model",
+            param="model",
+        )
+    if len(model) > MAX_MODEL_CHARS:
+        return BadRequest(
+            f"'model' is {len(model)} characters long; model names have at most {MAX_MODEL_CHARS}",
+            code="model_name_too_long",
+            param="model",
+        )
+    if _CONTROL.search(model):
+        return BadRequest(
+            "'model' holds control characters; no model name does",
+            code="invalid_model",
+            param="model",
+        )
+    return None
+
+
+class ModelNameCheck:
+    """A proxy hook, first in line: the relay has put the body's model on the exchange by
+    now, and a refused name is taken off it again so that nothing records it."""
+
+    async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
+        body = request.body
+        if body is None:
+            return None
+        model = body.get("model")
+        if model is None:
+            return None
+        problem = model_problem(model)
+        if problem is not None:
+            ex.model = None
+            raise problem
+        return None

@@ -20,32 +20,25 @@ MAX_MODEL_CHARS = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def model_problem(model: object) -> BadRequest | None:
-    """Why `model` (a body's field, not None) cannot be a model's name, if it cannot."""
+def model_problem(model: object) -> tuple[str, str] | None:
+    """Why `model` (a body's field, not None) cannot be a model's name, and the error code."""
     if not isinstance(model, str):
-        return BadRequest(
-            f"'model' must be a string, not {type(model).__name__}",
-            code="invalid_model",
-            param="model",
-        )
+        return f"'model' must be a string, not {type(model).__name__}", "invalid_model"
     if len(model) > MAX_MODEL_CHARS:
-        return BadRequest(
+        return (
             f"'model' is {len(model)} characters long; model names have at most {MAX_MODEL_CHARS}",
-            code="model_name_too_long",
-            param="model",
+            "model_name_too_long",
         )
     if _CONTROL.search(model):
-        return BadRequest(
-            "'model' holds control characters; no model name does",
-            code="invalid_model",
-            param="model",
-        )
+        return "'model' holds control characters; no model name does", "invalid_model"
     return None
 
 
 class ModelNameCheck:
     """A proxy hook, first in line: the relay has put the body's model on the exchange by
-    now, and a refused name is taken off it again so that nothing records it."""
+    now, and a refused name is taken off it again so that nothing records it. The error is
+    raised where it is made, never held in a local: a frame that held it would hold the
+    body too, in a reference cycle left for a collector that runs rarely."""
 
     async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
         body = request.body
@@ -57,5 +50,5 @@ class ModelNameCheck:
         problem = model_problem(model)
         if problem is not None:
             ex.model = None
-            raise problem
+            raise BadRequest(problem[0], code=problem[1], param="model")
         return None

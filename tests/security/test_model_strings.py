@@ -81,6 +81,8 @@ BAD_MODELS: list[tuple[object, str]] = [
     ("qwen\x1b[31m", "invalid_model"),
     ("qwen\u0085", "invalid_model"),
     ("qwen\x7f", "invalid_model"),
+    ("qwen\u202egpj.exe", "invalid_model"),  # right-to-left override
+    ("qwen\u200b", "invalid_model"),  # zero-width space
 ]
 
 

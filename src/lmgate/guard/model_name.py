@@ -3,21 +3,18 @@
 A model name is recorded everywhere (log lines, events, statistics, Prometheus labels, usage
 rows), so one of any length would cost memory and disk on every request that carries it.
 LM Studio's identifiers (`publisher/name@quant`, instance ids, file paths) are short,
-printable strings; anything else is refused with 400 before any of it is recorded. An
+printable strings; anything else (too long, not a string, control characters that would
+garble a log line or a terminal) is refused with 400 before any of it is recorded. An
 explicit `null` passes: the upstream decides what no model means.
 """
 
 from __future__ import annotations
-
-import re
 
 from lmgate.errors import BadRequest
 from lmgate.exchange import Exchange
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 
 MAX_MODEL_CHARS = 256
-# C0 and C1 control characters and DEL: no model name holds them; logs and labels must not.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def model_problem(model: object) -> tuple[str, str] | None:
@@ -29,8 +26,8 @@ def model_problem(model: object) -> tuple[str, str] | None:
             f"'model' is {len(model)} characters long; model names have at most {MAX_MODEL_CHARS}",
             "model_name_too_long",
         )
-    if _CONTROL.search(model):
-        return "'model' holds control characters; no model name does", "invalid_model"
+    if not model.isprintable():  # control characters, invisible formatting, odd spaces
+        return "'model' holds characters that are not printable", "invalid_model"
     return None
 
 

@@ -77,3 +77,33 @@ def test_windows_prometheus_and_usage_share_the_cap(tmp_path: Path) -> None:
     rows = {key[2] for key in usage.pending}
     assert rows == set(by_model)
     assert sum(row.requests for row in usage.pending.values()) == 2001
+
+
+def test_a_failed_answer_adds_only_its_count_and_duration() -> None:
+    prometheus = PrometheusMetrics(models=ModelNames(5))
+    failed = _ex("made-up")
+    failed.tokens_in = failed.tokens_out = None
+    prometheus.on_start(failed)
+    prometheus.on_finish(failed)
+    series = {
+        line.split("{")[0]
+        for line in prometheus.render().decode().splitlines()
+        if 'model="made-up"' in line
+    }
+    assert series == {
+        "lmgate_inference_requests_total",
+        "lmgate_inference_requests_created",
+        "lmgate_inference_duration_seconds_bucket",
+        "lmgate_inference_duration_seconds_count",
+        "lmgate_inference_duration_seconds_sum",
+        "lmgate_inference_duration_seconds_created",
+    }
+    answered = _ex("made-up")
+    answered.ttft_ms = 5.0
+    answered.finish(12.0)
+    prometheus.on_start(answered)
+    prometheus.on_finish(answered)
+    text = prometheus.render().decode()
+    assert 'lmgate_time_to_first_token_seconds_count{endpoint="chat",model="made-up"} 1.0' in text
+    assert 'lmgate_tokens_total{direction="out",key="k1",model="made-up"} 4.0' in text
+    assert 'lmgate_output_tokens_per_second_count{model="made-up"} 1.0' in text

@@ -125,17 +125,54 @@ class _RouteSeries:
 
 
 class _InferenceSeries:
-    __slots__ = ("duration", "requests", "tokens_in", "tokens_out", "tps", "ttft")
+    """The children one kind of inference request updates. Those a request may leave alone
+    (time to first token, tokens, tokens/s) are made when first used: an answer that failed,
+    the kind a client can ask for under any number of model names, adds two series to a
+    scrape rather than six."""
+
+    __slots__ = (
+        "duration",
+        "endpoint",
+        "key",
+        "metrics",
+        "model",
+        "requests",
+        "tokens_in",
+        "tokens_out",
+        "tps",
+        "ttft",
+    )
 
     def __init__(
         self, m: PrometheusMetrics, endpoint: str, model: str, key: str, status: str
     ) -> None:
+        self.metrics, self.endpoint, self.model, self.key = m, endpoint, model, key
         self.requests = _counting(m.inference.labels(endpoint, model, key, status))
         self.duration = _observing(m.inference_duration.labels(endpoint, model))
-        self.ttft = _observing(m.ttft.labels(endpoint, model))
-        self.tokens_in = _counting(m.tokens.labels(model, key, "in"))
-        self.tokens_out = _counting(m.tokens.labels(model, key, "out"))
-        self.tps = _observing(m.tps.labels(model))
+        self.ttft: Any = None
+        self.tokens_in: Any = None
+        self.tokens_out: Any = None
+        self.tps: Any = None
+
+    def observe_ttft(self, seconds: float) -> None:
+        if self.ttft is None:
+            self.ttft = _observing(self.metrics.ttft.labels(self.endpoint, self.model))
+        self.ttft.observe(seconds)
+
+    def count_tokens(self, tokens_in: int | None, tokens_out: int | None) -> None:
+        if tokens_in is not None and tokens_in > 0:
+            if self.tokens_in is None:
+                self.tokens_in = _counting(self.metrics.tokens.labels(self.model, self.key, "in"))
+            self.tokens_in.inc(tokens_in)
+        if tokens_out is not None and tokens_out > 0:
+            if self.tokens_out is None:
+                self.tokens_out = _counting(self.metrics.tokens.labels(self.model, self.key, "out"))
+            self.tokens_out.inc(tokens_out)
+
+    def observe_tps(self, tokens_per_second: float) -> None:
+        if self.tps is None:
+            self.tps = _observing(self.metrics.tps.labels(self.model))
+        self.tps.observe(tokens_per_second)
 
 
 class PrometheusMetrics:
@@ -252,14 +289,12 @@ class PrometheusMetrics:
         series.requests.inc(1)
         series.duration.observe(seconds)
         if ex.ttft_ms is not None:
-            series.ttft.observe(ex.ttft_ms / 1000.0)
+            series.observe_ttft(ex.ttft_ms / 1000.0)
         tokens_in, tokens_out = ex.tokens_in, ex.tokens_out
-        if tokens_in is not None and tokens_in > 0:
-            series.tokens_in.inc(tokens_in)
-        if tokens_out is not None and tokens_out > 0:
-            series.tokens_out.inc(tokens_out)
-            if ex.tokens_per_second is not None:
-                series.tps.observe(ex.tokens_per_second)
+        if tokens_in or tokens_out:
+            series.count_tokens(tokens_in, tokens_out)
+            if ex.tokens_per_second is not None and tokens_out is not None and tokens_out > 0:
+                series.observe_tps(ex.tokens_per_second)
 
     def render(self) -> bytes:
         if self.multiprocess:

@@ -225,6 +225,13 @@ class Settings(BaseSettings):
     log_prompt_chars: int = Field(
         500, ge=1, description="Longest prompt or answer text a log line or event carries."
     )
+    max_tracked_models: int = Field(
+        100,
+        ge=0,
+        le=100_000,
+        description="Model names the upstream does not offer that statistics, Prometheus and "
+        "usage keep by name; further ones are counted as 'other'.",
+    )
 
     @field_validator("lmstudio_log_dir", mode="before")
     @classmethod

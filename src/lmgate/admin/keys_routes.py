@@ -46,6 +46,11 @@ class CreateKey(BaseModel):
     expires: str | None = Field(
         None, max_length=40, description="Lifetime (30d, 12h, 90m) or an ISO date."
     )
+    tools: Literal["allow", "deny"] | None = Field(
+        None,
+        description="Whether requests may have LM Studio use tools (MCP servers, plugins); "
+        "by default allow for admin keys, deny for others.",
+    )
 
 
 def _problem(exc: KeyProblem) -> GatewayError:
@@ -92,9 +97,12 @@ async def create_key(body: CreateKey, request: Request) -> JSONResponse:
         tpm=body.tpm,
         max_concurrent=body.max_concurrent,
         expires_at=expires_at,
+        tools=body.tools,
     )
     row, key = await _run(gw, gw.security.store.create, spec)
-    gw.bus.publish("key_created", keyId=row.id, name=row.name, scope=row.scope)
+    gw.bus.publish(
+        "key_created", keyId=row.id, name=row.name, scope=row.scope, tools=row.as_json()["tools"]
+    )
     return JSONResponse({"key": key, "message": _ONCE, **row.as_json()}, status_code=201)
 
 

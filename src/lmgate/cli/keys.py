@@ -61,8 +61,13 @@ def _describe(row: KeyRow) -> str:
     models = ",".join(row.models) if row.models else "any model"
     return (
         f"{row.name} ({row.id}), scope {row.scope}, {models}, "
-        f"{', '.join(limits) or 'no limits'}, expires {_when(row.expires_at)}"
+        f"{', '.join(limits) or 'no limits'}, tools {_tools(row)}, "
+        f"expires {_when(row.expires_at)}"
     )
+
+
+def _tools(row: KeyRow) -> str:
+    return "allow" if row.tools else "deny"
 
 
 def _print_key(key: str, row: KeyRow, verb: str) -> None:
@@ -86,6 +91,13 @@ def create(
     max_concurrent: Annotated[
         int | None, typer.Option(help="Requests in progress at once.")
     ] = None,
+    tools: Annotated[
+        str | None,
+        typer.Option(
+            help="allow: requests may have LM Studio use tools (MCP servers from its mcp.json, "
+            "plugins, remote MCP servers) [default: allow for admin keys, deny for others]."
+        ),
+    ] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -100,6 +112,7 @@ def create(
             tpm=tpm,
             max_concurrent=max_concurrent,
             expires_at=parse_expiry(expires, time.time()) if expires else None,
+            tools=tools.strip().lower() if tools is not None else None,
         )
         row, key = store.create(spec)
     except KeyProblem as exc:
@@ -114,13 +127,14 @@ def list_keys(
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Every key: name, id, scope, models, limits, expiry, status (never the key itself)."""
+    """Every key: name, id, scope, models, limits, tools, expiry, status (never the key)."""
     rows = _store(data_dir, config).list(include_revoked=all_)
     if json:
         typer.echo(orjson.dumps([r.as_json() for r in rows], option=orjson.OPT_INDENT_2))
         return
     table = Table(title=f"{len(rows)} key(s)")
-    for column in ("name", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "expires"):
+    columns = ("name", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "tools", "expires")
+    for column in columns:
         table.add_column(column)
     table.add_column("status")
     now = time.time()
@@ -128,7 +142,7 @@ def list_keys(
         table.add_row(
             r.name, r.id, r.hint + "...", r.scope, ",".join(r.models) or "*",
             *(str(v) if v is not None else "-" for v in (r.rpm, r.tpm, r.max_concurrent)),
-            _when(r.expires_at), r.status(now),
+            _tools(r), _when(r.expires_at), r.status(now),
         )  # fmt: skip
     Console().print(table)
 

@@ -40,7 +40,8 @@ _GRANTS: dict[KeyScope, frozenset[KeyScope]] = {
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a key's id and name (never the key), its scope and its limits."""
+    """Who is calling: a key's id and name (never the key), its scope and its limits, and
+    whether it may have the upstream use tools on its behalf (MCP servers, plugins)."""
 
     id: str
     name: str
@@ -50,6 +51,7 @@ class Principal:
     tpm: int | None = None
     max_concurrent: int | None = None
     expires_at: float | None = None
+    tools: bool = False
 
     def may(self, needed: KeyScope) -> bool:
         return needed is KeyScope.PUBLIC or self.scope in _GRANTS.get(needed, frozenset())
@@ -69,8 +71,8 @@ class Problem(StrEnum):
 
 
 _SELECT = (
-    "SELECT digest, id, name, scope, models, rpm, tpm, max_concurrent, expires_at, revoked_at"
-    " FROM api_keys"
+    "SELECT digest, id, name, scope, models, rpm, tpm, max_concurrent, expires_at, revoked_at,"
+    " tools FROM api_keys"
 )
 
 
@@ -85,7 +87,9 @@ class KeyRegistry:
     ) -> None:
         self._secret = secret
         self._bootstrap = {
-            key_digest(secret, token.encode()): Principal(f"env:{name}", name, scope)
+            key_digest(secret, token.encode()): Principal(
+                f"env:{name}", name, scope, tools=scope is KeyScope.ADMIN
+            )
             for name, scope, token in bootstrap
         }
         self._managed: dict[bytes, Principal] = {}
@@ -162,6 +166,7 @@ class KeyRegistry:
                 tpm=row["tpm"],
                 max_concurrent=row["max_concurrent"],
                 expires_at=row["expires_at"],
+                tools=bool(row["tools"]),
             )
         self._managed, self._revoked = managed, revoked
         self._ever_managed = bool(rows)

@@ -2,7 +2,8 @@
 
 `wrap` stacks the ASGI layers in their fixed order (CORS outside, then the guard, then input
 limits, so a body is read only once its request is admitted); `hooks` are the proxy-side
-checks in the order they refuse: malformed body, forbidden model, over a limit.
+checks in the order they refuse: a model name that cannot be one, malformed body, forbidden
+model, tools the key may not have the upstream use, over a limit.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from lmgate.guard.damping import Damper
 from lmgate.guard.keys import KeyRegistry
 from lmgate.guard.limits import InputLimits, JsonDepthLimit
 from lmgate.guard.model_access import ModelAccess
+from lmgate.guard.model_name import ModelNameCheck
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.ratelimit import RateLimiter
 from lmgate.guard.shared_limits import SharedRateLimiter
+from lmgate.guard.tools import ToolAccess
 from lmgate.observe.events import EventBus
 from lmgate.proxy.hooks import ProxyHook
 from lmgate.settings import Settings
@@ -92,7 +95,13 @@ class Security:
         return with_cors(guarded, settings.cors_origins)
 
     def hooks(self) -> list[ProxyHook]:
-        return [JsonDepthLimit(self.settings.max_json_depth), ModelAccess(), self.limiter]
+        return [
+            ModelNameCheck(),  # first: a refused name must be off the exchange before anything
+            JsonDepthLimit(self.settings.max_json_depth),
+            ModelAccess(),
+            ToolAccess(),
+            self.limiter,
+        ]
 
     def observers(self) -> list[Observer]:
         return [self.limiter]

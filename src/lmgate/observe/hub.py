@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client.multiprocess import mark_process_dead
 
 from lmgate.exchange import Observer
+from lmgate.observe.cardinality import ModelNames
 from lmgate.observe.config_watch import ConfigWatch, model_state
 from lmgate.observe.events import EventBus
 from lmgate.observe.inference_events import InferenceEvents
@@ -69,6 +70,7 @@ class Observability:
     worker: Worker = field(default_factory=Worker)
     mirror: StateMirror | None = None
     started: float = field(default_factory=time.time)
+    models: ModelNames = field(default_factory=ModelNames)
 
     @classmethod
     def build(
@@ -79,22 +81,25 @@ class Observability:
         prompts = None
         if settings.log_prompts:
             prompts = PromptLog(limit=settings.log_prompt_chars, secrets=_secrets(settings))
+        models = ModelNames(settings.max_tracked_models)
         obs = cls(
             bus=bus,
             stats=Stats(),
-            prometheus=PrometheusMetrics(multiprocess=worker.shared),
+            prometheus=PrometheusMetrics(multiprocess=worker.shared, models=models),
             inference_events=InferenceEvents(bus),
-            metrics=Metrics(),
+            metrics=Metrics(models=models),
             requests=RequestTracker(
                 keep=settings.debug_completed_requests,
                 cancellable=lambda ex: is_proxied(ex.path),
             ),
             config=ConfigWatch(bus),
             worker=worker,
+            models=models,
         )
+        models.known = obs.upstream_offers
         obs.config.watch("model_state", model_state(state))
         if settings.usage_accounting:
-            obs.usage = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds)
+            obs.usage = UsageRecorder(db, flush_seconds=settings.usage_flush_seconds, models=models)
             obs.usage_hook = UsageHook(prompts)
         if settings.lmstudio_log_dir is not None:
             obs.lmstudio_logs = LmStudioLogTailer(
@@ -157,6 +162,10 @@ class Observability:
         """A stopping worker's live gauges (in flight, subscribers) stop counting."""
         if self.mirror is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+    def upstream_offers(self, model: str) -> bool:
+        """Whether the upstream offered `model` when the model sync last looked."""
+        return self.watcher is not None and self.watcher.find(model) is not None
 
     def upstream(self) -> dict[str, Any]:
         """Upstream health as the model sync loop last saw it."""

@@ -2,8 +2,9 @@
 
 Request metrics are updated as exchanges finish; gauges that describe a state (subscribers,
 upstream health, pending usage rows) are read when scraped, by `StateCollector`. Model names
-come from clients, so each label keeps at most `MAX_VALUES` distinct values; the rest are
-counted as `other` rather than growing the series count without bound.
+come from clients: which of them get series of their own is decided by the gateway's
+`ModelNames` (the rest are counted as `other`), so the series count stays bounded. Key names
+are the operator's; they too keep at most `MAX_VALUES` distinct values.
 
 With several workers (`multiprocess=True`, `PROMETHEUS_MULTIPROC_DIR` set before the worker
 started) every worker writes its series to memory-mapped files and a scrape, whichever worker
@@ -24,6 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.values import MutexValue
 
 from lmgate.exchange import Exchange
+from lmgate.observe.cardinality import ModelNames
 from lmgate.observe.windows import is_quiet, route_label
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -123,21 +125,58 @@ class _RouteSeries:
 
 
 class _InferenceSeries:
-    __slots__ = ("duration", "requests", "tokens_in", "tokens_out", "tps", "ttft")
+    """The children one kind of inference request updates. Those a request may leave alone
+    (time to first token, tokens, tokens/s) are made when first used: an answer that failed,
+    the kind a client can ask for under any number of model names, adds two series to a
+    scrape rather than six."""
+
+    __slots__ = (
+        "duration",
+        "endpoint",
+        "key",
+        "metrics",
+        "model",
+        "requests",
+        "tokens_in",
+        "tokens_out",
+        "tps",
+        "ttft",
+    )
 
     def __init__(
         self, m: PrometheusMetrics, endpoint: str, model: str, key: str, status: str
     ) -> None:
+        self.metrics, self.endpoint, self.model, self.key = m, endpoint, model, key
         self.requests = _counting(m.inference.labels(endpoint, model, key, status))
         self.duration = _observing(m.inference_duration.labels(endpoint, model))
-        self.ttft = _observing(m.ttft.labels(endpoint, model))
-        self.tokens_in = _counting(m.tokens.labels(model, key, "in"))
-        self.tokens_out = _counting(m.tokens.labels(model, key, "out"))
-        self.tps = _observing(m.tps.labels(model))
+        self.ttft: Any = None
+        self.tokens_in: Any = None
+        self.tokens_out: Any = None
+        self.tps: Any = None
+
+    def observe_ttft(self, seconds: float) -> None:
+        if self.ttft is None:
+            self.ttft = _observing(self.metrics.ttft.labels(self.endpoint, self.model))
+        self.ttft.observe(seconds)
+
+    def count_tokens(self, tokens_in: int | None, tokens_out: int | None) -> None:
+        if tokens_in is not None and tokens_in > 0:
+            if self.tokens_in is None:
+                self.tokens_in = _counting(self.metrics.tokens.labels(self.model, self.key, "in"))
+            self.tokens_in.inc(tokens_in)
+        if tokens_out is not None and tokens_out > 0:
+            if self.tokens_out is None:
+                self.tokens_out = _counting(self.metrics.tokens.labels(self.model, self.key, "out"))
+            self.tokens_out.inc(tokens_out)
+
+    def observe_tps(self, tokens_per_second: float) -> None:
+        if self.tps is None:
+            self.tps = _observing(self.metrics.tps.labels(self.model))
+        self.tps.observe(tokens_per_second)
 
 
 class PrometheusMetrics:
-    def __init__(self, *, multiprocess: bool = False) -> None:
+    def __init__(self, *, multiprocess: bool = False, models: ModelNames | None = None) -> None:
         self.multiprocess = multiprocess
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -204,7 +243,7 @@ class PrometheusMetrics:
             buckets=_TPS_BUCKETS,
             registry=r,
         )
-        self._model = _Bounded()
+        self._model = models or ModelNames()
         self._key = _Bounded()
         self._routes: dict[tuple[str, str], _RouteSeries] = {}
         self._inference: dict[tuple[str, str, str, str], _InferenceSeries] = {}
@@ -245,19 +284,17 @@ class PrometheusMetrics:
         if ex.endpoint is None or is_quiet(ex):
             return
         series = self._inference_series(
-            ex.endpoint, self._model(ex.model), self._key(ex.key_name), status
+            ex.endpoint, self._model(ex.model) or "-", self._key(ex.key_name), status
         )
         series.requests.inc(1)
         series.duration.observe(seconds)
         if ex.ttft_ms is not None:
-            series.ttft.observe(ex.ttft_ms / 1000.0)
+            series.observe_ttft(ex.ttft_ms / 1000.0)
         tokens_in, tokens_out = ex.tokens_in, ex.tokens_out
-        if tokens_in is not None and tokens_in > 0:
-            series.tokens_in.inc(tokens_in)
-        if tokens_out is not None and tokens_out > 0:
-            series.tokens_out.inc(tokens_out)
-            if ex.tokens_per_second is not None:
-                series.tps.observe(ex.tokens_per_second)
+        if tokens_in or tokens_out:
+            series.count_tokens(tokens_in, tokens_out)
+            if ex.tokens_per_second is not None and tokens_out is not None and tokens_out > 0:
+                series.observe_tps(ex.tokens_per_second)
 
     def render(self) -> bytes:
         if self.multiprocess:

@@ -5,7 +5,8 @@ A background task writes the rows that piled up as a few upserts in one transact
 worker thread, every `flush_seconds`; readers of `/admin/usage` flush first, so they see every
 request that finished before they asked. Pending rows are bounded: past `max_pending` of them
 (the disk stalled for a long time, with traffic of ever new keys and models) further requests
-are dropped and counted rather than growing memory.
+are dropped and counted rather than growing memory. Models are recorded under the name the
+gateway's `ModelNames` gives them (`other` past its cap), so made-up names add no rows.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 
 from lmgate.exchange import Exchange
+from lmgate.observe.cardinality import ModelNames
 from lmgate.store.db import Database
 from lmgate.store.usage import UsageRow, upserts
 
@@ -43,8 +45,10 @@ class UsageRecorder:
         flush_seconds: float = 1.0,
         max_pending: int = 100_000,
         clock: Callable[[], float] = time.time,
+        models: ModelNames | None = None,
     ) -> None:
         self.db = db
+        self.models = models or ModelNames()
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending  # rows, i.e. minute x key x model x endpoint
         self.clock = clock
@@ -63,7 +67,8 @@ class UsageRecorder:
     def on_finish(self, ex: Exchange) -> None:
         if ex.endpoint is None:
             return
-        key = (int(self.clock()) // 60 * 60, ex.key_name or "", ex.model or "", ex.endpoint)
+        model = self.models(ex.model) or ""
+        key = (int(self.clock()) // 60 * 60, ex.key_name or "", model, ex.endpoint)
         row = self.pending.get(key)
         if row is None:
             if len(self.pending) >= self.max_pending:

@@ -6,7 +6,9 @@ are computed here for events, Prometheus and logs alike.
 Recording is O(1): each finished exchange lands in the current time slot, in the one tally of
 its endpoint, model, key and status together. Percentiles come from log-scaled
 histograms (about 2 % relative error), so a slot's size does not grow with its traffic.
-Queries merge the slots of a window; they run only when someone asks.
+Queries merge the slots of a window; they run only when someone asks. Model names come from
+clients: they are tallied under the name the gateway's `ModelNames` gives them (`other` past
+its cap), so neither the slots nor the since-start summary grow with the names clients invent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmgate.exchange import Exchange
+from lmgate.observe.cardinality import ModelNames
 
 # Monitoring and probes are not traffic: they stay out of request counts and percentiles.
 QUIET_PREFIXES = ("/health", "/ready", "/debug", "/metrics", "/dashboard")
@@ -246,9 +249,9 @@ class Windows:
         return merged
 
 
-def sample_of(ex: Exchange) -> Sample:
+def sample_of(ex: Exchange, models: ModelNames) -> Sample:
     return Sample(
-        dims=(route_label(ex), ex.model or "-", ex.key_name or "-", str(ex.status)),
+        dims=(route_label(ex), models(ex.model) or "-", ex.key_name or "-", str(ex.status)),
         failed=ex.failed,
         latency_bucket=bucket_of(ex.latency_ms),
         ttft_bucket=bucket_of(ex.ttft_ms) if ex.ttft_ms is not None else None,
@@ -262,8 +265,11 @@ WINDOWS = (("1m", 60.0), ("15m", 900.0))
 
 
 class Metrics:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, models: ModelNames | None = None
+    ) -> None:
         self.clock = clock
+        self.models = models or ModelNames()
         self.started = clock()
         self.windows = Windows(keep_s=max(seconds for _, seconds in WINDOWS))
         self.in_flight: dict[str, int] = {}
@@ -280,7 +286,7 @@ class Metrics:
         label = ex.attributes.get("in_flight_as")
         if isinstance(label, str):
             self.in_flight[label] -= 1
-        self.windows.add(sample_of(ex), self.clock())
+        self.windows.add(sample_of(ex, self.models), self.clock())
 
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()

@@ -28,10 +28,11 @@ from lmgate.store.integrity import remember_keys
 
 KEY_PREFIX = "lmg_"
 SCOPES = ("inference", "metrics", "admin")
+TOOLS = ("allow", "deny")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _COLUMNS = (
     "id, name, hint, scope, models, rpm, tpm, max_concurrent,"
-    " created_at, expires_at, revoked_at, rotated_at"
+    " created_at, expires_at, revoked_at, rotated_at, tools"
 )
 
 
@@ -122,6 +123,7 @@ class KeyRow:
     expires_at: float | None
     revoked_at: float | None
     rotated_at: float | None
+    tools: bool = False  # may have the upstream use tools (MCP servers, plugins) for it
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> KeyRow:
@@ -129,7 +131,7 @@ class KeyRow:
         return cls(
             row["id"], row["name"], row["hint"], row["scope"], models, row["rpm"], row["tpm"],
             row["max_concurrent"], row["created_at"], row["expires_at"], row["revoked_at"],
-            row["rotated_at"],
+            row["rotated_at"], bool(row["tools"]),
         )  # fmt: skip
 
     def status(self, now: float) -> str:
@@ -149,6 +151,7 @@ class KeyRow:
             "rpm": self.rpm,
             "tpm": self.tpm,
             "maxConcurrent": self.max_concurrent,
+            "tools": "allow" if self.tools else "deny",
             "createdAt": self.created_at,
             "expiresAt": self.expires_at,
             "revokedAt": self.revoked_at,
@@ -168,6 +171,11 @@ class NewKey:
     tpm: int | None = None
     max_concurrent: int | None = None
     expires_at: float | None = None
+    tools: str | None = None  # allow or deny; None: allow for admin keys, deny for others
+
+    @property
+    def allows_tools(self) -> bool:
+        return self.tools == "allow" if self.tools is not None else self.scope == "admin"
 
     def check(self, now: float) -> None:
         if not _NAME.match(self.name):
@@ -177,6 +185,10 @@ class NewKey:
         limits = {"rpm": self.rpm, "tpm": self.tpm, "max_concurrent": self.max_concurrent}
         if self.scope == "metrics" and (self.models or any(v is not None for v in limits.values())):
             raise KeyProblem("a metrics key reaches no model: it takes no models or limits")
+        if self.tools is not None and self.tools not in TOOLS:
+            raise KeyProblem(f"tools must be one of {', '.join(TOOLS)}")
+        if self.scope == "metrics" and self.tools == "allow":
+            raise KeyProblem("a metrics key reaches no model: it cannot use tools")
         for label, value in limits.items():
             if value is not None and value < 1:
                 raise KeyProblem(f"{label} must be at least 1")
@@ -200,7 +212,8 @@ class KeyStore:
         try:
             self.db.execute(
                 "INSERT INTO api_keys (id, name, digest, hint, scope, models, rpm, tpm,"
-                " max_concurrent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " max_concurrent, created_at, expires_at, tools)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key_id,
                     spec.name,
@@ -213,6 +226,7 @@ class KeyStore:
                     spec.max_concurrent,
                     now,
                     spec.expires_at,
+                    int(spec.allows_tools),
                 ),
             )
         except sqlite3.IntegrityError as exc:

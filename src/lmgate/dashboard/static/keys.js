@@ -119,7 +119,7 @@ export function createKeys(root, ctx) {
           h(
             "thead",
             {},
-            h("tr", {}, ["Name", "Scope", "Key", "Models", "Limits", "Created", "Expires", "Status", ""].map((c) => h("th", { scope: "col" }, c))),
+            h("tr", {}, ["Name", "Scope", "Key", "Models", "Limits", "Tools", "Created", "Expires", "Status", ""].map((c) => h("th", { scope: "col" }, c))),
           ),
           h(
             "tbody",
@@ -133,6 +133,7 @@ export function createKeys(root, ctx) {
                 h("td", { class: "mono" }, k.hint || "\u2014"),
                 h("td", { class: "mono" }, (k.models || []).join(", ") || "all"),
                 h("td", {}, limits(k)),
+                h("td", {}, k.tools || "deny"),
                 h("td", {}, fmtDateTime(k.createdAt)),
                 h("td", {}, k.expiresAt ? fmtDateTime(k.expiresAt) : "never"),
                 h("td", {}, h("span", { class: `badge ${k.status === "active" ? "ok" : "bad"}` }, k.status)),
@@ -205,10 +206,19 @@ export function createKeys(root, ctx) {
     const tpm = h("input", { id: "key-tpm", type: "text", inputmode: "numeric", autocomplete: "off" });
     const conc = h("input", { id: "key-concurrent", type: "text", inputmode: "numeric", autocomplete: "off" });
     const expires = h("input", { id: "key-expires", type: "text", autocomplete: "off", placeholder: "30d" });
+    // Whether requests may have LM Studio use tools itself (mcp.json servers, plugins, remote MCP).
+    const tools = h(
+      "select",
+      { id: "key-tools" },
+      h("option", { value: "" }, "as the scope: admin allow, others deny"),
+      h("option", { value: "allow" }, "allow"),
+      h("option", { value: "deny" }, "deny"),
+    );
     const errors = h("div", { class: "form-errors", role: "alert", id: "key-errors" });
     const submit = h("button", { type: "submit", class: "primary", id: "key-create" }, "Create key");
-    // A metrics key reaches no model, so models and limits mean nothing for it (the API refuses them).
-    const scoped = [models, rpm, tpm, conc];
+    // A metrics key reaches no model, so models, limits and tools mean nothing for it (the API
+    // refuses them).
+    const scoped = [models, rpm, tpm, conc, tools];
     const fitScope = () => {
       for (const input of scoped) input.disabled = scope.value === "metrics";
     };
@@ -226,6 +236,7 @@ export function createKeys(root, ctx) {
         field("key-tpm", "Tokens / minute", tpm),
         field("key-concurrent", "At once", conc),
         field("key-expires", "Expires", expires, "30d, 12h, or a date"),
+        field("key-tools", "Tools", tools, "MCP servers, plugins"),
       ),
       errors,
       h("div", { class: "actions" }, submit),
@@ -244,6 +255,7 @@ export function createKeys(root, ctx) {
         else if (parsed.value !== undefined) body[prop] = parsed.value;
       }
       if (expires.value.trim()) body.expires = expires.value.trim();
+      if (tools.value && !tools.disabled) body.tools = tools.value;
       fill(errors, problems.length ? h("p", { class: "error" }, `Please fix: ${problems.join("; ")}`) : null);
       if (problems.length) return;
       submit.disabled = true;

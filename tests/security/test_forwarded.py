@@ -385,6 +385,6 @@ def test_huge_chains_cost_little_and_others_are_served(xff: ServerProcess) -> No
     assert sorted(set(answers)) == [400, 403] and len(answers) == 400
     assert answers.count(400) == 200
     assert elapsed < 30.0, elapsed  # about 1-2 s here
-    assert friend_waits and max(friend_waits) < 2.0, max(friend_waits)
+    assert friend_waits and max(friend_waits) < 5.0, max(friend_waits)
     growth = proc.memory_info().rss - rss_before
     assert growth < 20 * 1024 * 1024, growth

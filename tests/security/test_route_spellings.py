@@ -110,26 +110,42 @@ def _canonical(path: str) -> str:
 async def _hold(client: httpx.AsyncClient, path: str, seconds: float) -> httpx.Response:
     """An inference request the upstream sits on for `seconds`: it holds a concurrency slot."""
     body = {"model": QWEN, "messages": USER, "max_tokens": 2}
-    return await client.post(path, json=body, headers={"x-emulator-delay": str(seconds)})
+    return await client.post(path, json=body, headers={"x-emulator-delay": f"{seconds:.1f}"})
+
+
+HOLD = "6.0"  # seconds the upstream sits on the request that holds the slot
+
+
+async def _upstream_has_it(upstream: str) -> None:
+    """Wait until the upstream holds the slow request: it passed every limit on the way."""
+    async with httpx.AsyncClient(base_url=upstream, timeout=30) as direct:
+        for _ in range(200):
+            seen = (await direct.get("/__emulator/requests")).json()
+            if any(r["headers"].get("x-emulator-delay") == HOLD for r in seen):
+                return
+            await asyncio.sleep(0.025)
+    raise AssertionError("the slow request never reached the upstream")
 
 
 async def _while_held(
-    url: str, key: str, holder: str, others: list[str]
+    url: str, upstream: str, key: str, holder: str, others: list[str]
 ) -> tuple[httpx.Response, list[httpx.Response]]:
+    async with httpx.AsyncClient(base_url=upstream) as direct:
+        await direct.delete("/__emulator/requests")
     async with httpx.AsyncClient(base_url=url, headers=bearer(key), timeout=60) as client:
-        held = asyncio.create_task(_hold(client, holder, 4.0))
-        await asyncio.sleep(1.0)  # admitted well before the others arrive, even on a busy box
+        held = asyncio.create_task(_hold(client, holder, float(HOLD)))
+        await _upstream_has_it(upstream)
         tried = await asyncio.gather(*(_hold(client, p, 0) for p in others))
         return await held, list(tried)
 
 
 @pytest.mark.parametrize("holder", ["/v1/chat/completions", "/V1/Chat/Completions/"])
 async def test_every_spelling_counts_against_max_concurrent(
-    spelled: ServerProcess, holder: str
+    spelled: ServerProcess, spell_upstream: ServerProcess, holder: str
 ) -> None:
     key = make_key(spelled, name=f"conc-{abs(hash(holder)) % 10**8}", max_concurrent=1)
     others = [p for p in ["/v1/chat/completions", *CHAT_SPELLINGS] if p != holder]
-    held, tried = await _while_held(spelled.url, key, holder, others)
+    held, tried = await _while_held(spelled.url, spell_upstream.url, key, holder, others)
     assert held.status_code == 200, held.text
     for path, resp in zip(others, tried, strict=True):
         assert resp.status_code == 429, f"{path}: {resp.status_code}"
@@ -307,18 +323,18 @@ async def test_spellings_do_not_multiply_a_keys_slots(spelled: ServerProcess) ->
         httpx.AsyncClient(base_url=spelled.url, headers=bearer(other), timeout=60) as bystander,
     ):
         started = time.monotonic()
-        attack = asyncio.gather(*(_hold(attacker, p, 3.0) for p in paths[:60]))
+        attack = asyncio.gather(*(_hold(attacker, p, 5.0) for p in paths[:60]))
         await asyncio.sleep(0.5)
         served_at = time.monotonic()
         calm = await bystander.post("/v1/chat/completions", json={"model": QWEN, "messages": USER})
         waited = time.monotonic() - served_at
         answers = await attack
         elapsed = time.monotonic() - started
-    assert calm.status_code == 200 and waited < 3.0, waited
+    assert calm.status_code == 200 and waited < 4.0, waited
     assert sum(r.status_code == 200 for r in answers) == 2
     assert all(
         _error(r)["code"] == "concurrency_limit_exceeded" for r in answers if r.status_code != 200
     )
-    assert elapsed < 20.0, elapsed
+    assert elapsed < 30.0, elapsed
     growth = proc.memory_info().rss - rss_before
     assert growth < 30 * 1024 * 1024, growth

@@ -21,7 +21,7 @@ X_FORWARDED_FOR = b"x-forwarded-for"
 FORWARDED = b"forwarded"
 # Hops walked through trusted proxies before a chain is refused; real chains have a few.
 MAX_HOPS = 32
-_LONGEST_HOP = 64  # `[` + the longest IPv6 text with a zone id + `]:65535`, and room to spare
+_LONGEST_HOP = 64  # `[v6]:port` takes at most 53 characters; a zone id may have the rest
 
 
 def parse_address(text: str) -> IPAddress | None:

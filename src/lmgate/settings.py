@@ -28,6 +28,7 @@ from lmgate.guard.cors import check_origins
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:1234"
 MAX_WORKERS = 64
+FORWARDED_HEADERS = ("X-Forwarded-For", "Forwarded")
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -116,7 +117,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Client CIDRs allowed in; empty = everyone."
     )
     trusted_proxies: CommaList = Field(
-        default_factory=list, description="Peers whose X-Forwarded-For/Forwarded are honoured."
+        default_factory=list, description="Peers whose forwarding header is honoured."
+    )
+    forwarded_header: str = Field(
+        "X-Forwarded-For",
+        description="The one header read from trusted proxies: X-Forwarded-For or Forwarded "
+        "(the other is ignored).",
     )
     upstream_token: SecretStr | None = Field(None, description="Bearer token sent upstream.")
     connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout (s).")
@@ -273,6 +279,14 @@ class Settings(BaseSettings):
             for item in items:
                 ipaddress.ip_network(str(item), strict=False)  # raises a clear ValueError
         return items
+
+    @field_validator("forwarded_header")
+    @classmethod
+    def _forwarded_header(cls, value: str) -> str:
+        for name in FORWARDED_HEADERS:
+            if value.strip().lower() == name.lower():
+                return name
+        raise ValueError(f"forwarded header must be one of {', '.join(FORWARDED_HEADERS)}")
 
     @field_validator("api_keys", mode="before")
     @classmethod

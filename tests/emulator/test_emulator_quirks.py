@@ -40,6 +40,21 @@ async def test_routing_ignores_query_and_trailing_slash(http: httpx.AsyncClient)
     assert len((await http.get("/v1/models/")).json()["data"]) == 3
 
 
+async def test_routing_ignores_letter_case_but_parameters_keep_theirs(
+    http: httpx.AsyncClient,
+) -> None:
+    """Express routes case-insensitively; a model id in the path is looked up as spelled."""
+    assert len((await http.get("/V1/MODELS/")).json()["data"]) == 3
+    assert "models" in (await http.get("/Api/V1/Models")).json()
+    chat = await http.post(
+        "/V1/Chat/Completions/",
+        json={"model": QWEN, "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert chat.json()["object"] == "chat.completion"
+    assert (await http.get("/API/V0/MODELS/qwen/qwen3-4b")).json()["id"] == QWEN
+    assert (await http.get("/api/v0/models/QWEN/QWEN3-4B")).status_code == 404
+
+
 async def test_bad_json_and_express_headers(http: httpx.AsyncClient) -> None:
     response = await http.post(
         "/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lmgate.classify import ENDPOINTS, LISTINGS, MANAGEMENT, SHORTHAND, classify
 from lmgate.errors import BadRequest
 from lmgate.guard.paths import Scope, normalise, required_scope
 
@@ -103,3 +104,20 @@ def test_normalise_never_climbs_or_crashes(raw: str) -> None:
         return
     assert result.startswith("/")
     assert "/../" not in result + "/" and "//" not in result
+
+
+@given(
+    path=st.sampled_from([*ENDPOINTS, *LISTINGS, *MANAGEMENT, *SHORTHAND, "/v1/models/qwen"]),
+    upper=st.lists(st.booleans(), min_size=30, max_size=30),
+    slash=st.booleans(),
+)
+def test_the_scope_of_a_spelling_is_the_scope_of_its_route(
+    path: str, upper: list[bool], slash: bool
+) -> None:
+    """The guard's scope (from the spelling) and the route the request is sent as agree."""
+    spelled = "".join(c.upper() if u else c for c, u in zip(path, upper, strict=False))
+    normalised = normalise(spelled + ("/" if slash else ""))
+    sent = classify(normalised).path
+    expected = required_scope(path, health_public=True)
+    assert required_scope(normalised.lower(), health_public=True) is expected
+    assert required_scope(sent.lower(), health_public=True) is expected

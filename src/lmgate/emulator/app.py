@@ -2,10 +2,14 @@
 
 Which routes exist depends on the emulated version: 0.3 has the OpenAI-compatible routes
 (including `/v1/responses`, added in 0.3.29) and REST v0; 0.4 adds REST v1 and
-`/v1/messages`. Everything else falls through to the unexpected-endpoint quirk.
+`/v1/messages`. Everything else falls through to the unexpected-endpoint quirk. Like LM
+Studio's Express server, routing ignores letter case (path parameters keep theirs) and a
+trailing slash.
 """
 
 from __future__ import annotations
+
+import re
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -43,6 +47,9 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         routes += anthropic_routes.routes()
         routes += native_v1_routes.routes()
     routes += hook_routes.routes()
+    for route in routes:
+        if isinstance(route, Route):  # Express matches paths whatever their letter case
+            route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(FrontDoor, state=state)],

@@ -73,7 +73,7 @@ class FrontDoor:
 
         token = self.state.config.api_token
         failure = None
-        if token and path not in OPEN_PATHS and not path.startswith(HOOK_PREFIX):
+        if token and path.lower() not in OPEN_PATHS and not path.startswith(HOOK_PREFIX):
             failure = auth_failure(headers, token)
         if failure is not None:
             await json_response(failure, status=401)(scope, receive, stamped_send)

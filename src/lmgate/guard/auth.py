@@ -1,7 +1,9 @@
 """The guard: normalise the path, check the address, then the key and its scope. Deny by default.
 
 Order matters: a denied address learns nothing about keys (403 before 401), and the path is
-normalised before anything looks at it, so every later layer sees one canonical spelling.
+normalised and classified (`lmgate.classify`) before anything looks at it, so every later layer
+sees one canonical spelling. A forwarding chain from a trusted proxy that names no address where
+it must be read is refused (400), never guessed.
 Admin routes have their own allowlist (loopback only unless configured). `/metrics` answers to
 two: the admin allowlist for admin keys and the metrics allowlist for metrics keys. An address
 in neither is refused before any key is looked at; which of the two applies is known only once
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
+from lmgate.classify import ROUTE_KEY, classify
 from lmgate.errors import Forbidden, GatewayError, TooManyRequests, Unauthorized, send_error
 from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.allowlist import IPAddress, NetworkSet, client_address
@@ -68,6 +71,7 @@ class Access:
     trusted_proxies: NetworkSet
     health_public: bool
     metrics_allow: NetworkSet | None = None  # None: the same as `allow`
+    forwarded_header: bytes = b"x-forwarded-for"  # the one header read from trusted proxies
 
     def allowed(self, addr: IPAddress | None) -> bool:
         return not self.allow or addr in self.allow
@@ -117,12 +121,18 @@ class GuardMiddleware:
 
     def _check(self, scope: Scope, ex: Exchange) -> None:
         path = normalise(scope["path"])
-        scope["path"] = ex.path = path
-        scope["raw_path"] = quote_path(path).encode()
+        route = scope[ROUTE_KEY] = classify(path)
+        scope["path"] = ex.path = route.path
+        scope["raw_path"] = quote_path(route.path).encode()
 
         peer = scope.get("client")
         access = self.access
-        addr = client_address(peer[0] if peer else None, scope["headers"], access.trusted_proxies)
+        addr = client_address(
+            peer[0] if peer else None,
+            scope["headers"],
+            access.trusted_proxies,
+            access.forwarded_header,
+        )
         ex.client = str(addr) if addr is not None else None
         needed = required_scope(path.lower(), health_public=access.health_public)
         self._admit(needed, addr, ex)

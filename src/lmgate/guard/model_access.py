@@ -4,7 +4,8 @@ A key with patterns (`qwen*`, `nomic-*`) may name only matching models in infere
 (checked after injection, so an injected default model is checked too) and in model paths
 (`/v1/models/{id}`). Model listings are rewritten to the allowed entries. A request whose model
 cannot be known (no model at all, or a POST to an endpoint whose body lmgate does not parse) is
-refused: deny by default.
+refused: deny by default. Which path is a listing or a model path is `lmgate.classify`'s
+answer, whatever the client's spelling.
 """
 
 from __future__ import annotations
@@ -13,19 +14,13 @@ from typing import Any
 
 import orjson
 
+from lmgate.classify import classify
 from lmgate.errors import Forbidden, UpstreamError
 from lmgate.exchange import Exchange
 from lmgate.guard.auth import principal_of
 from lmgate.guard.keys import Principal
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 
-# Listing path -> (list field, id field) of each surface's model list.
-LISTINGS = {
-    "/v1/models": ("data", "id"),
-    "/api/v0/models": ("data", "id"),
-    "/api/v1/models": ("models", "key"),
-}
-_MODEL_PATHS = ("/v1/models/", "/api/v0/models/", "/api/v1/models/")
 _MAX_LISTING = 16 * 1024 * 1024
 
 
@@ -94,14 +89,13 @@ class ModelAccess:
             if not principal.allows_model(model):
                 raise _refuse(principal, f"may not use model '{model}'")
             return None
-        path = request.path
         if request.method not in ("GET", "HEAD"):
-            raise _refuse(principal, f"is limited to some models; {path} cannot be checked")
-        if path in LISTINGS and request.method == "GET":
+            raise _refuse(principal, f"is limited to some models; {request.path} cannot be checked")
+        route = classify(request.path)  # canonical already: one lookup, or the model path's id
+        if route.listing is not None and request.method == "GET":
             scope = request.scope
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]
-            return ListingFilter(principal, *LISTINGS[path])
-        for prefix in _MODEL_PATHS:
-            if path.startswith(prefix) and not principal.allows_model(path[len(prefix) :]):
-                raise _refuse(principal, f"may not use model '{path[len(prefix) :]}'")
+            return ListingFilter(principal, *route.listing)
+        if route.model is not None and not principal.allows_model(route.model):
+            raise _refuse(principal, f"may not use model '{route.model}'")
         return None

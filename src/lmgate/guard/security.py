@@ -77,6 +77,7 @@ class Security:
                 allow=NetworkSet(settings.allow),
                 admin_allow=NetworkSet(settings.admin_allow),
                 trusted_proxies=NetworkSet(settings.trusted_proxies),
+                forwarded_header=settings.forwarded_header.lower().encode(),
                 health_public=not settings.require_auth_for_health,
                 metrics_allow=(
                     NetworkSet(settings.metrics_allow) if settings.metrics_allow else None

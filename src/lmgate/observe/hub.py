@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from lmgate.classify import is_proxied
 from lmgate.exchange import Observer
 from lmgate.observe.cardinality import ModelNames
 from lmgate.observe.config_watch import ConfigWatch, model_state
@@ -37,7 +38,6 @@ from lmgate.observe.usage_recorder import UsageRecorder
 from lmgate.observe.usage_tap import UsageHook
 from lmgate.observe.windows import Metrics
 from lmgate.proxy.hooks import ProxyHook
-from lmgate.proxy.relay import is_proxied
 from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore

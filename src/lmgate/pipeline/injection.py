@@ -11,19 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Normalised path -> endpoint kind. Only these bodies are parsed; everything else streams as is.
-ENDPOINTS: dict[str, str] = {
-    "/v1/chat/completions": "chat",
-    "/api/v0/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/api/v0/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/api/v0/embeddings": "embeddings",
-    "/v1/responses": "responses",
-    "/v1/messages": "messages",
-    "/api/v1/chat": "native_chat",
-}
-
 _OPENAI = {
     "temperature": "temperature",
     "maxTokens": "max_tokens",

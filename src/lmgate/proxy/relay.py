@@ -14,33 +14,22 @@ from typing import Any
 import orjson
 
 from lmgate.asgi import Receive, Scope, Send
+from lmgate.classify import is_proxied as is_proxied  # the app's dispatch asks it here
+from lmgate.classify import route_of
 from lmgate.errors import BadRequest, GatewayError, PayloadTooLarge
 from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.paths import quote_path
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.requests import RequestCancelled
-from lmgate.pipeline.injection import ENDPOINTS, inject
+from lmgate.pipeline.injection import inject
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.proxy.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse
 
-# The TypeScript edition's shorthand routes.
-SHORTHAND = {
-    "/chat/completions": "/v1/chat/completions",
-    "/completions": "/v1/completions",
-    "/models": "/v1/models",
-    "/embeddings": "/v1/embeddings",
-}
-PROXY_PREFIXES = ("/v1/", "/api/v0/", "/api/v1/")
-
 
 class ClientGone(Exception):
     """The client hung up before it finished sending its request."""
-
-
-def is_proxied(path: str) -> bool:
-    return path.startswith(PROXY_PREFIXES) or path in SHORTHAND or path in ("/v1", "/api/v0")
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -88,11 +77,10 @@ def _encoded(body: dict[str, Any] | None) -> bytes:
 
 
 def _request(scope: Scope, body: bytes) -> ProxyRequest:
-    path: str = scope["path"]
-    path = SHORTHAND.get(path, path)
+    """The request as classified once (`lmgate.classify`): canonical path, inference kind."""
+    route = route_of(scope)
     method: str = scope["method"]
-    kind = ENDPOINTS.get(path) if method == "POST" else None
-    return ProxyRequest(scope, method, path, kind, None, raw=body)
+    return ProxyRequest(scope, method, route.path, route.kind(method), None, raw=body)
 
 
 class _Taps:

@@ -30,7 +30,7 @@ from lmgate.admin.usage_routes import router as usage_router
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
 from lmgate.dashboard.routes import DashboardApp, is_dashboard
 from lmgate.errors import BadRequest, GatewayError, NotFound
-from lmgate.exchange import ExchangeMiddleware
+from lmgate.exchange import ExchangeMiddleware, clip
 from lmgate.gateway import Gateway
 from lmgate.observe.routes import router as monitoring_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
@@ -91,13 +91,17 @@ def _control_plane(gw: Gateway) -> FastAPI:
     @app.exception_handler(sqlite3.Error)
     async def storage_failed(request: Request, exc: sqlite3.Error) -> Response:
         error = storage_error(exc, gw.db.path)  # a full disk is 507, not a plain-text 500
-        log.error("storage_failed", path=request.url.path, status=error.status, error=str(exc))
+        log.error(
+            "storage_failed", path=clip(request.url.path), status=error.status, error=str(exc)
+        )
         return _error_response(error)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404:
-            return _error_response(NotFound(f"no route for {request.method} {request.url.path}"))
+            return _error_response(
+                NotFound(f"no route for {request.method} {clip(request.url.path)}")
+            )
         error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
         error.status = exc.status_code
         error.type = "invalid_request_error"

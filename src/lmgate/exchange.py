@@ -20,6 +20,18 @@ from lmgate.asgi import ASGIApp, Message, Receive, Scope, Send
 from lmgate.errors import GatewayError, send_error
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+SHOWN_CHARS = 256  # of a client's string, in a record, a log line, an event or a message
+
+
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """A client-chosen string as records and messages show it: a path or a name may be as long
+    as the head limit allows (64 KiB), and every log line, event and listed request that
+    carried it whole would multiply that. The start stays (prefix checks still read it)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text)} chars)"
+
+
 log = structlog.get_logger("lmgate")
 
 
@@ -107,7 +119,7 @@ class ExchangeMiddleware:
         ex = Exchange(
             request_id=_request_id(scope["headers"]),
             method=scope["method"],
-            path=scope["path"],
+            path=clip(scope["path"]),
             client=client[0] if client else None,
         )
         scope["lmgate.exchange"] = ex

@@ -21,7 +21,7 @@ import structlog
 from lmgate.asgi import ASGIApp, Receive, Scope, Send
 from lmgate.classify import ROUTE_KEY, classify
 from lmgate.errors import Forbidden, GatewayError, TooManyRequests, Unauthorized, send_error
-from lmgate.exchange import Exchange, exchange_of
+from lmgate.exchange import Exchange, clip, exchange_of
 from lmgate.guard.allowlist import IPAddress, NetworkSet, client_address
 from lmgate.guard.damping import Damper, bucket
 from lmgate.guard.keys import KeyRegistry, Principal, Problem
@@ -122,7 +122,8 @@ class GuardMiddleware:
     def _check(self, scope: Scope, ex: Exchange) -> None:
         path = normalise(scope["path"])
         route = scope[ROUTE_KEY] = classify(path)
-        scope["path"] = ex.path = route.path
+        scope["path"] = route.path
+        ex.path = clip(route.path)
         scope["raw_path"] = quote_path(route.path).encode()
 
         peer = scope.get("client")

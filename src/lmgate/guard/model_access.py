@@ -16,7 +16,7 @@ import orjson
 
 from lmgate.classify import classify
 from lmgate.errors import Forbidden, UpstreamError
-from lmgate.exchange import Exchange
+from lmgate.exchange import Exchange, clip
 from lmgate.guard.auth import principal_of
 from lmgate.guard.keys import Principal
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
@@ -87,15 +87,17 @@ class ModelAccess:
             if not isinstance(model, str) or not model:
                 raise _refuse(principal, "must name its model in 'model'")
             if not principal.allows_model(model):
-                raise _refuse(principal, f"may not use model '{model}'")
+                raise _refuse(principal, f"may not use model '{clip(model)}'")
             return None
         if request.method not in ("GET", "HEAD"):
-            raise _refuse(principal, f"is limited to some models; {request.path} cannot be checked")
+            raise _refuse(
+                principal, f"is limited to some models; {clip(request.path)} cannot be checked"
+            )
         route = classify(request.path)  # canonical already: one lookup, or the model path's id
         if route.listing is not None and request.method == "GET":
             scope = request.scope
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]
             return ListingFilter(principal, *route.listing)
         if route.model is not None and not principal.allows_model(route.model):
-            raise _refuse(principal, f"may not use model '{route.model}'")
+            raise _refuse(principal, f"may not use model '{clip(route.model)}'")
         return None

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from lmgate.exchange import SHOWN_CHARS, clip
-from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_gateway
+from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, raw_http, start_gateway
 
 LONG = "/v1/" + "a" * 60_000
 
@@ -48,3 +48,29 @@ def test_long_paths_are_clipped_in_logs_events_and_messages(keyed: ServerProcess
         assert len(events.content) < 100 * 2048
     grown = log.stat().st_size - before
     assert grown < 100 * 2048, f"100 denials wrote {grown} bytes of log"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "/health/../v1/chat/completions",
+        "/dashboard/%2e%2e/v1/chat/completions",
+        "/DEBUG/../v1/chat/completions",
+    ],
+)
+def test_a_request_through_a_quiet_prefix_is_still_listed(
+    keyed: ServerProcess, spelling: str
+) -> None:
+    body = b'{"model":"qwen/qwen3-4b","messages":[{"role":"user","content":"hi"}],"max_tokens":3}'
+    request = (
+        f"POST {spelling} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Authorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    answer = raw_http(keyed.port, request)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    listed = httpx.get(
+        keyed.url + "/debug/requests?limit=5", headers=admin_headers(), timeout=10
+    ).json()
+    recent = [r for r in listed["completed"] if r["endpoint"] == "chat"]
+    assert recent and recent[0]["path"] == "/v1/chat/completions"

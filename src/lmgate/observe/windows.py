@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
+from lmgate.guard.paths import normalise
 from lmgate.observe.cardinality import ModelNames
 
 # Monitoring and probes are not traffic: they stay out of request counts and percentiles.
@@ -29,10 +31,16 @@ _ROUTE_FAMILIES = ("/admin", "/debug", "/api/v0", "/api/v1", "/v1")
 
 
 def is_quiet(ex: Exchange) -> bool:
-    """Decided once, at the start: the guard may still rewrite the path before the finish."""
+    """Decided once, at the start, before the guard has normalised the path: so on the path
+    as the guard will normalise it, or `/health/../v1/chat/completions` would be an inference
+    request hidden from the request list, the figures and cancelling."""
     quiet = ex.attributes.get("quiet")
     if quiet is None:
-        quiet = ex.attributes["quiet"] = ex.path.startswith(QUIET_PREFIXES)
+        try:
+            path = normalise(ex.path).lower()
+        except GatewayError:
+            path = ""  # refused by the guard anyway: counted as the failure it is
+        quiet = ex.attributes["quiet"] = path.startswith(QUIET_PREFIXES)
     return bool(quiet)
 
 

@@ -51,7 +51,7 @@ async def _run(
         chunk = pending.pop(0)
         return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
 
-    scope = {"type": "http", "headers": headers}
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
     scope["lmgate.exchange"] = Exchange("r", "POST", "/v1/chat/completions", None)
     out = Recorder()
     await InputLimits(app, max_body_bytes=10, body_timeout=0.2)(scope, receive, out)

@@ -18,7 +18,8 @@
   being kept alive: what the client sends next is the rest of that body, which uvicorn would
   otherwise parse and throw away for as long as the client cares to send it.
 - **Pipelining.** A client may queue at most `MAX_PIPELINED` requests behind the one being
-  answered; one more closes the connection (each queued request holds its head and scope).
+  answered (each holds its head and scope, and one read can carry thousands): those are
+  answered, then the connection is closed, and nothing after them is read.
 """
 
 from __future__ import annotations
@@ -155,9 +156,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = False  # the timer, if still armed, sees this and lets the head be
         super().on_headers_complete()
         if len(self.pipeline) > MAX_PIPELINED:
-            self._refused = True  # the answers already due are cut off too: no framing is left
-            self.transport.close()
-            raise _Stop  # and the rest of this read is not parsed
+            self._cut_pipeline()
+
+    def _cut_pipeline(self) -> None:
+        """Too many requests queued: the newest is dropped, the ones before it are answered,
+        the connection closes after the last of them, and nothing more is read from it."""
+        self.pipeline.popleft()  # uvicorn queues on the left, starts from the right
+        last = self.pipeline[0][0]
+        last.keep_alive = False
+        self.cycle = last
+        self._refused = True
+        raise _Stop  # the rest of this read is not parsed
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

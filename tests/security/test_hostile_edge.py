@@ -112,14 +112,15 @@ def guarded(tmp_root: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def small(tmp_root: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
-    """Keys on, small limits: a 16 KiB head, 4 MiB bodies, 16 MiB of bodies at once, 5
-    connections per address, a trusted proxy at 127.0.0.9."""
+    """Keys on, small limits: a 16 KiB head sent within 3 s, 4 MiB bodies, 16 MiB of bodies
+    at once, 5 connections per address, a trusted proxy at 127.0.0.9."""
     yield from _gateway(
         tmp_root,
         emulator,
         LMGATE_ADMIN_KEY=ADMIN_KEY,
         LMGATE_API_KEYS=API_KEY,
         LMGATE_MAX_HEADER_BYTES=str(HEAD_LIMIT),
+        LMGATE_HEADER_TIMEOUT="3",
         LMGATE_MAX_BODY_BYTES=str(4 * MIB),
         LMGATE_MAX_BODY_MEMORY_BYTES=str(16 * MIB),
         LMGATE_BODY_TIMEOUT="20",
@@ -317,9 +318,9 @@ def test_no_key_mode_refuses_bodies_where_none_is_read(open_gateway: ServerProce
         assert resp.status_code == 200 and resp.json()["choices"]
 
 
-def test_a_refused_request_closes_its_connection(small: ServerProcess) -> None:
+def test_a_refused_large_body_closes_its_connection(small: ServerProcess) -> None:
     """A 401 answered before the body was read: the connection is not kept alive for the
-    rest of a body (which could be endless) to be parsed and thrown away."""
+    rest of a large body (which could be endless) to be parsed and thrown away."""
     head = _head("POST", "/v1/chat/completions", f"Content-Length: {10**12}")
     with _connect(small, "127.0.4.1") as sock:
         sock.sendall(head + b"x" * 1000)
@@ -328,20 +329,48 @@ def test_a_refused_request_closes_its_connection(small: ServerProcess) -> None:
         assert statuses(answer) == [401] and time.monotonic() - started < 2
 
 
+def test_the_rest_of_an_unread_body_is_bounded(small: ServerProcess) -> None:
+    """What declares no size (chunked) or never ends is thrown away only so far and so long."""
+    head = _head("POST", "/v1/chat/completions", "Transfer-Encoding: chunked")
+    chunk = b"%x\r\n%s\r\n" % (16384, b"x" * 16384)
+    with _connect(small, "127.0.4.2") as sock:
+        sock.sendall(head)
+        assert statuses(sock.recv(65536)) == [401]
+        sent = 0
+        started = time.monotonic()
+        try:
+            while sent < 256 * MIB:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass
+        assert sent < 16 * MIB and time.monotonic() - started < 5
+    head = _head("POST", "/v1/chat/completions", "Content-Length: 100")
+    with _connect(small, "127.0.4.3") as sock:
+        sock.sendall(head + b"x" * 10)  # and the other 90 bytes never come
+        started = time.monotonic()
+        answer = _read_all(sock)
+        assert statuses(answer) == [401] and 2 < time.monotonic() - started < 8
+
+
 def test_small_bodies_keep_the_connection_alive(small: ServerProcess) -> None:
     key = f"Authorization: Bearer {API_KEY}"
     with httpx.Client(base_url=small.url, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
         for _ in range(3):
             assert c.post("/v1/chat/completions", content=CHAT).status_code == 200
-        refused = c.post("/v1/chat/completions", content=CHAT, headers={"Authorization": "x"})
-        assert refused.status_code == 401  # the whole small body had arrived: kept alive
-        assert c.get("/v1/models").status_code == 200
+        for _ in range(3):  # answered before the small body was read: kept alive all the same
+            refused = c.post("/v1/chat/completions", content=CHAT, headers={"Authorization": "x"})
+            assert refused.status_code == 401
+            assert c.get("/v1/models").status_code == 200
     with _connect(small) as sock:  # and on one connection, explicitly
         post = _head("POST", "/v1/chat/completions", key, f"Content-Length: {len(CHAT)}")
         sock.sendall(post + CHAT)
-        time.sleep(0.5)
-        sock.sendall(_head("GET", "/health", "Connection: close"))
-        assert statuses(_read_all(sock)) == [200, 200]
+        time.sleep(0.3)
+        refused = _head("POST", "/v1/chat/completions", f"Content-Length: {len(CHAT)}")
+        sock.sendall(refused)
+        time.sleep(0.3)  # the 401 goes out before the body arrives
+        sock.sendall(CHAT + _head("GET", "/health", "Connection: close"))
+        assert statuses(_read_all(sock)) == [200, 401, 200]
 
 
 # --- body memory --------------------------------------------------------------------------

@@ -14,9 +14,12 @@
   seconds of its first byte (or of connecting) is closed, with 408 when part of a head had
   arrived (slowloris).
 - **Unread bodies.** When an answer is complete before its request's body was read (the guard
-  refused it, or a route took no body), the connection is closed after the answer instead of
-  being kept alive: what the client sends next is the rest of that body, which uvicorn would
-  otherwise parse and throw away for as long as the client cares to send it.
+  refused it, or a route took no body), what the client sends next is the rest of that body,
+  which uvicorn parses and throws away. Clients commonly send a small body right behind the
+  head, so up to `MAX_DISCARDED` bytes of it are thrown away within `head_timeout` and the
+  connection kept alive for the next request (closing it would fail a client that reuses it at
+  once); a body declared larger, or one that does not end within those bytes and that time,
+  closes the connection.
 - **Pipelining.** A client may queue at most `MAX_PIPELINED` requests behind the one being
   answered (each holds its head and scope, and one read can carry thousands): those are
   answered, then the connection is closed, and nothing after them is read.
@@ -25,6 +28,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import httptools
@@ -35,10 +39,19 @@ from lmgate.guard.connections import ConnectionGate, connection_gate
 from lmgate.settings import Settings
 
 MAX_PIPELINED = 32
+MAX_DISCARDED = 64 * 1024
 
 
 class _Stop(Exception):
     """Raised from a parser callback to stop parsing what is left of a read."""
+
+
+def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The request's `Content-Length`; a chunked body (none declared) counts as 0."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def _raw_response(error: GatewayError) -> bytes:
@@ -60,6 +73,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     __slots__ = (
         "_began",
         "_counted",
+        "_discarded",
         "_head_bytes",
         "_head_open",
         "_head_started",
@@ -88,6 +102,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._counted: str | None = None  # this connection's unit in the gate's counts
+        self._discarded = -1  # bytes received of an unread body being thrown away; -1: none
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -114,6 +129,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if not self._head_open:
             self._feed(data)
+            if self._discarded >= 0:  # still throwing away an unread body
+                self._discarded += len(data)
+                if self._discarded > MAX_DISCARDED:
+                    self._close()
         elif len(data) <= self.max_head_bytes - self._head_bytes:
             self._head_bytes += len(data)
             self._feed(data)
@@ -172,14 +191,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._head_open = True
         self._head_bytes = 0
+        self._discarded = -1
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle.response_complete and cycle.more_body and not self.transport.is_closing():
-            self._refused = True  # the rest of an unread body follows, not a request
-            self.server_state.total_requests += 1
-            self.transport.close()
-            return
+            # Answered before its body was read: the rest of that body comes next.
+            if _declared_length(cycle.scope["headers"]) > MAX_DISCARDED:
+                self.server_state.total_requests += 1
+                self._close()
+                return
+            self._discarded = 0
+            self._head_started = self.loop.time()  # the head timer bounds the discarding
+            self._arm()
         super().on_response_complete()
 
     def _arm(self) -> None:
@@ -198,19 +222,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if self._in_head:
+        if self._in_head or self._discarded >= 0:
             if self.loop.time() < self._head_started + self.head_timeout:
                 self._arm()  # a later head than the one the timer was set for
                 return
-            self._refuse(RequestTimeout("the request head did not arrive in time"))
+            if self._discarded >= 0:  # the unread body did not end in time
+                self._close()
+            else:
+                self._refuse(RequestTimeout("the request head did not arrive in time"))
         elif not self._began:  # connected, and not a byte of a request since
-            self._refused = True
-            self.transport.close()
+            self._close()
 
     def _refuse(self, error: GatewayError) -> None:
+        self.transport.write(_raw_response(error))
+        self._close()
+
+    def _close(self) -> None:
+        """Close the connection; whatever else arrives on it is ignored."""
         self._refused = True
         self._disarm()
-        self.transport.write(_raw_response(error))
         self.transport.close()
 
 

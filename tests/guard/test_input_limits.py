@@ -189,12 +189,38 @@ def _chunks(*chunks: bytes, then: Message | None = None, stall: bool = False) ->
     ],
 )
 async def test_no_body_where_none_is_taken(method: str, path: str) -> None:
+    """Handed on as a request without a body: nothing read, reserved or kept."""
     budget = BodyBudget(1000)
-    for framing in ((b"content-length", b"5"), (b"transfer-encoding", b"chunked")):
-        out = await _limited(method, path, [framing], _never_read(), budget)
-        assert out.status == 413 and out.json()["error"]["code"] == "body_not_allowed"
-        assert (b"connection", b"close") in out.messages[0]["headers"]
-    assert budget.held == 0
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((list(scope["headers"]), await receive()))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    empty = {"type": "http.request", "body": b"", "more_body": False}
+    for framing in ((b"content-length", b"50"), (b"transfer-encoding", b"chunked")):
+        headers = [(b"accept", b"*/*"), framing]
+        out = await _limited(method, path, headers, _never_read(), budget, app=app)
+        assert out.status == 204 and budget.held == 0
+        assert seen.pop() == ([(b"accept", b"*/*")], empty)
+
+
+async def test_no_body_then_only_the_disconnect() -> None:
+    """An app that keeps listening (the proxy's disconnect watcher) never gets body bytes."""
+    received: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.append(await receive())
+        received.append(await receive())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    receive = _chunks(b"a" * 60, b"b" * 60, then={"type": "http.disconnect"})
+    headers = [(b"transfer-encoding", b"chunked")]
+    await _limited("GET", "/v1/models", headers, receive, BodyBudget(10), app=app)
+    assert [m["type"] for m in received] == ["http.request", "http.disconnect"]
+    assert received[0]["body"] == b""
 
 
 async def test_a_protected_health_takes_a_body_like_any_route() -> None:

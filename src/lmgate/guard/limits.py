@@ -1,15 +1,16 @@
 """Limits on what a client may send: body size, body read time, body memory, JSON nesting depth.
 
 `InputLimits` sits right after the guard, so a body is read only once its request is admitted:
-a request the guard refuses is answered unread (and its connection closed after the answer, in
-`guard/protocol.py`, since what follows is body, not a request). A request that takes no body
-(GET, HEAD, OPTIONS, TRACE, and the public routes `/health` and `/dashboard/*`) but declares one
-is refused with 413 `body_not_allowed` and `Connection: close`, unread: anyone may reach those
-routes, so nothing of theirs may be buffered. Every other body is read whole under a size cap
-(413), a deadline (408: a client trickling bytes cannot hold a connection and a buffer forever)
-and the process-wide body memory budget (`guard/budget.py`, 503), then handed on as one message.
-Doing it here covers the control plane too, whose framework would turn a failing read into a
-vague 400.
+a request the guard refuses is answered unread. A request that takes no body (GET, HEAD,
+OPTIONS, TRACE, and anything sent to the public routes `/health` and `/dashboard/*`, which anyone
+may reach) is handed on as if it had none, whatever it declares: its framing headers are taken
+out, the app gets an empty body, and what the client sends of it is dropped as it comes, never
+kept. In both cases what is left of the body when the answer is complete is thrown away by the
+protocol, a little of it at most (`guard/protocol.py`). Every other body is read whole under a
+size cap (413), a deadline (408: a client trickling bytes cannot hold a connection and a buffer
+forever) and the process-wide body memory budget (`guard/budget.py`, 503), then handed on as one
+message. Doing it here covers the control plane too, whose framework would turn a failing read
+into a vague 400.
 
 The head of a request (line and headers) is limited earlier, in the HTTP protocol itself
 (`guard/protocol.py`), because by the time an ASGI app runs the headers are already in memory.
@@ -36,6 +37,8 @@ from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 
 # Methods whose requests carry no content that lmgate (or LM Studio) would read.
 BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_FRAMING = (b"content-length", b"transfer-encoding")
+_NO_BODY: Message = {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _has_body(scope: Scope) -> bool:
@@ -45,6 +48,25 @@ def _has_body(scope: Scope) -> bool:
         if name == b"content-length" and value.strip().strip(b"0"):
             return True
     return False
+
+
+def _without_body(scope: Scope, receive: Receive) -> Receive:
+    """The request as if it had no body: no framing headers, an empty body, and after that
+    only the disconnect (what arrives of the body meanwhile is dropped, chunk by chunk)."""
+    scope["headers"] = [h for h in scope["headers"] if h[0] not in _FRAMING]
+    given = False
+
+    async def receive_nothing() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return dict(_NO_BODY)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+
+    return receive_nothing
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -75,9 +97,11 @@ class InputLimits:
         if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
+        if not self._takes_body(scope):
+            await self.app(scope, _without_body(scope, receive), send)
+            return
         with self.budget.hold() as hold:
             try:
-                self._takes_body(scope)
                 # The body as one message, handed on once and then let go (not kept for as
                 # long as the answer takes).
                 pending = [await self._read_within_limits(scope, receive, hold)]
@@ -94,13 +118,11 @@ class InputLimits:
 
             await self.app(scope, replay, send)
 
-    def _takes_body(self, scope: Scope) -> None:
-        method: str = scope["method"]
-        if method in BODILESS_METHODS:
-            raise PayloadTooLarge(f"{method} requests take no body", code="body_not_allowed")
+    def _takes_body(self, scope: Scope) -> bool:
+        if scope["method"] in BODILESS_METHODS:
+            return False
         path: str = scope["path"]
-        if required_scope(path.lower(), health_public=self.health_public) is KeyScope.PUBLIC:
-            raise PayloadTooLarge(f"{path} takes no request body", code="body_not_allowed")
+        return required_scope(path.lower(), health_public=self.health_public) is not KeyScope.PUBLIC
 
     async def _read_within_limits(self, scope: Scope, receive: Receive, hold: Hold) -> Message:
         declared = _declared_length(scope)

@@ -189,6 +189,17 @@ def test_one_byte_past_the_head_limit_is_431_at_once(
         assert statuses(answer) == [431] and time.monotonic() - started < 2
 
 
+def test_a_malformed_request_is_a_json_400(small: ServerProcess) -> None:
+    for junk in (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00"):
+        with _connect(small) as sock:
+            sock.sendall(junk)
+            answer = _read_all(sock)
+        assert statuses(answer) == [400]
+        assert b"\r\ncontent-type: application/json\r\n" in answer
+        error = orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert error["code"] == "invalid_http_request" and error["type"] == "invalid_request_error"
+
+
 def test_a_head_with_its_body_in_one_write(small: ServerProcess) -> None:
     """A head just under the limit arriving with a large body (and a pipelined request with
     a head as large) in one write: the body and the next head are not counted as this head."""

@@ -31,8 +31,8 @@ from lmgate.errors import (
 )
 from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.budget import BodyBudget, Hold
+from lmgate.guard.paths import PUBLIC_PATHS, PUBLIC_PREFIXES, required_scope
 from lmgate.guard.paths import Scope as KeyScope
-from lmgate.guard.paths import required_scope
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 
 # Methods whose requests carry no content that lmgate (or LM Studio) would read.
@@ -92,6 +92,9 @@ class InputLimits:
         self.timeout = body_timeout
         self.budget = budget if budget is not None else BodyBudget(8 * max_body_bytes)
         self.health_public = health_public
+        # What `required_scope` could call public, tested in C first (this runs per body).
+        self._public_paths = frozenset([*PUBLIC_PATHS, *(["/health"] if health_public else [])])
+        self._public_prefixes = PUBLIC_PREFIXES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _has_body(scope):
@@ -121,8 +124,12 @@ class InputLimits:
     def _takes_body(self, scope: Scope) -> bool:
         if scope["method"] in BODILESS_METHODS:
             return False
-        path: str = scope["path"]
-        return required_scope(path.lower(), health_public=self.health_public) is not KeyScope.PUBLIC
+        lower: str = scope["path"].lower()
+        if lower in self._public_paths:
+            return False
+        if not lower.startswith(self._public_prefixes):
+            return True
+        return required_scope(lower, health_public=self.health_public) is not KeyScope.PUBLIC
 
     async def _read_within_limits(self, scope: Scope, receive: Receive, hold: Hold) -> Message:
         declared = _declared_length(scope)

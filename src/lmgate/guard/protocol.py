@@ -10,6 +10,7 @@
   ended by then gets 431 and a closed connection. The parser thus never holds more than the
   limit of one head, plus at most one read's worth whose start a previous request's body or head
   shared (a pipelined request beginning inside a chunk is counted from the next chunk on).
+- **Malformed requests** get 400 as the same JSON error as everything else, and a close.
 - **Head time.** A connection that has not finished a request's head within `head_timeout`
   seconds of its first byte (or of connecting) is closed, with 408 when part of a head had
   arrived (slowloris).
@@ -34,7 +35,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from lmgate.errors import GatewayError, HeadersTooLarge, RequestTimeout
+from lmgate.errors import BadRequest, GatewayError, HeadersTooLarge, RequestTimeout
 from lmgate.guard.connections import ConnectionGate, connection_gate
 from lmgate.settings import Settings
 
@@ -160,9 +161,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             pass  # no protocol upgrades here: the request is served as plain HTTP/1.1
         except httptools.HttpParserError:
-            if not self._refused:
-                self.send_400_response("Invalid HTTP request received.")
-                self._refused = True
+            if not self._refused:  # (a callback of ours may have closed the connection)
+                self._refuse(BadRequest("invalid HTTP request", code="invalid_http_request"))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

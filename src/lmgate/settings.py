@@ -184,7 +184,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="Bytes of request bodies held in memory at once, all requests together; "
-        "unset = 8 x max_body_bytes.",
+        "unset = 8 x max_body_bytes; below max_body_bytes, it caps each body too.",
     )
     auth_fail_limit: int = Field(
         20, ge=0, description="Bad keys from one address within a minute before a block; 0 = off."
@@ -303,16 +303,6 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError("log level must be debug, info, warning, error or critical")
         return level
-
-    @model_validator(mode="after")
-    def _body_memory(self) -> Settings:
-        budget = self.max_body_memory_bytes
-        if budget is not None and budget < self.max_body_bytes:
-            raise ValueError(
-                f"max_body_memory_bytes ({budget}) is smaller than max_body_bytes "
-                f"({self.max_body_bytes}): a body of the largest allowed size could never be read"
-            )
-        return self
 
     @property
     def body_memory_limit(self) -> int:

@@ -265,6 +265,16 @@ async def test_over_the_budget_is_503_with_retry_after_unread() -> None:
     assert budget.held == 100
 
 
+async def test_a_body_larger_than_the_whole_budget_is_413() -> None:
+    """It could never fit: not a 503 to retry forever."""
+    budget = BodyBudget(50)  # below max_body_bytes (100)
+    out = await _limited("POST", "/v1/x", [(b"content-length", b"60")], _never_read(), budget)
+    assert out.status == 413 and out.json()["error"]["code"] == "request_too_large"
+    chunked = [(b"transfer-encoding", b"chunked")]
+    out = await _limited("POST", "/v1/x", chunked, _chunks(b"a" * 30, b"b" * 30), budget)
+    assert out.status == 413 and budget.held == 0
+
+
 async def test_chunked_bodies_reserve_as_they_come() -> None:
     budget = BodyBudget(150)
     budget.held = 100

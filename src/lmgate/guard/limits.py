@@ -88,9 +88,11 @@ class InputLimits:
         health_public: bool = True,
     ) -> None:
         self.app = app
-        self.max_body = max_body_bytes
         self.timeout = body_timeout
         self.budget = budget if budget is not None else BodyBudget(8 * max_body_bytes)
+        # A body larger than the whole budget could never be read: refused as too large (413)
+        # rather than as a wait (503) that would never end.
+        self.max_body = min(max_body_bytes, self.budget.limit)
         self.health_public = health_public
         # What `required_scope` could call public, tested in C first (this runs per body).
         self._public_paths = frozenset([*PUBLIC_PATHS, *(["/health"] if health_public else [])])

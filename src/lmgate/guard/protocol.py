@@ -7,9 +7,9 @@
   reports them: httptools hands a header over only once its line ends, and until then keeps
   growing it, so an endless header line would otherwise never be counted. While a head is being
   read, at most the bytes left of `max_head_bytes` are fed to the parser; a head that has not
-  ended by then gets 431 and a closed connection. The parser thus never holds more than the
-  limit of one head, plus at most one read's worth whose start a previous request's body or head
-  shared (a pipelined request beginning inside a chunk is counted from the next chunk on).
+  ended by then gets 431 and a closed connection. The parser thus holds at most the limit for
+  one head, plus what followed a previous request in the same read (a pipelined head that
+  begins inside a chunk is counted from the next chunk on).
 - **Malformed requests** get 400 as the same JSON error as everything else, and a close.
 - **Head time.** A connection that has not finished a request's head within `head_timeout`
   seconds of its first byte (or of connecting) is closed, with 408 when part of a head had

@@ -180,6 +180,18 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         64, ge=2, description="Deepest nesting accepted in a JSON request body."
     )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=0,
+        description="Connections one client address (IPv6: its /64) may hold open at once; "
+        "unset = 64, loopback not capped; set = that cap for loopback too; 0 = no cap.",
+    )
+    max_body_memory_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Bytes of request bodies held in memory at once, all requests together; "
+        "unset = 8 x max_body_bytes; below max_body_bytes, it caps each body too.",
+    )
     auth_fail_limit: int = Field(
         20, ge=0, description="Bad keys from one address within a minute before a block; 0 = off."
     )
@@ -312,6 +324,12 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError("log level must be debug, info, warning, error or critical")
         return level
+
+    @property
+    def body_memory_limit(self) -> int:
+        """The body memory budget in bytes: as configured, or 8 bodies of the largest size."""
+        budget = self.max_body_memory_bytes
+        return 8 * self.max_body_bytes if budget is None else budget
 
     @property
     def upstream_url(self) -> str:

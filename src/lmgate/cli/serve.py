@@ -163,9 +163,7 @@ def serve(
         uvicorn.Server(
             uvicorn.Config(
                 app,
-                http=guarded_protocol(
-                    max_head_bytes=settings.max_header_bytes, head_timeout=settings.header_timeout
-                ),
+                http=guarded_protocol(settings),
                 **server_options(settings),
             )
         ).run()

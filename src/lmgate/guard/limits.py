@@ -1,9 +1,16 @@
-"""Limits on what a client may send: body size, body read time, JSON nesting depth.
+"""Limits on what a client may send: body size, body read time, body memory, JSON nesting depth.
 
-`InputLimits` sits right after the guard, so only admitted requests get their bodies read.
-It reads the whole body under a size cap (413) and a deadline (408: a client trickling bytes
-cannot hold a connection and a buffer forever), then hands it on as one message. Doing it here
-covers the control plane too, whose framework would turn a failing read into a vague 400.
+`InputLimits` sits right after the guard, so a body is read only once its request is admitted:
+a request the guard refuses is answered unread. A request that takes no body (GET, HEAD,
+OPTIONS, TRACE, and anything sent to the public routes `/health` and `/dashboard/*`, which anyone
+may reach) is handed on as if it had none, whatever it declares: its framing headers are taken
+out, the app gets an empty body, and what the client sends of it is dropped as it comes, never
+kept. In both cases what is left of the body when the answer is complete is thrown away by the
+protocol, a little of it at most (`guard/protocol.py`). Every other body is read whole under a
+size cap (413), a deadline (408: a client trickling bytes cannot hold a connection and a buffer
+forever) and the process-wide body memory budget (`guard/budget.py`, 503), then handed on as one
+message. Doing it here covers the control plane too, whose framework would turn a failing read
+into a vague 400.
 
 The head of a request (line and headers) is limited earlier, in the HTTP protocol itself
 (`guard/protocol.py`), because by the time an ASGI app runs the headers are already in memory.
@@ -23,14 +30,43 @@ from lmgate.errors import (
     send_error,
 )
 from lmgate.exchange import Exchange, exchange_of
+from lmgate.guard.budget import BodyBudget, Hold
+from lmgate.guard.paths import PUBLIC_PATHS, PUBLIC_PREFIXES, required_scope
+from lmgate.guard.paths import Scope as KeyScope
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+
+# Methods whose requests carry no content that lmgate (or LM Studio) would read.
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_FRAMING = (b"content-length", b"transfer-encoding")
+_NO_BODY: Message = {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _has_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and value.strip().strip(b"0"):
             return True
     return False
+
+
+def _without_body(scope: Scope, receive: Receive) -> Receive:
+    """The request as if it had no body: no framing headers, an empty body, and after that
+    only the disconnect (what arrives of the body meanwhile is dropped, chunk by chunk)."""
+    scope["headers"] = [h for h in scope["headers"] if h[0] not in _FRAMING]
+    given = False
+
+    async def receive_nothing() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return dict(_NO_BODY)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+
+    return receive_nothing
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -42,45 +78,76 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 class InputLimits:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout: float,
+        budget: BodyBudget | None = None,
+        health_public: bool = True,
+    ) -> None:
         self.app = app
-        self.max_body = max_body_bytes
         self.timeout = body_timeout
+        self.budget = budget if budget is not None else BodyBudget(8 * max_body_bytes)
+        # A body larger than the whole budget could never be read: refused as too large (413)
+        # rather than as a wait (503) that would never end.
+        self.max_body = min(max_body_bytes, self.budget.limit)
+        self.health_public = health_public
+        # What `required_scope` could call public, tested in C first (this runs per body).
+        self._public_paths = frozenset([*PUBLIC_PATHS, *(["/health"] if health_public else [])])
+        self._public_prefixes = PUBLIC_PREFIXES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
-        try:
-            # The body as one message, handed on once and then let go (not kept for as long
-            # as the answer takes).
-            pending = [await self._read_within_limits(scope, receive)]
-        except GatewayError as exc:
-            exchange_of(scope).error = exc.message
-            exc.headers["Connection"] = "close"  # what is left of the body is not a request
-            await send_error(send, exc)
+        if not self._takes_body(scope):
+            await self.app(scope, _without_body(scope, receive), send)
             return
+        with self.budget.hold() as hold:
+            try:
+                # The body as one message, handed on once and then let go (not kept for as
+                # long as the answer takes).
+                pending = [await self._read_within_limits(scope, receive, hold)]
+            except GatewayError as exc:
+                exchange_of(scope).error = exc.message
+                exc.headers["Connection"] = "close"  # what is left of the body is not a request
+                await send_error(send, exc)
+                return
 
-        async def replay() -> Message:
-            if pending:
-                return pending.pop()
-            return await receive()
+            async def replay() -> Message:
+                if pending:
+                    return pending.pop()
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
 
-    async def _read_within_limits(self, scope: Scope, receive: Receive) -> Message:
+    def _takes_body(self, scope: Scope) -> bool:
+        if scope["method"] in BODILESS_METHODS:
+            return False
+        lower: str = scope["path"].lower()
+        if lower in self._public_paths:
+            return False
+        if not lower.startswith(self._public_prefixes):
+            return True
+        return required_scope(lower, health_public=self.health_public) is not KeyScope.PUBLIC
+
+    async def _read_within_limits(self, scope: Scope, receive: Receive, hold: Hold) -> Message:
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_body:
-            raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+        if declared is not None:
+            if declared > self.max_body:
+                raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+            hold.grow_to(declared)  # all of it, before a byte is read
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._read(receive)
+                return await self._read(receive, hold)
         except TimeoutError:
             raise RequestTimeout(
                 f"the request body did not arrive within {self.timeout:g} seconds"
             ) from None
 
-    async def _read(self, receive: Receive) -> Message:
+    async def _read(self, receive: Receive, hold: Hold) -> Message:
         """The whole body as one `http.request` message, or the disconnect that cut it."""
         chunks: list[bytes] = []
         size = 0
@@ -92,6 +159,7 @@ class InputLimits:
             size += len(chunk)
             if size > self.max_body:
                 raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+            hold.grow_to(size)  # a chunked body: reserved as it comes
             chunks.append(chunk)
             if not message.get("more_body", False):
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

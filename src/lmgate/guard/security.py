@@ -14,6 +14,7 @@ from lmgate.asgi import ASGIApp
 from lmgate.exchange import Observer
 from lmgate.guard.allowlist import NetworkSet
 from lmgate.guard.auth import Access, GuardMiddleware
+from lmgate.guard.budget import BodyBudget
 from lmgate.guard.cors import with_cors
 from lmgate.guard.damping import Damper
 from lmgate.guard.keys import KeyRegistry
@@ -88,7 +89,11 @@ class Security:
     def wrap(self, app: ASGIApp, bus: EventBus | None) -> ASGIApp:
         settings = self.settings
         limited = InputLimits(
-            app, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout
+            app,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout=settings.body_timeout,
+            budget=BodyBudget(settings.body_memory_limit),  # per process, as with --workers
+            health_public=not settings.require_auth_for_health,
         )
         guarded = GuardMiddleware(
             limited, keys=self.keys, access=self.access, damper=self.damper, bus=bus

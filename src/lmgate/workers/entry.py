@@ -39,8 +39,7 @@ def app() -> LmgateApp:
         file_max_bytes=settings.log_file_max_bytes,
         file_backups=settings.log_file_backups,
     )
-    WorkerProtocol.max_head_bytes = settings.max_header_bytes
-    WorkerProtocol.head_timeout = settings.header_timeout
+    WorkerProtocol.configure(settings)  # connection counts and caps are this worker's own
     application = create_app(settings, worker=worker)
     settle_collector()  # as in single-process mode
     return application

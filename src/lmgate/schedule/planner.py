@@ -1,0 +1,339 @@
+"""Settling the core after an event: expire, admit, plan loads and drains, unload the idle.
+
+Switch policy, in words: a load that fits (after evicting idle models only) starts as soon as
+its upstream has no other load running. A load that needs a busy model gone waits while that
+model keeps serving its own queue, which groups requests per model and cuts switches, until the
+oldest request for the new model has waited `switch_max_wait`. Then the busy victims *drain*:
+their new requests are held, and the load starts once they are idle. A drain that lasts
+`drain_max_wait` is given up (its held requests run again, the victim is not drained again for
+as long), and the switch waits for a better moment. Nothing running is ever cut.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+from lmgate.schedule.fairness import Waiting
+from lmgate.schedule.placement import RoomPlan, fits_alone, pick_admission, plan_cost, plan_room
+from lmgate.schedule.types import (
+    LOAD_DENIED,
+    LOAD_LIMIT,
+    MODEL_TOO_LARGE,
+    QUEUE_TIMEOUT,
+    STATUS,
+    Action,
+    Load,
+    Reject,
+    Unload,
+)
+from lmgate.schedule.upstreams import Switch, UpstreamState
+
+if TYPE_CHECKING:
+    from lmgate.schedule.core import Scheduler
+
+__all__ = ["kept_since", "next_deadline", "reject", "settle", "start_load", "ttl_of"]
+
+
+@dataclass(slots=True)
+class Demand:
+    """A model that waiting requests need loaded, and the upstreams that may load it."""
+
+    model: str
+    first: Waiting  # first request (fair order) whose key may cause the load: it is charged
+    since: float  # the longest any request has been kept from this model (see `kept_since`)
+    ups: dict[str, UpstreamState] = field(default_factory=dict)
+    starved: bool = False
+
+
+def reject(request_id: str, code: str, message: str, retry_after: float | None = None) -> Reject:
+    return Reject(request_id, STATUS[code], code, message, retry_after)
+
+
+def kept_since(s: Scheduler, w: Waiting) -> float:
+    """When the request started waiting *for its model*: its arrival, or, for a request held
+    while its model drained, the moment the model was evicted. So a model just switched in
+    serves its queue for `switch_max_wait` before the models it displaced may take it back."""
+    return max(w.arrival, s.evicted.get(w.request.model, w.arrival))
+
+
+def settle(s: Scheduler, now: float) -> list[Action]:
+    actions: list[Action] = []
+    _expire(s, now, actions)
+    _admit_all(s, now, actions)
+    if _plan(s, now, actions):
+        _admit_all(s, now, actions)
+    _idle(s, now, actions)
+    return actions
+
+
+def _expire(s: Scheduler, now: float, actions: list[Action]) -> None:
+    timeout = s.config.queue_timeout
+    while (oldest := s.queue.oldest()) is not None and now - oldest.arrival >= timeout:
+        s.queue.remove(oldest.request.id)
+        actions.append(
+            reject(
+                oldest.request.id,
+                QUEUE_TIMEOUT,
+                f"waited {timeout:g} s in the queue for {oldest.request.model}; the server is busy",
+                max(1.0, s.estimates.drain_time(len(s.queue), 1)),
+            )
+        )
+    cap = s.config.switch_max_wait
+    for model in [m for m, at in s.evicted.items() if now - at >= cap]:
+        del s.evicted[model]  # from now on it changes no request's clock
+    limit = s.config.drain_max_wait
+    for up in s.ups.values():
+        for resident in up.residents.values():
+            since = resident.draining_since
+            if since is not None and now - since >= limit:
+                resident.draining_since = None  # give up: its held requests run again
+                up.cooling[resident.model] = now + limit
+        for model in [m for m, until in up.cooling.items() if until <= now]:
+            del up.cooling[model]
+
+
+def _admit_all(s: Scheduler, now: float, actions: list[Action]) -> None:
+    """Admit in fair order across models while anything fits: a request for a loaded model is
+    never held behind one that needs a switch."""
+    while True:
+        best: tuple[Waiting, UpstreamState] | None = None
+        for model, waiting in s.queue.by_model.items():
+            policy = s.policies.get(model)
+            for w in waiting:
+                up = pick_admission(model, s.candidates(w.request), policy, s.config.default_slots)
+                if up is not None:
+                    if best is None or w.order < best[0].order:
+                        best = (w, up)
+                    break
+                if w.request.upstreams is None:
+                    break  # no other request for this model can fit anywhere either
+        if best is None:
+            return
+        actions.append(s.admit_waiting(best[0], best[1], now))
+
+
+def _demands(s: Scheduler, now: float, actions: list[Action]) -> dict[str, Demand]:
+    demands: dict[str, Demand] = {}
+    refused: list[Reject] = []
+    for model, waiting in s.queue.by_model.items():
+        served: dict[frozenset[str] | None, bool] = {}
+        blocked: list[Reject] = []
+        policy = s.policies.get(model)
+        for w in waiting:
+            req = w.request
+            ups = s.candidates(req)
+            here = served.get(req.upstreams)
+            if here is None:
+                here = served[req.upstreams] = any(up.serves(model) for up in ups)
+            if here:
+                continue
+            viable: list[UpstreamState] = []
+            refusal: Reject | None = None
+            for up in ups:
+                size = up.size_of(model, policy)
+                if model in up.unloading:
+                    viable.append(up)  # loadable again once the unload is done
+                elif not fits_alone(up, size):
+                    refusal = refusal or reject(
+                        req.id, MODEL_TOO_LARGE, f"{model} needs {size} bytes, beyond the budget"
+                    )
+                elif (failed := s.failure(up, model, now)) is not None:
+                    refusal = replace(failed, request_id=req.id)
+                else:
+                    viable.append(up)
+            if not viable:
+                refused.append(refusal or reject(req.id, MODEL_TOO_LARGE, f"{model} cannot load"))
+                continue
+            allowed, again = s.loads_left(req, now)
+            if not allowed:
+                blocked.append(_no_load(req.id, model, req.may_load, again))
+                continue
+            demand = demands.get(model)
+            since = kept_since(s, w)
+            if demand is None:
+                demand = demands[model] = Demand(model, w, since)
+            demand.since = min(demand.since, since)
+            for up in viable:
+                demand.ups.setdefault(up.name, up)
+        if model in demands:
+            demand = demands[model]
+            for r in blocked:  # they wait for the load someone else's request causes
+                demand.since = min(demand.since, kept_since(s, s.queue.entries[r.request_id]))
+        else:
+            refused.extend(blocked)
+    for r in refused:
+        s.queue.remove(r.request_id)
+        actions.append(r)
+    cap = s.config.switch_max_wait
+    for demand in demands.values():
+        demand.starved = now - demand.since >= cap
+    return demands
+
+
+def _no_load(request_id: str, model: str, may_load: bool, again: float) -> Reject:
+    if not may_load:
+        return reject(
+            request_id,
+            LOAD_DENIED,
+            f"{model} is not loaded and this key may not load models; use a loaded model",
+        )
+    return reject(
+        request_id,
+        LOAD_LIMIT,
+        f"{model} is not loaded and this key has used its model loads for this hour",
+        max(1.0, math.ceil(again)),
+    )
+
+
+def _room(s: Scheduler, up: UpstreamState, model: str, now: float) -> RoomPlan | None:
+    return plan_room(
+        up,
+        model,
+        up.size_of(model, s.policies.get(model)),
+        policy_of=s.policies.get,
+        active=s.active,
+        manage_all=s.config.manage_all,
+        now=now,
+    )
+
+
+def _plan(s: Scheduler, now: float, actions: list[Action]) -> bool:
+    """Start the loads the rules allow; True if a drain ended (held requests may run)."""
+    demands = _demands(s, now, actions)
+    released = False
+    claimed: set[str] = set()
+    for up in s.ups.values():
+        switch = up.switch
+        if switch is None:
+            continue
+        demand = demands.pop(switch.target, None)
+        plan = _room(s, up, switch.target, now) if demand and up.loading is None else None
+        if demand is None or plan is None:
+            released |= _end_switch(up)
+            if demand is not None:
+                demands[demand.model] = demand
+        elif plan.ready:
+            start_load(s, up, demand.model, plan, now, actions, demand.first.request.key)
+            claimed.add(up.name)
+        else:
+            released |= _drain(up, plan.drain, now)
+            claimed.add(up.name)
+    order = sorted(
+        demands.values(),
+        key=lambda d: (not d.starved, d.since if d.starved else 0.0, d.first.order),
+    )
+    for demand in order:
+        options = []
+        for up in demand.ups.values():
+            if up.name in claimed or up.loading is not None or up.switch is not None:
+                continue
+            if demand.model in up.unloading:
+                continue
+            plan = _room(s, up, demand.model, now)
+            if plan is not None:
+                options.append((plan_cost(up, plan), up, plan))
+        if not options:
+            continue
+        _, up, plan = min(options, key=lambda o: o[0])
+        key = demand.first.request.key
+        if plan.ready:
+            reason: Literal["demand", "starved"] = "starved" if demand.starved else "demand"
+            start_load(s, up, demand.model, plan, now, actions, key, reason)
+        elif demand.starved:
+            up.switch = Switch(demand.model, now)
+            _drain(up, plan.drain, now)
+        else:
+            continue  # the busy models keep serving their queues: fewer switches
+        claimed.add(up.name)
+    return released
+
+
+def _drain(up: UpstreamState, victims: tuple[str, ...], now: float) -> bool:
+    released = False
+    for resident in up.residents.values():
+        if resident.model in victims:
+            if resident.draining_since is None:
+                resident.draining_since = now
+        elif resident.draining_since is not None:
+            resident.draining_since = None
+            released = True
+    return released
+
+
+def _end_switch(up: UpstreamState) -> bool:
+    up.switch = None
+    return _drain(up, (), 0.0)
+
+
+def start_load(
+    s: Scheduler,
+    up: UpstreamState,
+    model: str,
+    plan: RoomPlan,
+    now: float,
+    actions: list[Action],
+    key: str | None,
+    reason: Literal["demand", "starved", "admin"] = "starved",
+) -> None:
+    for victim in plan.evict:
+        s.evicted[victim] = now
+        resident = up.residents.pop(victim)
+        resident.draining_since = None
+        up.unloading[victim] = resident
+        actions.append(Unload(up.name, victim, "make_room"))
+    _end_switch(up)
+    up.loading, up.loading_since = model, now
+    s.charge(key, now)
+    actions.append(Load(up.name, model, plan.evict, reason, key))
+
+
+def ttl_of(s: Scheduler, up: UpstreamState, model: str, owned: bool) -> float | None:
+    """Idle seconds before lmgate unloads this model; None: never."""
+    policy = s.policies.get(model)
+    if not up.spec.can_load or (policy is not None and policy.pinned):
+        return None
+    if not (owned or s.config.manage_all):
+        return None
+    ttl = policy.ttl if policy is not None and policy.ttl is not None else s.config.model_ttl
+    return ttl if ttl > 0 else None
+
+
+def _idle(s: Scheduler, now: float, actions: list[Action]) -> None:
+    for up in s.ups.values():
+        for resident in list(up.residents.values()):
+            if resident.in_flight or resident.draining_since is not None:
+                continue
+            ttl = ttl_of(s, up, resident.model, resident.owned)
+            if ttl is None or now - resident.last_used < ttl:
+                continue
+            if resident.model in s.queue.by_model:
+                continue
+            del up.residents[resident.model]
+            up.unloading[resident.model] = resident
+            actions.append(Unload(up.name, resident.model, "idle_ttl"))
+
+
+def next_deadline(s: Scheduler, now: float) -> float | None:
+    times: list[float] = []
+    cfg = s.config
+    oldest = s.queue.oldest()
+    if oldest is not None:
+        times.append(oldest.arrival + cfg.queue_timeout)
+        times.extend(
+            t
+            for w in s.queue.entries.values()
+            if (t := kept_since(s, w) + cfg.switch_max_wait) > now
+        )
+    for up in s.ups.values():
+        times.extend(until for until, _ in up.failed.values())
+        times.extend(up.cooling.values())
+        for r in up.residents.values():
+            if r.draining_since is not None:
+                times.append(r.draining_since + cfg.drain_max_wait)
+            ttl = ttl_of(s, up, r.model, r.owned)
+            if ttl is not None and not r.in_flight:
+                times.append(r.last_used + ttl)
+    future = [t for t in times if t > now]
+    return min(future) if future else None

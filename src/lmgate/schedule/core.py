@@ -113,7 +113,7 @@ class Scheduler:
         if resident.implicit and not resident.in_flight:
             if up.residents.get(resident.model) is resident:
                 del up.residents[resident.model]
-        if not self.queue and up.switch is None:
+        if up.switch is None and not self._may_unblock(up, resident):
             return []
         return self._settle(now)
 
@@ -290,6 +290,22 @@ class Scheduler:
     def _slots(self) -> int:
         return self.config.default_slots
 
+    def _may_unblock(self, up: UpstreamState, resident: Resident) -> bool:
+        """Could this freed slot let a waiting request in or a load start? Only if someone
+        waits for this model, or for this upstream's concurrency, or the model just went
+        idle (an eviction may now be possible)."""
+        queue = self.queue
+        if not queue:
+            return False
+        return (
+            resident.model in queue.by_model
+            or up.spec.max_concurrent is not None
+            or not resident.in_flight
+        )
+
+    def candidates_any(self) -> tuple[UpstreamState, ...]:
+        return self._all
+
     def candidates(self, request: Request) -> tuple[UpstreamState, ...]:
         if request.upstreams is None:
             return self._all
@@ -383,4 +399,3 @@ def _bench() -> Callable[[], None]:
         sched.finish(rid, 1.0)
 
     return once
-

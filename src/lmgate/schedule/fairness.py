@@ -41,6 +41,7 @@ class FairQueue:
         self._seq = 0
         self._finish: dict[str, float] = {}
         self._per_key: dict[str, int] = {}
+        self.restricted: dict[str, int] = {}  # model: waiting requests bound to named upstreams
         self._starts: list[tuple[float, int, str]] = []  # min-heap, stale entries skipped
         self._arrivals: list[tuple[float, int, str]] = []  # min-heap for timeouts
 
@@ -74,6 +75,8 @@ class FairQueue:
         waiting = Waiting(request, arrival, order, index + 1)
         insort(lst, waiting, key=_order)
         self.entries[request.id] = waiting
+        if request.upstreams is not None:
+            self.restricted[request.model] = self.restricted.get(request.model, 0) + 1
         heapq.heappush(self._starts, (start, self._seq, request.id))
         heapq.heappush(self._arrivals, (arrival, self._seq, request.id))
         return waiting
@@ -87,6 +90,11 @@ class FairQueue:
         del lst[bisect_left(lst, waiting.order, key=_order)]
         if not lst:
             del self.by_model[model]
+        if waiting.request.upstreams is not None:
+            if self.restricted[model] > 1:
+                self.restricted[model] -= 1
+            else:
+                del self.restricted[model]
         key = waiting.request.key
         left = self._per_key[key] - 1
         if left:
@@ -130,8 +138,10 @@ class FairQueue:
                 continue
             share = self._per_key[req.key] / max(req.weight, 1e-6)
             rank = (-req.priority, share, waiting)
-            if worst is None or rank[:2] > worst[:2] or (
-                rank[:2] == worst[:2] and waiting.order > worst[2].order
+            if (
+                worst is None
+                or rank[:2] > worst[:2]
+                or (rank[:2] == worst[:2] and waiting.order > worst[2].order)
             ):
                 worst = rank
         if worst is None:

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["kept_since", "next_deadline", "reject", "settle", "start_load", "ttl_of"]
 
 
+Group = tuple[str, frozenset[str] | None]  # (model, the upstreams its requests may use)
+
+
 @dataclass(slots=True)
 class Demand:
     """A model that waiting requests need loaded, and the upstreams that may load it."""
@@ -114,12 +117,18 @@ def _admit_all(s: Scheduler, now: float, actions: list[Action]) -> None:
         actions.append(s.admit_waiting(best[0], best[1], now))
 
 
-def _demands(s: Scheduler, now: float, actions: list[Action]) -> dict[str, Demand]:
-    demands: dict[str, Demand] = {}
+def _demands(s: Scheduler, now: float, actions: list[Action]) -> dict[Group, Demand]:
+    """Models that waiting requests need loaded, grouped by the upstreams they may use;
+    requests that can never be served that way are refused here."""
+    demands: dict[Group, Demand] = {}
     refused: list[Reject] = []
+    everywhere = s.candidates_any()
     for model, waiting in s.queue.by_model.items():
-        served: dict[frozenset[str] | None, bool] = {}
-        blocked: list[Reject] = []
+        here_anywhere = any(up.serves(model) for up in everywhere)
+        if here_anywhere and model not in s.queue.restricted:
+            continue  # the common case, decided once per model: they wait for a slot
+        served: dict[frozenset[str] | None, bool] = {None: here_anywhere}
+        blocked: list[tuple[Waiting, Reject]] = []
         policy = s.policies.get(model)
         for w in waiting:
             req = w.request
@@ -148,21 +157,23 @@ def _demands(s: Scheduler, now: float, actions: list[Action]) -> dict[str, Deman
                 continue
             allowed, again = s.loads_left(req, now)
             if not allowed:
-                blocked.append(_no_load(req.id, model, req.may_load, again))
+                blocked.append((w, _no_load(req.id, model, req.may_load, again)))
                 continue
-            demand = demands.get(model)
             since = kept_since(s, w)
+            demand = demands.get((model, req.upstreams))
             if demand is None:
-                demand = demands[model] = Demand(model, w, since)
-            demand.since = min(demand.since, since)
-            for up in viable:
-                demand.ups.setdefault(up.name, up)
-        if model in demands:
-            demand = demands[model]
-            for r in blocked:  # they wait for the load someone else's request causes
-                demand.since = min(demand.since, kept_since(s, s.queue.entries[r.request_id]))
-        else:
-            refused.extend(blocked)
+                ups_by_name = {up.name: up for up in viable}
+                demands[model, req.upstreams] = Demand(model, w, since, ups_by_name)
+            else:
+                demand.since = min(demand.since, since)
+        for w, refusal in blocked:  # they may ride on a load another key's request causes
+            group = demands.get((model, w.request.upstreams)) or next(
+                (d for (m, _), d in demands.items() if m == model), None
+            )
+            if group is None:
+                refused.append(refusal)
+            else:
+                group.since = min(group.since, kept_since(s, w))
     for r in refused:
         s.queue.remove(r.request_id)
         actions.append(r)
@@ -203,28 +214,31 @@ def _plan(s: Scheduler, now: float, actions: list[Action]) -> bool:
     """Start the loads the rules allow; True if a drain ended (held requests may run)."""
     demands = _demands(s, now, actions)
     released = False
-    claimed: set[str] = set()
+    claimed: set[str] = set()  # upstreams that got their one load (or switch) this round
+    covered: set[tuple[str, str]] = set()  # (model, upstream) now loading or switching
     for up in s.ups.values():
         switch = up.switch
         if switch is None:
             continue
-        demand = demands.pop(switch.target, None)
-        plan = _room(s, up, switch.target, now) if demand and up.loading is None else None
-        if demand is None or plan is None:
+        groups = [g for g, d in demands.items() if d.model == switch.target and up.name in d.ups]
+        plan = _room(s, up, switch.target, now) if groups and up.loading is None else None
+        if plan is None:
             released |= _end_switch(up)
-            if demand is not None:
-                demands[demand.model] = demand
-        elif plan.ready:
-            start_load(s, up, demand.model, plan, now, actions, demand.first.request.key)
-            claimed.add(up.name)
+            continue
+        first = min((demands.pop(g) for g in groups), key=lambda d: d.first.order)
+        claimed.add(up.name)
+        covered.add((switch.target, up.name))
+        if plan.ready:
+            start_load(s, up, switch.target, plan, now, actions, first.first.request.key)
         else:
             released |= _drain(up, plan.drain, now)
-            claimed.add(up.name)
     order = sorted(
         demands.values(),
         key=lambda d: (not d.starved, d.since if d.starved else 0.0, d.first.order),
     )
     for demand in order:
+        if any((demand.model, name) in covered for name in demand.ups):
+            continue
         options = []
         for up in demand.ups.values():
             if up.name in claimed or up.loading is not None or up.switch is not None:
@@ -247,6 +261,7 @@ def _plan(s: Scheduler, now: float, actions: list[Action]) -> bool:
         else:
             continue  # the busy models keep serving their queues: fewer switches
         claimed.add(up.name)
+        covered.add((demand.model, up.name))
     return released
 
 

@@ -27,7 +27,13 @@ from lmgate.schedule import ModelPolicy, SchedulerConfig, UpstreamSpec
 from tests.schedule.world import World
 
 MODELS = ["m0", "m1", "m2", "m3"]
-KEYS = ["k0", "k1", "k2"]
+KEYS = {  # name: (weight, may_load, max_loads_per_hour)
+    "k0": (1.0, True, None),
+    "k1": (2.0, True, None),
+    "k2": (0.5, True, None),
+    "guest": (1.0, False, None),
+    "capped": (1.0, True, 2),
+}
 GIB = 1 << 30
 
 
@@ -36,6 +42,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @initialize(
         upstreams=st.integers(1, 2),
+        jit=st.booleans(),
         max_loaded=st.one_of(st.none(), st.integers(1, 3)),
         budget=st.one_of(st.none(), st.integers(6, 16)),
         sizes=st.lists(st.integers(1, 6), min_size=4, max_size=4),
@@ -44,10 +51,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         cap=st.floats(1.0, 40.0),
         pin=st.booleans(),
         ttl=st.sampled_from([0.0, 30.0]),
+        manage_all=st.booleans(),
+        short_drain=st.booleans(),
     )
     def setup(
         self,
         upstreams: int,
+        jit: bool,
         max_loaded: int | None,
         budget: int | None,
         sizes: list[int],
@@ -56,6 +66,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         cap: float,
         pin: bool,
         ttl: float,
+        manage_all: bool,
+        short_drain: bool,
     ) -> None:
         specs = [
             UpstreamSpec(
@@ -65,13 +77,16 @@ class SchedulerMachine(RuleBasedStateMachine):
             )
             for i in range(upstreams)
         ]
+        if jit:
+            specs.append(UpstreamSpec("jit", can_load=False, default_slots=1, max_concurrent=2))
         config = SchedulerConfig(
             default_slots=slots,
             queue_max=queue_max,
             queue_timeout=300.0,
             switch_max_wait=cap,
-            drain_max_wait=1e9,
+            drain_max_wait=5.0 if short_drain else 1e9,
             model_ttl=ttl,
+            manage_all=manage_all,
         )
         policies = {"m0": ModelPolicy(pinned=True)} if pin else {}
         self.world = World(
@@ -84,16 +99,26 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.world.observe(spec.name)
         if pin:
             self.world.apply(self.world.sched.request_load("m0", 0.0, upstream="u0"))
+        self.foreign: set[tuple[str, str]] = set()
         self.count = 0
 
-    @rule(key=st.sampled_from(KEYS), model=st.sampled_from(MODELS), where=st.integers(-1, 1))
+    @rule(
+        key=st.sampled_from(sorted(KEYS)), model=st.sampled_from(MODELS), where=st.integers(-1, 2)
+    )
     def submit(self, key: str, model: str, where: int) -> None:
         self.count += 1
-        ups = None
-        if where >= 0 and f"u{where}" in self.world.specs:
-            ups = frozenset({f"u{where}"})
-        weight = {"k0": 1.0, "k1": 2.0, "k2": 0.5}[key]
-        self.world.submit(f"r{self.count}", key=key, model=model, upstreams=ups, weight=weight)
+        name = "jit" if where == 2 else f"u{where}"
+        ups = frozenset({name}) if where >= 0 and name in self.world.specs else None
+        weight, may_load, per_hour = KEYS[key]
+        self.world.submit(
+            f"r{self.count}",
+            key=key,
+            model=model,
+            upstreams=ups,
+            weight=weight,
+            may_load=may_load,
+            max_loads_per_hour=per_hour,
+        )
 
     @precondition(lambda self: bool(self.world.running))
     @rule(pick=st.integers(0, 10_000))
@@ -117,6 +142,32 @@ class SchedulerMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.world.advance(seconds)
 
+    @rule(where=st.integers(0, 1), model=st.sampled_from(MODELS))
+    def someone_else_loads(self, where: int, model: str) -> None:
+        world, name = self.world, f"u{where}"
+        if name not in world.specs or model in world.loaded[name] or world.loading[name]:
+            return
+        spec = world.specs[name]
+        models = world.loaded[name] | {model}
+        if spec.max_loaded_models is not None and len(models) > spec.max_loaded_models:
+            return
+        if spec.memory_budget is not None:
+            if sum(world.sizes[m] for m in models) > spec.memory_budget:
+                return
+        world.loaded[name].add(model)
+        self.foreign.add((name, model))
+        world.observe(name)
+
+    @rule(pick=st.integers(0, 10_000))
+    def someone_else_unloads(self, pick: int) -> None:
+        world = self.world
+        loaded = sorted((u, m) for u, ms in world.loaded.items() for m in ms if u != "jit")
+        if not loaded:
+            return
+        name, model = loaded[pick % len(loaded)]
+        self.foreign.discard((name, model))
+        world.unloaded_elsewhere(name, model)
+
     @invariant()
     def queue_is_bounded(self) -> None:
         assert len(self.world.waiting()) <= self.world.config.queue_max
@@ -139,11 +190,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         world = self.world
         snap = world.sched.snapshot(world.now)
         switching = {u.name: u.switching_to for u in snap.upstreams}
+        if world.config.drain_max_wait < 1e9:
+            return  # a drain given up lets the switch wait longer, by design
         for view in snap.waiting:
             request = world.submitted[view.request_id]
+            if not request.may_load or request.max_loads_per_hour is not None:
+                continue
             names = sorted(request.upstreams or world.specs)
             model = request.model
-            if any(model in world.loaded[u] or world.loading[u] == model for u in names):
+            if any(
+                model in world.loaded[u] or world.loading[u] == model or u == "jit" for u in names
+            ):
                 continue  # it waits for a slot or for its load: not a switch problem
             kept = max(world.arrived[view.request_id], world.evicted_at.get(model, 0.0))
             if world.now - kept < world.config.switch_max_wait:
@@ -158,7 +215,15 @@ class SchedulerMachine(RuleBasedStateMachine):
     def _cannot_fit(self, upstream: str, model: str) -> bool:
         world = self.world
         spec = world.specs[upstream]
-        pinned = [m for m in world.loaded[upstream] if m in world.policies and m != model]
+        pinned = [
+            m
+            for m in world.loaded[upstream]
+            if m != model
+            and (
+                m in world.policies
+                or ((upstream, m) in self.foreign and not world.config.manage_all)
+            )
+        ]
         if spec.max_loaded_models is not None and len(pinned) + 1 > spec.max_loaded_models:
             return True
         size = sum(world.sizes[m] for m in [*pinned, model])

@@ -203,7 +203,7 @@ def test_a_failed_load_refuses_its_waiters_and_is_not_retried_at_once() -> None:
     world.submit("b", model="bad")
     world.complete_load(ok=False)
     assert [world.status_of(r) for r in "ab"] == ["rejected 503 load_failed"] * 2
-    assert world.rejects[0].message == "it broke"
+    assert world.rejects[0].message == "loading bad failed moments ago: it broke"
     world.now = 4.0
     world.submit("c", model="bad")
     assert world.status_of("c") == "rejected 503 load_failed"

@@ -44,6 +44,7 @@ class World:
         self.loading: dict[str, str | None] = {s.name: None for s in specs}
         self.in_flight: Counter[tuple[str, str]] = Counter()
         self.running: dict[str, tuple[str, str]] = {}
+        self.orphans: set[str] = set()  # running on an instance someone else unloaded
         self.submitted: dict[str, Request] = {}
         self.arrived: dict[str, float] = {}
         self.ended: dict[str, Action | str] = {}
@@ -105,8 +106,21 @@ class World:
 
     def finish(self, rid: str) -> list[Action]:
         upstream, model = self.running.pop(rid)
-        self.in_flight[upstream, model] -= 1
+        if rid in self.orphans:
+            self.orphans.discard(rid)
+        else:
+            self.in_flight[upstream, model] -= 1
         return self.apply(self.sched.finish(rid, self.now))
+
+    def unloaded_elsewhere(self, upstream: str, model: str) -> list[Action]:
+        """Someone else unloads a model: answers running on it are lost (they no longer take
+        a slot of a later instance) and the next listing shows it gone."""
+        self.loaded[upstream].discard(model)
+        for rid, where in self.running.items():
+            if where == (upstream, model):
+                self.orphans.add(rid)
+        self.in_flight[upstream, model] = 0
+        return self.observe(upstream)
 
     def cancel(self, rid: str) -> list[Action]:
         if rid in self.running:

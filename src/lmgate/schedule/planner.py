@@ -95,6 +95,8 @@ def _expire(s: Scheduler, now: float, actions: list[Action]) -> None:
                 up.cooling[resident.model] = now + limit
         for model in [m for m, until in up.cooling.items() if until <= now]:
             del up.cooling[model]
+        for model in [m for m, (until, _) in up.failed.items() if until <= now]:
+            del up.failed[model]
 
 
 def _admit_all(s: Scheduler, now: float, actions: list[Action]) -> None:

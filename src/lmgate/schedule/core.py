@@ -7,28 +7,28 @@ rules allow has been asked for. The shell carries out the actions in list order.
 
 Cost: a request that finds its model loaded with a free slot is admitted on arrival without
 touching the queue: `submit` plus `finish` take about 1.5 µs of CPU, 5 µs with building the
-request (`python -m timeit -s "from lmgate.schedule.core import _bench; s = _bench()" "s()"`),
-also while hundreds of requests wait for another model (tests/schedule/test_cost.py). With a
-queue, each event costs O(models + loaded instances), plus O(waiting) only for models that
-need a load.
+request (`python -m timeit -s "from lmgate.schedule.simulate import fast_path as f; s = f()"
+"s()"`), also while hundreds of requests wait for another model (tests/schedule/test_cost.py).
+With a queue, each event costs O(models + loaded instances), plus O(waiting) only for models
+that need a load.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from lmgate.schedule import planner
+from lmgate.schedule.demand import reject
 from lmgate.schedule.fairness import FairQueue, Waiting
-from lmgate.schedule.placement import RoomPlan, pick_admission, plan_cost, plan_room
+from lmgate.schedule.loadcap import LoadHistory
+from lmgate.schedule.placement import pick_admission
 from lmgate.schedule.types import (
-    LOAD_FAILED,
+    NO_UPSTREAM,
     QUEUE_FULL,
     STATUS,
     Action,
     Admit,
-    LoadRefused,
     ModelPolicy,
     QueueInfo,
     Reject,
@@ -39,8 +39,6 @@ from lmgate.schedule.types import (
 )
 from lmgate.schedule.upstreams import Resident, UpstreamState
 from lmgate.schedule.views import Estimates, build_snapshot, queue_info
-
-HOUR = 3600.0
 
 
 class Running:
@@ -69,7 +67,7 @@ class Scheduler:
         self.active = active
         self.queue = FairQueue()
         self.running: dict[str, Running] = {}
-        self.loads: dict[str, deque[float]] = {}  # key: times it caused a load, last hour
+        self.load_history = LoadHistory()
         self.evicted: dict[str, float] = {}  # model: last eviction to make room (recent only)
         self.estimates = Estimates(config.service_estimate_s, config.load_estimate_s)
 
@@ -81,7 +79,7 @@ class Scheduler:
             raise ValueError(f"request id {request.id!r} is already known")
         ups = self.candidates(request)
         if not ups:
-            return [planner.reject(request.id, "no_upstream", "no such upstream for this request")]
+            return [reject(request.id, NO_UPSTREAM, "no such upstream for this request")]
         up = pick_admission(request.model, ups, self.policies.get(request.model), self._slots)
         if up is not None:
             return [self._admit(request, up, now, 0.0, 0)]
@@ -185,31 +183,7 @@ class Scheduler:
         """The upstream's listing: loaded model keys with their summed `parallel` (or None),
         and `size_bytes` of the models it has. Models that appear here without lmgate loading
         them are someone else's: never unloaded for idleness unless `manage_all`."""
-        up = self.ups[upstream]
-        if sizes is not None:
-            up.sizes = dict(sizes)
-        for known in up.residents.values():
-            known.size = up.size_of(known.model, self.policies.get(known.model))
-        for model, slots in loaded.items():
-            if model in up.unloading:
-                continue
-            resident = up.residents.get(model)
-            if resident is None:
-                owned = up.loading == model
-                up.residents[model] = self._resident(up, model, slots, now, owned=owned)
-            else:
-                resident.implicit = False
-                resident.reported_slots = slots
-                resident.slots = up.slots_for(self.policies.get(model), slots, self._slots)
-        if up.spec.can_load:
-            for model in [m for m in up.residents if m not in loaded]:
-                del up.residents[model]  # running requests keep their Resident until they end
-        else:
-            for model, resident in list(up.residents.items()):
-                if model not in loaded and not resident.in_flight:
-                    del up.residents[model]
-                elif model not in loaded:
-                    resident.implicit = True
+        self.ups[upstream].apply_listing(loaded, sizes, now, self.policies, self._slots)
         return self._settle(now)
 
     def tick(self, now: float) -> list[Action]:
@@ -240,39 +214,7 @@ class Scheduler:
     ) -> list[Action]:
         """An explicit load (admin route, preload): the same rules as a switch, but it never
         waits; it raises `LoadRefused` when a load runs or only busy models could make room."""
-        names = [upstream] if upstream is not None else list(self.ups)
-        ups = [self.ups[n] for n in names if n in self.ups and self.ups[n].spec.can_load]
-        if not ups:
-            raise LoadRefused("no_upstream", 409, "no upstream here can load models")
-        best: tuple[tuple[int, int, float, str], UpstreamState, RoomPlan] | None = None
-        for up in ups:
-            busy = up.loading is not None or up.switch is not None
-            if busy or model in up.residents or model in up.unloading:
-                continue
-            plan = plan_room(
-                up,
-                model,
-                up.size_of(model, self.policies.get(model)),
-                policy_of=self.policies.get,
-                active=self.active,
-                manage_all=self.config.manage_all,
-                now=now,
-            )
-            if plan is not None and plan.ready:
-                cost = plan_cost(up, plan)
-                if best is None or cost < best[0]:
-                    best = (cost, up, plan)
-        if best is None:
-            raise LoadRefused(
-                "busy",
-                409,
-                f"{model} cannot be loaded now: it is loaded, a load is running, or only "
-                "pinned or busy models could make room",
-                retry_after=self.config.load_estimate_s,
-            )
-        actions: list[Action] = []
-        planner.start_load(self, best[1], model, best[2], now, actions, key, "admin")
-        return actions
+        return planner.explicit_load(self, model, now, upstream, key)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -320,15 +262,7 @@ class Scheduler:
     def _resident(
         self, up: UpstreamState, model: str, slots: int | None, now: float, *, owned: bool
     ) -> Resident:
-        policy = self.policies.get(model)
-        return Resident(
-            model,
-            up.slots_for(policy, slots, self._slots),
-            now,
-            owned,
-            size=up.size_of(model, policy),
-            reported_slots=slots,
-        )
+        return up.new_resident(model, slots, now, owned, self.policies.get(model), self._slots)
 
     def _admit(
         self, request: Request, up: UpstreamState, now: float, waited: float, position: int
@@ -364,48 +298,3 @@ class Scheduler:
 
     def _settle(self, now: float) -> list[Action]:
         return planner.settle(self, now)
-
-    def loads_left(self, request: Request, now: float) -> tuple[bool, float]:
-        """May this request's key cause a load now? And if not, when again."""
-        if not request.may_load:
-            return False, 0.0
-        cap = request.max_loads_per_hour
-        if cap is None:
-            return True, 0.0
-        times = self.loads.get(request.key)
-        if times is None:
-            return cap > 0, HOUR
-        while times and times[0] <= now - HOUR:
-            times.popleft()
-        if not times:
-            del self.loads[request.key]
-            return cap > 0, HOUR
-        return len(times) < cap, times[0] + HOUR - now
-
-    def charge(self, key: str | None, now: float) -> None:
-        if key is not None:
-            times = self.loads.setdefault(key, deque())
-            while times and times[0] <= now - HOUR:
-                times.popleft()
-            times.append(now)
-
-    def failure(self, up: UpstreamState, model: str, now: float) -> Reject | None:
-        entry = up.backoff(model, now)
-        if entry is None:
-            return None
-        message = f"loading {model} failed moments ago: {entry[1]}"
-        return Reject("", STATUS[LOAD_FAILED], LOAD_FAILED, message, entry[0] - now)
-
-
-def _bench() -> Callable[[], None]:
-    """One request through the fast path: submit on a loaded model, then finish."""
-    sched = Scheduler(SchedulerConfig(), [UpstreamSpec("lms")])
-    sched.observe("lms", 0.0, {"m": 4})
-    counter = iter(range(1 << 62))
-
-    def once() -> None:
-        rid = str(next(counter))
-        sched.submit(Request(rid, "k", "m"), 1.0)
-        sched.finish(rid, 1.0)
-
-    return once

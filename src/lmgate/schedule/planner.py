@@ -11,54 +11,18 @@ as long), and the switch waits for a better moment. Nothing running is ever cut.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
+from lmgate.schedule.demand import collect, kept_since, reject
 from lmgate.schedule.fairness import Waiting
-from lmgate.schedule.placement import RoomPlan, fits_alone, pick_admission, plan_cost, plan_room
-from lmgate.schedule.types import (
-    LOAD_DENIED,
-    LOAD_LIMIT,
-    MODEL_TOO_LARGE,
-    QUEUE_TIMEOUT,
-    STATUS,
-    Action,
-    Load,
-    Reject,
-    Unload,
-)
+from lmgate.schedule.placement import RoomPlan, pick_admission, plan_cost, plan_room
+from lmgate.schedule.types import QUEUE_TIMEOUT, Action, Load, LoadRefused, Unload
 from lmgate.schedule.upstreams import Switch, UpstreamState
 
 if TYPE_CHECKING:
     from lmgate.schedule.core import Scheduler
 
-__all__ = ["kept_since", "next_deadline", "reject", "settle", "start_load", "ttl_of"]
-
-
-Group = tuple[str, frozenset[str] | None]  # (model, the upstreams its requests may use)
-
-
-@dataclass(slots=True)
-class Demand:
-    """A model that waiting requests need loaded, and the upstreams that may load it."""
-
-    model: str
-    first: Waiting  # first request (fair order) whose key may cause the load: it is charged
-    since: float  # the longest any request has been kept from this model (see `kept_since`)
-    ups: dict[str, UpstreamState] = field(default_factory=dict)
-    starved: bool = False
-
-
-def reject(request_id: str, code: str, message: str, retry_after: float | None = None) -> Reject:
-    return Reject(request_id, STATUS[code], code, message, retry_after)
-
-
-def kept_since(s: Scheduler, w: Waiting) -> float:
-    """When the request started waiting *for its model*: its arrival, or, for a request held
-    while its model drained, the moment the model was evicted. So a model just switched in
-    serves its queue for `switch_max_wait` before the models it displaced may take it back."""
-    return max(w.arrival, s.evicted.get(w.request.model, w.arrival))
+__all__ = ["explicit_load", "next_deadline", "settle", "ttl_of"]
 
 
 def settle(s: Scheduler, now: float) -> list[Action]:
@@ -119,87 +83,6 @@ def _admit_all(s: Scheduler, now: float, actions: list[Action]) -> None:
         actions.append(s.admit_waiting(best[0], best[1], now))
 
 
-def _demands(s: Scheduler, now: float, actions: list[Action]) -> dict[Group, Demand]:
-    """Models that waiting requests need loaded, grouped by the upstreams they may use;
-    requests that can never be served that way are refused here."""
-    demands: dict[Group, Demand] = {}
-    refused: list[Reject] = []
-    everywhere = s.candidates_any()
-    for model, waiting in s.queue.by_model.items():
-        here_anywhere = any(up.serves(model) for up in everywhere)
-        if here_anywhere and model not in s.queue.restricted:
-            continue  # the common case, decided once per model: they wait for a slot
-        served: dict[frozenset[str] | None, bool] = {None: here_anywhere}
-        blocked: list[tuple[Waiting, Reject]] = []
-        policy = s.policies.get(model)
-        for w in waiting:
-            req = w.request
-            ups = s.candidates(req)
-            here = served.get(req.upstreams)
-            if here is None:
-                here = served[req.upstreams] = any(up.serves(model) for up in ups)
-            if here:
-                continue
-            viable: list[UpstreamState] = []
-            refusal: Reject | None = None
-            for up in ups:
-                size = up.size_of(model, policy)
-                if model in up.unloading:
-                    viable.append(up)  # loadable again once the unload is done
-                elif not fits_alone(up, size):
-                    refusal = refusal or reject(
-                        req.id, MODEL_TOO_LARGE, f"{model} needs {size} bytes, beyond the budget"
-                    )
-                elif (failed := s.failure(up, model, now)) is not None:
-                    refusal = replace(failed, request_id=req.id)
-                else:
-                    viable.append(up)
-            if not viable:
-                refused.append(refusal or reject(req.id, MODEL_TOO_LARGE, f"{model} cannot load"))
-                continue
-            allowed, again = s.loads_left(req, now)
-            if not allowed:
-                blocked.append((w, _no_load(req.id, model, req.may_load, again)))
-                continue
-            since = kept_since(s, w)
-            demand = demands.get((model, req.upstreams))
-            if demand is None:
-                ups_by_name = {up.name: up for up in viable}
-                demands[model, req.upstreams] = Demand(model, w, since, ups_by_name)
-            else:
-                demand.since = min(demand.since, since)
-        for w, refusal in blocked:  # they may ride on a load another key's request causes
-            group = demands.get((model, w.request.upstreams)) or next(
-                (d for (m, _), d in demands.items() if m == model), None
-            )
-            if group is None:
-                refused.append(refusal)
-            else:
-                group.since = min(group.since, kept_since(s, w))
-    for r in refused:
-        s.queue.remove(r.request_id)
-        actions.append(r)
-    cap = s.config.switch_max_wait
-    for demand in demands.values():
-        demand.starved = now - demand.since >= cap
-    return demands
-
-
-def _no_load(request_id: str, model: str, may_load: bool, again: float) -> Reject:
-    if not may_load:
-        return reject(
-            request_id,
-            LOAD_DENIED,
-            f"{model} is not loaded and this key may not load models; use a loaded model",
-        )
-    return reject(
-        request_id,
-        LOAD_LIMIT,
-        f"{model} is not loaded and this key has used its model loads for this hour",
-        max(1.0, math.ceil(again)),
-    )
-
-
 def _room(s: Scheduler, up: UpstreamState, model: str, now: float) -> RoomPlan | None:
     return plan_room(
         up,
@@ -214,7 +97,7 @@ def _room(s: Scheduler, up: UpstreamState, model: str, now: float) -> RoomPlan |
 
 def _plan(s: Scheduler, now: float, actions: list[Action]) -> bool:
     """Start the loads the rules allow; True if a drain ended (held requests may run)."""
-    demands = _demands(s, now, actions)
+    demands = collect(s, now, actions)
     released = False
     claimed: set[str] = set()  # upstreams that got their one load (or switch) this round
     covered: set[tuple[str, str]] = set()  # (model, upstream) now loading or switching
@@ -302,7 +185,7 @@ def start_load(
         actions.append(Unload(up.name, victim, "make_room"))
     _end_switch(up)
     up.loading, up.loading_since = model, now
-    s.charge(key, now)
+    s.load_history.charge(key, now)
     actions.append(Load(up.name, model, plan.evict, reason, key))
 
 
@@ -354,3 +237,35 @@ def next_deadline(s: Scheduler, now: float) -> float | None:
                 times.append(r.last_used + ttl)
     future = [t for t in times if t > now]
     return min(future) if future else None
+
+
+def explicit_load(
+    s: Scheduler, model: str, now: float, upstream: str | None, key: str | None
+) -> list[Action]:
+    """A load asked for by name (admin route, preload): the victim rules of a switch, but it
+    never waits or drains; refused while a load runs or if only busy or pinned models could
+    make room."""
+    names = [upstream] if upstream is not None else list(s.ups)
+    ups = [s.ups[n] for n in names if n in s.ups and s.ups[n].spec.can_load]
+    if not ups:
+        raise LoadRefused("no_upstream", 409, "no upstream here can load models")
+    options = []
+    for up in ups:
+        busy = up.loading is not None or up.switch is not None
+        if busy or model in up.residents or model in up.unloading:
+            continue
+        plan = _room(s, up, model, now)
+        if plan is not None and plan.ready:
+            options.append((plan_cost(up, plan), up, plan))
+    if not options:
+        raise LoadRefused(
+            "busy",
+            409,
+            f"{model} cannot be loaded now: it is loaded, a load is running, or only "
+            "pinned or busy models could make room",
+            retry_after=s.config.load_estimate_s,
+        )
+    _, up, plan = min(options, key=lambda o: o[0])
+    actions: list[Action] = []
+    start_load(s, up, model, plan, now, actions, key, "admin")
+    return actions

@@ -13,7 +13,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -261,3 +261,17 @@ def random_trace(
         trace.append(Arrival(now, rng.choice(keys), rng.choice(models), rng.uniform(*service)))
         now += rng.expovariate(rate)
     return trace
+
+
+def fast_path() -> Callable[[], None]:
+    """One request through the fast path, for timing: submit on a loaded model, then finish."""
+    sched = Scheduler(SchedulerConfig(), [UpstreamSpec("lms")])
+    sched.observe("lms", 0.0, {"m": 4})
+    counter = iter(range(1 << 62))
+
+    def once() -> None:
+        rid = str(next(counter))
+        sched.submit(Request(rid, "k", "m"), 1.0)
+        sched.finish(rid, 1.0)
+
+    return once

@@ -6,6 +6,7 @@ memory limits) hold for each of several upstreams and placement can compare them
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lmgate.schedule.types import ModelPolicy, UpstreamSpec
@@ -103,3 +104,58 @@ class UpstreamState:
             del self.failed[model]
             return None
         return entry
+
+    def new_resident(
+        self,
+        model: str,
+        slots: int | None,
+        now: float,
+        owned: bool,
+        policy: ModelPolicy | None,
+        default_slots: int,
+    ) -> Resident:
+        return Resident(
+            model,
+            self.slots_for(policy, slots, default_slots),
+            now,
+            owned,
+            size=self.size_of(model, policy),
+            reported_slots=slots,
+        )
+
+    def apply_listing(
+        self,
+        loaded: Mapping[str, int | None],
+        sizes: Mapping[str, int] | None,
+        now: float,
+        policies: Mapping[str, ModelPolicy],
+        default_slots: int,
+    ) -> None:
+        """Align with the upstream's own listing. A model that appears while lmgate loads it
+        is lmgate's; any other newcomer is someone else's. Answers running on a model that
+        vanished keep their `Resident` until they end; it just no longer takes requests."""
+        if sizes is not None:
+            self.sizes = dict(sizes)
+        for known in self.residents.values():
+            known.size = self.size_of(known.model, policies.get(known.model))
+        for model, slots in loaded.items():
+            if model in self.unloading:
+                continue
+            resident = self.residents.get(model)
+            if resident is None:
+                owned = self.loading == model
+                policy = policies.get(model)
+                self.residents[model] = self.new_resident(
+                    model, slots, now, owned, policy, default_slots
+                )
+            else:
+                resident.implicit = False
+                resident.reported_slots = slots
+                resident.slots = self.slots_for(policies.get(model), slots, default_slots)
+        for model, resident in list(self.residents.items()):
+            if model in loaded:
+                continue
+            if self.spec.can_load or not resident.in_flight:
+                del self.residents[model]
+            else:
+                resident.implicit = True  # still serving what it JIT-loaded

@@ -175,3 +175,20 @@ def test_requests_naming_unknown_upstreams_are_refused_and_ids_are_unique() -> N
     world.submit("r1")
     with pytest.raises(ValueError, match="already known"):
         world.sched.submit(Request("r1", "k", "m"), world.now)
+
+
+def test_requests_refused_anyway_never_take_a_place_in_a_full_queue() -> None:
+    world = World(
+        SchedulerConfig(default_slots=1, queue_max=3),
+        [UpstreamSpec("lms", memory_budget=1 << 40)],
+        policies={"huge": ModelPolicy(size_bytes=1 << 50)},
+    )
+    world.preload("lms", "m")
+    for i in range(4):
+        world.submit(f"a{i}", key="A")
+    for i in range(5):  # a key that may not load, asking for an unloaded model
+        world.submit(f"g{i}", key="guest", model="other", may_load=False)
+    world.submit("h", key="B", model="huge")
+    assert world.waiting() == ["a1", "a2", "a3"]
+    assert {world.status_of(f"g{i}") for i in range(5)} == {"rejected 409 load_denied"}
+    assert world.status_of("h") == "rejected 503 model_too_large"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from lmgate.schedule import planner
+from lmgate.schedule import demand, planner
 from lmgate.schedule.demand import reject
 from lmgate.schedule.fairness import FairQueue, Waiting
 from lmgate.schedule.loadcap import LoadHistory
@@ -83,6 +83,9 @@ class Scheduler:
         up = pick_admission(request.model, ups, self.policies.get(request.model), self._slots)
         if up is not None:
             return [self._admit(request, up, now, 0.0, 0)]
+        refused = demand.refusal(self, request, now)
+        if refused is not None:
+            return [refused]
         actions: list[Action] = []
         if len(self.queue) >= self.config.queue_max:
             victim = self.queue.crowding_victim(request)

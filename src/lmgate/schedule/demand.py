@@ -20,7 +20,9 @@ from lmgate.schedule.types import (
     MODEL_TOO_LARGE,
     STATUS,
     Action,
+    ModelPolicy,
     Reject,
+    Request,
 )
 from lmgate.schedule.upstreams import UpstreamState
 
@@ -73,22 +75,9 @@ def collect(s: Scheduler, now: float, actions: list[Action]) -> dict[Group, Dema
                 here = served[req.upstreams] = any(up.serves(model) for up in ups)
             if here:
                 continue
-            viable: list[UpstreamState] = []
-            refusal: Reject | None = None
-            for up in ups:
-                size = up.size_of(model, policy)
-                if model in up.unloading:
-                    viable.append(up)  # loadable again once the unload is done
-                elif not fits_alone(up, size):
-                    refusal = refusal or reject(
-                        req.id, MODEL_TOO_LARGE, f"{model} needs {size} bytes, beyond the budget"
-                    )
-                elif (failed := _failure(up, model, now)) is not None:
-                    refusal = replace(failed, request_id=req.id)
-                else:
-                    viable.append(up)
-            if not viable:
-                refused.append(refusal or reject(req.id, MODEL_TOO_LARGE, f"{model} cannot load"))
+            viable, refusal = _loaders(req, ups, policy, now)
+            if refusal is not None:
+                refused.append(refusal)
                 continue
             allowed, again = s.load_history.allows(req, now)
             if not allowed:
@@ -116,6 +105,48 @@ def collect(s: Scheduler, now: float, actions: list[Action]) -> dict[Group, Dema
     for demand in demands.values():
         demand.starved = now - demand.since >= cap
     return demands
+
+
+def refusal(s: Scheduler, request: Request, now: float) -> Reject | None:
+    """The refusal `collect` would give a newcomer that cannot start now, found before it may
+    take another key's place in a full queue."""
+    model = request.model
+    ups = s.candidates(request)
+    if any(up.serves(model) for up in ups):
+        return None
+    _, refused = _loaders(request, ups, s.policies.get(model), now)
+    if refused is not None:
+        return refused
+    allowed, again = s.load_history.allows(request, now)
+    if allowed or any(
+        s.load_history.allows(w.request, now)[0] for w in s.queue.by_model.get(model, ())
+    ):
+        return None
+    return _no_load(request.id, model, request.may_load, again)
+
+
+def _loaders(
+    req: Request, ups: tuple[UpstreamState, ...], policy: ModelPolicy | None, now: float
+) -> tuple[list[UpstreamState], Reject | None]:
+    """The candidates that may load the model, or why none may."""
+    model = req.model
+    viable: list[UpstreamState] = []
+    refused: Reject | None = None
+    for up in ups:
+        size = up.size_of(model, policy)
+        if model in up.unloading:
+            viable.append(up)  # loadable again once the unload is done
+        elif not fits_alone(up, size):
+            refused = refused or reject(
+                req.id, MODEL_TOO_LARGE, f"{model} needs {size} bytes, beyond the budget"
+            )
+        elif (failed := _failure(up, model, now)) is not None:
+            refused = replace(failed, request_id=req.id)
+        else:
+            viable.append(up)
+    if viable:
+        return viable, None
+    return viable, refused or reject(req.id, MODEL_TOO_LARGE, f"{model} cannot be loaded")
 
 
 def _no_load(request_id: str, model: str, may_load: bool, again: float) -> Reject:

@@ -285,19 +285,20 @@ class Scheduler:
         self.queue.remove(waiting.request.id)
         return self._admit(waiting.request, up, now, now - waiting.arrival, waiting.position)
 
+    def retry_after(self) -> int:
+        """Seconds after which trying again is worth it: roughly until the queue has started."""
+        slots = sum(r.slots for up in self._all for r in up.residents.values()) or 1
+        wait = self.estimates.drain_time(len(self.queue), slots)
+        return math.ceil(min(max(1.0, wait), max(1.0, self.config.queue_timeout)))
+
     def _queue_full(self, request_id: str) -> Reject:
-        wait = self.estimates.drain_time(len(self.queue), self._total_slots())
-        retry = min(max(1.0, wait), max(1.0, self.config.queue_timeout))
         return Reject(
             request_id,
             STATUS[QUEUE_FULL],
             QUEUE_FULL,
             f"the queue is full ({self.config.queue_max} requests waiting); try again later",
-            math.ceil(retry),
+            self.retry_after(),
         )
-
-    def _total_slots(self) -> int:
-        return sum(r.slots for up in self._all for r in up.residents.values()) or 1
 
     def _settle(self, now: float) -> list[Action]:
         return planner.settle(self, now)

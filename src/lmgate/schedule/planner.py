@@ -3,10 +3,11 @@
 Switch policy, in words: a load that fits (after evicting idle models only) starts as soon as
 its upstream has no other load running. A load that needs a busy model gone waits while that
 model keeps serving its own queue, which groups requests per model and cuts switches, until the
-oldest request for the new model has waited `switch_max_wait`. Then the busy victims *drain*:
-their new requests are held, and the load starts once they are idle. A drain that lasts
-`drain_max_wait` is given up (its held requests run again, the victim is not drained again for
-as long), and the switch waits for a better moment. Nothing running is ever cut.
+oldest request for the new model has waited `switch_max_wait` (from its arrival, or from its
+model's eviction if it was held during a drain: see `demand.kept_since`). Then the busy victims
+*drain*: their new requests are held, and the load starts once they are idle. A drain that
+lasts `drain_max_wait` is given up (its held requests run again, the victim is not drained
+again for as long), and the switch waits for a better moment. Nothing running is ever cut.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _expire(s: Scheduler, now: float, actions: list[Action]) -> None:
                 oldest.request.id,
                 QUEUE_TIMEOUT,
                 f"waited {timeout:g} s in the queue for {oldest.request.model}; the server is busy",
-                max(1.0, s.estimates.drain_time(len(s.queue), 1)),
+                s.retry_after(),
             )
         )
     cap = s.config.switch_max_wait

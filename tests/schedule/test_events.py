@@ -72,3 +72,23 @@ def test_a_profile_change_applies_at_once() -> None:
     assert world.sched.next_deadline(world.now) is None  # pinned: no idle unload to wait for
     world.advance(1000.0)
     assert not world.unloads
+
+
+def test_an_upstream_found_able_to_load_later_starts_switching() -> None:
+    config = SchedulerConfig(default_slots=1, manage_all=True)  # "a" was JIT-loaded upstream
+    world = World(config, [UpstreamSpec("lms", can_load=False)])
+    world.submit("jit", model="a")
+    assert world.status_of("jit") == "admitted" and not world.loads  # JIT on the upstream
+    world.submit("b0", model="b")
+    assert world.status_of("b0") == "admitted"
+    spec = UpstreamSpec("lms", max_loaded_models=1)
+    world.specs["lms"] = spec
+    world.loaded["lms"] = {"a"}
+    world.apply(world.sched.set_upstream(spec, world.now))
+    world.observe()
+    world.submit("c0", model="c")
+    assert world.status_of("c0") == "waiting" and not world.loads  # "a" is busy: no cut
+    world.finish("jit")
+    assert world.unloads == [Unload("lms", "a", "make_room")]
+    world.apply(world.sched.set_upstream(UpstreamSpec("second"), world.now))
+    assert [u.name for u in world.sched.snapshot(world.now).upstreams] == ["lms", "second"]

@@ -20,6 +20,7 @@ Events (each returns `list[Action]`):
     unloaded(up, model, now) / unload_failed(up, model, now)
     observe(up, now, loaded, sizes)      the upstream's listing: {model: parallel | None}
     tick(now)                            time passed; call it by `next_deadline(now)` or ~1 s
+    set_upstream(spec, now) / set_policy(model, policy, now)   limits, capability, profiles
 
 Actions:
     Admit(request_id, upstream, model, waited, position)    forward it now
@@ -32,8 +33,9 @@ Every Load is answered by `load_finished`/`load_failed`, every Unload by `unload
 `unload_failed` (if an eviction fails, report the load as failed too).
 
 Reading: `position(id, now)` -> `QueueInfo(position, eta_ms)` for `X-Queue-Position` and SSE
-`: queued` comments; `positions(now)`; `snapshot(now)` for `/debug/queue`. Admin loads go
-through `request_load(model, now)`, which obeys the same rules or raises `LoadRefused`.
+`: queued` comments; `positions(now)`; `snapshot(now)` for `/debug/queue`. Admin loads and
+preloads go through `request_load(model, now)`, which obeys the same rules or raises
+`LoadRefused`; `set_active(model)` names the model evicted last (the core never clears it).
 
 Upstreams without load capability (`UpstreamSpec(can_load=False)`: LM Studio 0.3, plain OpenAI
 servers) serve any model as asked (they may JIT-load it): queueing, slots and fairness apply,

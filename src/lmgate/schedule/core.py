@@ -195,6 +195,17 @@ class Scheduler:
 
     # -- configuration ------------------------------------------------------------------------
 
+    def set_upstream(self, spec: UpstreamSpec, now: float) -> list[Action]:
+        """Add an upstream, or change one's limits or capability (found out after start);
+        what it has loaded and runs is kept."""
+        up = self.ups.get(spec.name)
+        if up is None:
+            self.ups[spec.name] = UpstreamState(spec)
+            self._all = tuple(self.ups.values())
+        else:
+            up.spec = spec
+        return self._settle(now)
+
     def set_active(self, model: str | None) -> None:
         """The active model is evicted last; the core never clears it."""
         self.active = model

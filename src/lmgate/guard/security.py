@@ -18,6 +18,7 @@ from lmgate.guard.damping import Damper
 from lmgate.guard.keys import KeyRegistry
 from lmgate.guard.limits import InputLimits, JsonDepthLimit
 from lmgate.guard.model_access import ModelAccess
+from lmgate.guard.origin import HostNames, OriginPolicy
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.ratelimit import RateLimiter
 from lmgate.guard.shared_limits import SharedRateLimiter
@@ -87,7 +88,12 @@ class Security:
             app, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout
         )
         guarded = GuardMiddleware(
-            limited, keys=self.keys, access=self.access, damper=self.damper, bus=bus
+            limited,
+            keys=self.keys,
+            access=self.access,
+            damper=self.damper,
+            bus=bus,
+            origin=OriginPolicy(HostNames.build(settings.host, settings.allowed_hosts)),
         )
         return with_cors(guarded, settings.cors_origins)
 

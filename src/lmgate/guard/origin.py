@@ -1,0 +1,217 @@
+"""What a web page the operator visits could make their browser do to lmgate: refused.
+
+Two checks, made by the guard once a request is admitted:
+
+- **Cross-site requests** to admin routes (`/admin/*`, `/debug/*`, `/metrics`) and to LM Studio's
+  model management (`/api/v1/models/load|unload|download`). Any page can make a browser send a
+  form or `text/plain` POST anywhere without asking first, so a request the browser marks as
+  coming from elsewhere is refused (403): `Sec-Fetch-Site` other than `same-origin` or `none`
+  (typed in the address bar), or an `Origin` other than the gateway's own (`scheme://` + the
+  request's `Host`). Origins allowed for CORS are not the gateway's own: they may use the models,
+  not the control plane. A state-changing request (any method but GET, HEAD, OPTIONS) must also
+  declare its body `application/json` (415 otherwise): a page cannot send that content type to
+  another origin without a CORS preflight, which these routes refuse. curl, SDKs and the CLI
+  send neither header, so they pass; they only have to say `Content-Type: application/json`.
+- **Host names without keys.** With auth off, a page on attacker.example can point its own name
+  at 127.0.0.1 (DNS rebinding) and then call the gateway as a same-origin page would. So without
+  keys a request's `Host` must be a loopback name (`localhost`, `*.localhost`, 127.0.0.0/8,
+  `[::1]`), the listen address (all of this machine's addresses and its host name when listening
+  on all of them), or a name in `LMGATE_ALLOWED_HOSTS`. With keys the key is the protection: a
+  page cannot know it, and browsers never attach it by themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psutil
+
+from lmgate.asgi import Scope
+from lmgate.errors import Forbidden, GatewayError
+from lmgate.guard.paths import Scope as KeyScope
+
+_GUARDED = (KeyScope.ADMIN, KeyScope.METRICS)  # admin routes, `/metrics`, model management
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_SAME_SITE = (b"same-origin", b"none")
+_JSON = b"application/json"
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+_SHOWN = 80  # longest header value quoted back in a message
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+def _shown(value: bytes) -> str:
+    text = value.decode("latin-1")
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
+def host_name(authority: str) -> str:
+    """The name part of a `Host` value or an origin's authority: lower-case, no port, no
+    trailing dot; IPv6 literals keep their brackets off."""
+    text = authority.strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    if text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text.rstrip(".")
+
+
+def is_loopback_name(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def _machine_names() -> set[str]:
+    """This machine's host name and interface addresses: how a LAN reaches a wildcard listener."""
+    names = {host_name(socket.gethostname())}
+    names.add(f"{next(iter(names))}.local")
+    try:
+        interfaces = psutil.net_if_addrs().values()
+    except OSError:  # pragma: no cover - no interface list on this platform
+        interfaces = []  # type: ignore[assignment]
+    for entries in interfaces:
+        for entry in entries:
+            if entry.family in (socket.AF_INET, socket.AF_INET6):
+                names.add(host_name(entry.address.split("%", 1)[0]))
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class HostNames:
+    """The names a keyless gateway answers to, besides the loopback ones."""
+
+    exact: frozenset[str]
+    suffixes: tuple[str, ...] = ()  # from `*.example.lan`: ".example.lan"
+    anything: bool = False
+
+    @classmethod
+    def build(cls, listen_host: str, allowed: Iterable[str]) -> HostNames:
+        names: set[str] = set()
+        suffixes: list[str] = []
+        anything = False
+        for item in allowed:
+            entry = item.strip().lower()
+            if entry == "*":
+                anything = True
+            elif entry.startswith("*."):
+                suffixes.append(entry[1:].rstrip("."))
+            elif entry:
+                names.add(host_name(entry))
+        listen = listen_host.strip().lower()
+        if listen in _WILDCARD_HOSTS:
+            names |= _machine_names()
+        else:
+            names.add(host_name(listen))
+        return cls(frozenset(names), tuple(suffixes), anything)
+
+    def allows(self, name: str) -> bool:
+        if self.anything or name in self.exact or is_loopback_name(name):
+            return True
+        return any(name.endswith(suffix) for suffix in self.suffixes)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginPolicy:
+    hosts: HostNames
+
+    def check(self, scope: Scope, needed: KeyScope, *, keyless: bool) -> None:
+        """Raise the refusal for a request a browser could have been tricked into sending."""
+        if keyless:
+            self._check_host(scope)
+        if needed in _GUARDED:
+            self._check_site(scope)
+            if scope["method"] not in _SAFE_METHODS:
+                _check_json(scope)
+
+    def _check_host(self, scope: Scope) -> None:
+        for name, value in scope["headers"]:
+            if name == b"host" and value.strip():
+                if not self.hosts.allows(host_name(value.decode("latin-1"))):
+                    raise Forbidden(
+                        f"Host '{_shown(value)}' is not a name of this gateway: without API keys "
+                        "only loopback names, the listen address and LMGATE_ALLOWED_HOSTS are "
+                        "answered (a page elsewhere could otherwise reach it by DNS rebinding)",
+                        code="host_not_allowed",
+                    )
+
+    def _check_site(self, scope: Scope) -> None:
+        host = b""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+                break
+        for name, value in scope["headers"]:
+            if name == b"sec-fetch-site" and value.strip().lower() not in _SAME_SITE:
+                raise _cross_site(f"Sec-Fetch-Site: {_shown(value)}")
+            if name == b"origin" and not _same_origin(value, host):
+                raise _cross_site(f"Origin {_shown(value)}")
+
+
+def _cross_site(what: str) -> Forbidden:
+    return Forbidden(
+        f"cross-site request refused ({what}): admin routes and model management answer only "
+        "this gateway's own pages and clients that are not browsers",
+        code="cross_site_request",
+    )
+
+
+def _authority(netloc: str, scheme: str) -> str:
+    """`host[:port]` lower-cased, the scheme's default port left out, as browsers write it."""
+    text = netloc.strip().lower().rstrip(".")
+    default = {"http": ":80", "https": ":443"}.get(scheme)
+    if default and text.endswith(default):
+        text = text[: -len(default)]
+    return text
+
+
+def _same_origin(origin: bytes, host: bytes) -> bool:
+    """`Origin: scheme://authority` names the authority the request was sent to (`Host`).
+
+    The scheme is not compared: behind a proxy that ends TLS the gateway sees plain HTTP, and
+    no other server can answer for this very host and port."""
+    scheme, sep, netloc = origin.strip().decode("latin-1").partition("://")
+    if not sep or not netloc or "/" in netloc or not host:
+        return False  # "null" (sandboxed pages, files) and anything malformed
+    scheme = scheme.lower()
+    return _authority(netloc, scheme) == _authority(host.decode("latin-1"), scheme)
+
+
+def _check_json(scope: Scope) -> None:
+    """A state-changing request's body must be declared JSON; one without a body may declare
+    nothing (a form content type is refused even when the form is empty)."""
+    declared: bytes | None = None
+    has_body = False
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            declared = value
+        elif name == b"content-length":
+            has_body = has_body or value.strip() not in (b"", b"0")
+        elif name == b"transfer-encoding":
+            has_body = True
+    if declared is None:
+        if not has_body:
+            return
+        raise UnsupportedMediaType(
+            "the request body must be sent with 'Content-Type: application/json'",
+            param="Content-Type",
+        )
+    if declared.split(b";", 1)[0].strip().lower() != _JSON:
+        raise UnsupportedMediaType(
+            f"Content-Type {_shown(declared)} is not accepted here: send the body as JSON with "
+            "'Content-Type: application/json' (curl: -H 'Content-Type: application/json')",
+            param="Content-Type",
+        )

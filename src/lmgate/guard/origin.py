@@ -23,6 +23,7 @@ Two checks, made by the guard once a request is admitted:
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ _SAME_SITE = (b"same-origin", b"none")
 _JSON = b"application/json"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 _SHOWN = 80  # longest header value quoted back in a message
+# `name[:port]` or `[v6][:port]`: what a browser puts in `Host`; no userinfo, no path.
+_AUTHORITY = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9_.-]+))(?::\d{1,5})?")
 
 
 class UnsupportedMediaType(GatewayError):
@@ -53,14 +56,16 @@ def _shown(value: bytes) -> str:
 
 
 def host_name(authority: str) -> str:
-    """The name part of a `Host` value or an origin's authority: lower-case, no port, no
-    trailing dot; IPv6 literals keep their brackets off."""
+    """The name in a `Host` value (or a configured name): lower-case, without port or trailing
+    dot, IP addresses in their canonical form; "" for anything that is not a host at all."""
     text = authority.strip().lower()
-    if text.startswith("["):
-        return text[1 : text.find("]")] if "]" in text else text
-    if text.count(":") == 1:
-        text = text.partition(":")[0]
-    return text.rstrip(".")
+    match = _AUTHORITY.fullmatch(text)
+    if match is not None:
+        text = match["v6"] or match["name"].rstrip(".")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text if match is not None else ""
 
 
 def is_loopback_name(name: str) -> bool:

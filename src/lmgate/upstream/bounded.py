@@ -28,18 +28,17 @@ def _too_large(what: str, limit: int) -> AnswerTooLarge:
 
 async def read_bounded(
     resp: aiohttp.ClientResponse, what: str, limit: int = CONTROL_READ_LIMIT
-) -> bytes:
-    """The whole body of `resp`, or `AnswerTooLarge` (the connection is dropped, not drained)."""
+) -> bytearray:
+    """The whole body of `resp` in one buffer (orjson parses it as it is), or `AnswerTooLarge`;
+    the connection is then dropped, not drained."""
     declared = resp.content_length
     if declared is not None and declared > limit:
         resp.close()
         raise _too_large(what, limit)
-    chunks: list[bytes] = []
-    size = 0
+    body = bytearray()
     async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             resp.close()
             raise _too_large(what, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body

@@ -3,9 +3,10 @@
     ExchangeMiddleware   one Exchange per request; X-Request-ID; observers at start/finish
       CORS               only when origins are configured; answers preflights
       GuardMiddleware    normalise path -> allowlist 403 -> damping 429 -> key 401 -> scope 403
-                         -> no keys: Host 403 -> admin: cross-site 403, non-JSON body 415
+                         -> no keys: Host 403 -> admin routes: cross-site 403
         InputLimits      body size (413) and read deadline (408), for admitted requests only
         dispatch         TRACE, CONNECT, unknown methods -> 405 (never forwarded)
+                         admin writes whose body is not declared JSON -> 415
                          /v1/*, /api/v0/*, /api/v1/*, shorthands -> ProxyApp (pure ASGI)
                          /dashboard, /dashboard/* -> DashboardApp (static files, public)
                          everything else -> control plane (FastAPI: admin, debug, health)
@@ -32,8 +33,12 @@ from lmgate.dashboard.routes import DashboardApp, is_dashboard
 from lmgate.errors import BadRequest, GatewayError, NotFound, send_error
 from lmgate.exchange import ExchangeMiddleware, exchange_of
 from lmgate.gateway import Gateway
+from lmgate.guard.auth import principal_of
+from lmgate.guard.origin import JSON_ONLY, json_problem
+from lmgate.guard.paths import Scope as KeyScope
 from lmgate.observe.routes import router as monitoring_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
+from lmgate.redaction import operator_view
 from lmgate.service_routes import router as service_router
 from lmgate.settings import Settings
 from lmgate.workers.slot import Worker
@@ -120,11 +125,14 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
-async def _refuse_method(scope: Scope, receive: Receive, send: Send) -> None:
-    error = MethodNotAllowed(
+def _method_error(scope: Scope) -> GatewayError:
+    return MethodNotAllowed(
         f"method {scope['method'][:32]} is not allowed; lmgate answers {ALLOW}",
         headers={"Allow": ALLOW},
     )
+
+
+async def _refuse(scope: Scope, send: Send, error: GatewayError) -> None:
     exchange_of(scope).error = error.message
     await send_error(send, error)
 
@@ -146,11 +154,19 @@ class LmgateApp(ExchangeMiddleware):
         )
 
         dashboard = DashboardApp()
+        keys = gw.security.keys
 
         def dispatch(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             """The chosen app's coroutine, for the caller to await (no frame of its own)."""
-            if scope["type"] == "http" and scope["method"] not in METHODS:
-                return _refuse_method(scope, receive, send)
+            if scope["type"] == "http":
+                principal = principal_of(scope)
+                operator_view.set(
+                    principal.scope is KeyScope.ADMIN if principal else not keys.required
+                )
+                if scope["method"] not in METHODS:
+                    return _refuse(scope, send, _method_error(scope))
+                if JSON_ONLY in scope and (problem := json_problem(scope)) is not None:
+                    return _refuse(scope, send, problem)
             if scope["type"] == "http" and is_proxied(scope["path"]):
                 return proxy(scope, receive, send)
             if scope["type"] == "http" and is_dashboard(scope["path"]):

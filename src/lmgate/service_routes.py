@@ -12,8 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from lmgate.gateway import gateway_of
-from lmgate.guard.auth import principal_of
-from lmgate.guard.paths import Scope as KeyScope
+from lmgate.redaction import operator_view
 
 router = APIRouter(tags=["service"])
 
@@ -24,21 +23,13 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _operator(request: Request) -> bool:
-    """An admin key, or no key at all because the gateway has none (auth off, loopback)."""
-    principal = principal_of(request.scope)
-    if principal is None:
-        return not gateway_of(request).security.keys.required
-    return principal.may(KeyScope.ADMIN)
-
-
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 only when the upstream answers its model list (within 2 s at most)."""
     gw = gateway_of(request)
     probe = await gw.upstream.probe("/v1/models", limit_s=min(gw.settings.connect_timeout, 2.0))
     gw.prometheus.upstream_up.set(1 if probe.ok else 0)
-    operator = _operator(request)
+    operator = operator_view.get()  # an admin key, or no keys at all (auth off, loopback)
     body: dict[str, object] = {"status": "ready" if probe.ok else "unavailable"}
     if operator:
         body["upstream"] = gw.settings.upstream_shown

@@ -62,7 +62,7 @@ def refused(resp: httpx.Response, status: int, code: str) -> None:
         {"Content-Type": "TEXT/PLAIN"},
         {"Content-Type": "text/plain; application/json"},
         {"Content-Type": "application/jsonx"},
-        {},  # a body with no content type at all
+        {"Origin": "http://attacker.example"},  # a body with no content type, from a page
     ],
 )
 def test_non_json_admin_writes_are_refused_and_plant_nothing(
@@ -248,7 +248,17 @@ def test_foreign_host_is_refused_over_a_raw_socket_too(open_gateway: ServerProce
 
 
 @pytest.mark.parametrize(
-    "host", ["localhost", "LOCALHOST:9", "app.localhost", "127.0.0.1", "127.9.9.9:1", "[::1]:1"]
+    "host",
+    [
+        "localhost",
+        "LOCALHOST:9",
+        "app.localhost",
+        "127.0.0.1",
+        "127.9.9.9:1",
+        "[::1]:1",
+        "[::ffff:127.0.0.1]",
+        "gpu-box",  # a single-label name: no public DNS answers for it, so it cannot be rebound
+    ],
 )
 def test_keyless_gateway_answers_loopback_names(open_gateway: ServerProcess, host: str) -> None:
     assert httpx.get(open_gateway.url + "/v1/models", headers={"Host": host}).status_code == 200

@@ -1,6 +1,7 @@
 """What a web page the operator visits could make their browser do to lmgate: refused.
 
-Two checks, made by the guard once a request is admitted:
+Two checks, made by the guard once a request is admitted (the body's content type is checked
+by `json_problem` after the body is admitted, so an oversized one is a 413 first):
 
 - **Cross-site requests** to admin routes (`/admin/*`, `/debug/*`, `/metrics`) and to LM Studio's
   model management (`/api/v1/models/load|unload|download`). Any page can make a browser send a
@@ -8,16 +9,18 @@ Two checks, made by the guard once a request is admitted:
   coming from elsewhere is refused (403): `Sec-Fetch-Site` other than `same-origin` or `none`
   (typed in the address bar), or an `Origin` other than the gateway's own (`scheme://` + the
   request's `Host`). Origins allowed for CORS are not the gateway's own: they may use the models,
-  not the control plane. A state-changing request (any method but GET, HEAD, OPTIONS) must also
-  declare its body `application/json` (415 otherwise): a page cannot send that content type to
-  another origin without a CORS preflight, which these routes refuse. curl, SDKs and the CLI
-  send neither header, so they pass; they only have to say `Content-Type: application/json`.
+  not the control plane. A state-changing request (any method but GET, HEAD, OPTIONS) that
+  declares a content type must declare `application/json` (415 otherwise): a page cannot send
+  that type to another origin without a CORS preflight, which these routes refuse. curl, SDKs
+  and the CLI send neither header, so they pass; `curl -d` must add `-H 'Content-Type:
+  application/json'` (it would claim a form).
 - **Host names without keys.** With auth off, a page on attacker.example can point its own name
   at 127.0.0.1 (DNS rebinding) and then call the gateway as a same-origin page would. So without
   keys a request's `Host` must be a loopback name (`localhost`, `*.localhost`, 127.0.0.0/8,
   `[::1]`), the listen address (all of this machine's addresses and its host name when listening
-  on all of them), or a name in `LMGATE_ALLOWED_HOSTS`. With keys the key is the protection: a
-  page cannot know it, and browsers never attach it by themselves.
+  on all of them), a name in `LMGATE_ALLOWED_HOSTS`, or a single-label name (`gpu-box`: from
+  /etc/hosts or the LAN's own DNS; no one on the internet can give it an address). With keys
+  the key is the protection: a page cannot know it, and browsers never attach it by themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _SAME_SITE = (b"same-origin", b"none")
 _JSON = b"application/json"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+JSON_ONLY = "lmgate.json_only"  # scope key: this request's body must be declared JSON
 _SHOWN = 80  # longest header value quoted back in a message
 # `name[:port]` or `[v6][:port]`: what a browser puts in `Host`; no userinfo, no path.
 _AUTHORITY = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9_.-]+))(?::\d{1,5})?")
@@ -126,6 +130,8 @@ class HostNames:
     def allows(self, name: str) -> bool:
         if self.anything or name in self.exact or is_loopback_name(name):
             return True
+        if name and "." not in name and ":" not in name:
+            return True  # a single-label name (`gpu-box`): public DNS cannot answer for it
         return any(name.endswith(suffix) for suffix in self.suffixes)
 
 
@@ -140,7 +146,7 @@ class OriginPolicy:
         if needed in _GUARDED:
             self._check_site(scope)
             if scope["method"] not in _SAFE_METHODS:
-                _check_json(scope)
+                scope[JSON_ONLY] = True  # checked once the body is admitted (413 comes first)
 
     def _check_host(self, scope: Scope) -> None:
         for name, value in scope["headers"]:
@@ -195,28 +201,17 @@ def _same_origin(origin: bytes, host: bytes) -> bool:
     return _authority(netloc, scheme) == _authority(host.decode("latin-1"), scheme)
 
 
-def _check_json(scope: Scope) -> None:
-    """A state-changing request's body must be declared JSON; one without a body may declare
-    nothing (a form content type is refused even when the form is empty)."""
-    declared: bytes | None = None
-    has_body = False
+def json_problem(scope: Scope) -> UnsupportedMediaType | None:
+    """For a request marked `JSON_ONLY`: a declared content type must be JSON (a form type is
+    refused even for an empty form). None declared is read as JSON, as before: browsers send
+    `Origin` with every cross-origin write, so such a request is refused already when a page
+    elsewhere sends it."""
     for name, value in scope["headers"]:
-        if name == b"content-type":
-            declared = value
-        elif name == b"content-length":
-            has_body = has_body or value.strip() not in (b"", b"0")
-        elif name == b"transfer-encoding":
-            has_body = True
-    if declared is None:
-        if not has_body:
-            return
-        raise UnsupportedMediaType(
-            "the request body must be sent with 'Content-Type: application/json'",
-            param="Content-Type",
-        )
-    if declared.split(b";", 1)[0].strip().lower() != _JSON:
-        raise UnsupportedMediaType(
-            f"Content-Type {_shown(declared)} is not accepted here: send the body as JSON with "
-            "'Content-Type: application/json' (curl: -H 'Content-Type: application/json')",
-            param="Content-Type",
-        )
+        if name == b"content-type" and value.split(b";", 1)[0].strip().lower() != _JSON:
+            return UnsupportedMediaType(
+                f"Content-Type {_shown(value)} is not accepted here: send the body as JSON "
+                "with 'Content-Type: application/json' (curl: -H 'Content-Type: "
+                "application/json')",
+                param="Content-Type",
+            )
+    return None

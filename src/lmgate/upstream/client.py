@@ -18,7 +18,7 @@ import orjson
 from yarl import URL
 
 from lmgate.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from lmgate.redaction import scrub_urls
+from lmgate.redaction import redact_url, scrub_urls, upstream_named
 from lmgate.settings import Settings
 from lmgate.upstream.bounded import AnswerTooLarge, read_bounded
 
@@ -119,8 +119,7 @@ class UpstreamClient:
             ("Authorization", f"Bearer {token.get_secret_value()}") if token else None
         )
         self._session: aiohttp.ClientSession | None = None
-        # What error messages call it: they reach inference keys, which never see its URL.
-        self._describe = "the upstream"
+        self._shown = redact_url(self.base)  # in errors, and only for the operator's requests
         # Built once: the proxy sends every request with one of these two.
         self._timeouts = {
             streaming: aiohttp.ClientTimeout(
@@ -181,7 +180,7 @@ class UpstreamClient:
         streaming: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request; the response is closed (and the upstream told) when the block exits."""
-        describe = self._describe
+        describe = upstream_named(self._shown)
         with translated(describe, "did not answer in time"):
             try:
                 raw = await self._send(method, target, headers, body, streaming)
@@ -206,7 +205,7 @@ class UpstreamClient:
     ) -> Any:
         """A JSON call on lmgate's own account (model management). Any error answer — including
         LM Studio's HTTP 200 with an `error` body — raises `UpstreamRefused` with its reason."""
-        describe = self._describe
+        describe = upstream_named(self._shown)
         headers = [("Content-Type", "application/json")]
         if self.auth_header:
             headers.append(self.auth_header)

@@ -135,9 +135,16 @@ class HostNames:
         return any(name.endswith(suffix) for suffix in self.suffixes)
 
 
-@dataclass(frozen=True, slots=True)
 class OriginPolicy:
-    hosts: HostNames
+    """The checks above for one gateway. `Host` values already judged are remembered (a few
+    hundred at most), so a keyless gateway pays a dictionary lookup per request, not a parse."""
+
+    __slots__ = ("_judged", "hosts")
+    REMEMBERED = 512
+
+    def __init__(self, hosts: HostNames) -> None:
+        self.hosts = hosts
+        self._judged: dict[bytes, bool] = {}
 
     def check(self, scope: Scope, needed: KeyScope, *, keyless: bool) -> None:
         """Raise the refusal for a request a browser could have been tricked into sending."""
@@ -148,16 +155,24 @@ class OriginPolicy:
             if scope["method"] not in _SAFE_METHODS:
                 scope[JSON_ONLY] = True  # checked once the body is admitted (413 comes first)
 
+    def _allowed(self, value: bytes) -> bool:
+        known = self._judged.get(value)
+        if known is None:
+            known = self.hosts.allows(host_name(value.decode("latin-1")))
+            if len(self._judged) >= self.REMEMBERED:
+                self._judged.clear()
+            self._judged[value] = known
+        return known
+
     def _check_host(self, scope: Scope) -> None:
         for name, value in scope["headers"]:
-            if name == b"host" and value.strip():
-                if not self.hosts.allows(host_name(value.decode("latin-1"))):
-                    raise Forbidden(
-                        f"Host '{_shown(value)}' is not a name of this gateway: without API keys "
-                        "only loopback names, the listen address and LMGATE_ALLOWED_HOSTS are "
-                        "answered (a page elsewhere could otherwise reach it by DNS rebinding)",
-                        code="host_not_allowed",
-                    )
+            if name == b"host" and value and not self._allowed(value):
+                raise Forbidden(
+                    f"Host '{_shown(value)}' is not a name of this gateway: without API keys "
+                    "only loopback names, the listen address and LMGATE_ALLOWED_HOSTS are "
+                    "answered (a page elsewhere could otherwise reach it by DNS rebinding)",
+                    code="host_not_allowed",
+                )
 
     def _check_site(self, scope: Scope) -> None:
         host = b""

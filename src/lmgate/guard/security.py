@@ -15,10 +15,11 @@ from lmgate.guard.allowlist import NetworkSet
 from lmgate.guard.auth import Access, GuardMiddleware
 from lmgate.guard.cors import with_cors
 from lmgate.guard.damping import Damper
+from lmgate.guard.hostnames import HostNames
 from lmgate.guard.keys import KeyRegistry
 from lmgate.guard.limits import InputLimits, JsonDepthLimit
 from lmgate.guard.model_access import ModelAccess
-from lmgate.guard.origin import HostNames, OriginPolicy
+from lmgate.guard.origin import OriginPolicy
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.ratelimit import RateLimiter
 from lmgate.guard.shared_limits import SharedRateLimiter

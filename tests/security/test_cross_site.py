@@ -10,14 +10,18 @@ browsers (curl, SDKs, the CLI) send neither `Origin` nor `Sec-Fetch-Site` and ke
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from lmgate.guard.hostnames import HostNames, host_name
+from lmgate.settings import Settings
 from tests.security.tools import bearer, raw, statuses
 from tests.servers import (
     ADMIN_KEY,
@@ -283,3 +287,21 @@ def test_with_keys_the_key_is_the_protection(gateway: ServerProcess) -> None:
         gateway.url + "/v1/models", headers={"Host": "gpu-box.example", **bearer(API_KEY)}
     )
     assert resp.status_code == 200
+
+
+def test_allowed_hosts_values_are_checked() -> None:
+    ok = Settings(allowed_hosts="gpu-box.lan, *.home.arpa,192.168.1.20,[fd00::1],*")
+    assert ok.allowed_hosts == ["gpu-box.lan", "*.home.arpa", "192.168.1.20", "[fd00::1]", "*"]
+    for bad in ("gpu-box.lan:1235", "http://gpu-box.lan", "a b", "*.", "user@host"):
+        with pytest.raises(ValueError, match="allowed host"):
+            Settings(allowed_hosts=bad)
+
+
+def test_a_wildcard_listener_answers_this_machine_names() -> None:
+    names = HostNames.build("0.0.0.0", [])
+    assert names.allows(host_name(socket.gethostname().lower()))
+    lan = [a for a in psutil.net_if_addrs().values() for a in a if a.family == socket.AF_INET]
+    assert all(names.allows(host_name(a.address)) for a in lan)
+    assert not names.allows("0.0.0.0") and not names.allows("attacker.example")
+    assert HostNames.build("192.168.1.20", []).allows("192.168.1.20")
+    assert not HostNames.build("127.0.0.1", []).allows("192.168.1.20")

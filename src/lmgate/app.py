@@ -3,8 +3,11 @@
     ExchangeMiddleware   one Exchange per request; X-Request-ID; observers at start/finish
       CORS               only when origins are configured; answers preflights
       GuardMiddleware    normalise path -> allowlist 403 -> damping 429 -> key 401 -> scope 403
+                         -> no keys: Host 403 -> admin routes: cross-site 403
         InputLimits      body size (413) and read deadline (408), for admitted requests only
-        dispatch         /v1/*, /api/v0/*, /api/v1/*, shorthands -> ProxyApp (pure ASGI)
+        dispatch         TRACE, CONNECT, unknown methods -> 405 (never forwarded)
+                         admin writes whose body is not declared JSON -> 415
+                         /v1/*, /api/v0/*, /api/v1/*, shorthands -> ProxyApp (pure ASGI)
                          /dashboard, /dashboard/* -> DashboardApp (static files, public)
                          everything else -> control plane (FastAPI: admin, debug, health)
 
@@ -27,19 +30,23 @@ from lmgate.admin.inventory_routes import router as inventory_router
 from lmgate.admin.keys_routes import router as keys_router
 from lmgate.admin.routes import router as admin_router
 from lmgate.admin.usage_routes import router as usage_router
-from lmgate.asgi import ASGIApp, Receive, Scope, Send
+from lmgate.asgi import Receive, Scope, Send
 from lmgate.dashboard.routes import DashboardApp, is_dashboard
-from lmgate.errors import BadRequest, GatewayError, NotFound
-from lmgate.exchange import ExchangeMiddleware, clip
+from lmgate.errors import BadRequest, GatewayError, NotFound, send_error
+from lmgate.exchange import ExchangeMiddleware, clip, exchange_of
 from lmgate.gateway import Gateway
+from lmgate.guard.origin import JSON_ONLY, json_problem
+from lmgate.guard.paths import Scope as KeyScope
 from lmgate.observe.routes import router as monitoring_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
+from lmgate.redaction import operator_view
 from lmgate.service_routes import router as service_router
 from lmgate.settings import Settings
 from lmgate.store.db import storage_error
 from lmgate.workers.slot import Worker
 
 log = structlog.get_logger("lmgate.app")
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -80,7 +87,10 @@ def _control_plane(gw: Gateway) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        # A body field is named by its path in the body, a query parameter by its name.
+        loc = [str(p) for p in first.get("loc", ())]
+        if loc and loc[0] in _LOCATIONS:
+            loc = loc[1:]
         where = ".".join(loc)
         msg = str(first.get("msg", "invalid request"))
         if first.get("type") == "json_invalid":
@@ -107,30 +117,37 @@ def _control_plane(gw: Gateway) -> FastAPI:
         error.type = "invalid_request_error"
         return _error_response(error)
 
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> Response:
+        """A bug still answers in the one error shape, never as a plain-text 500 (the
+        server logs the traceback)."""
+        return _error_response(GatewayError("internal error; see the gateway's log"))
+
     return app
 
 
-_FORMISH = (b"application/x-www-form-urlencoded", b"text/plain")
+# Methods lmgate serves or relays. TRACE would echo a request (its headers too) back from
+# the upstream, CONNECT asks for a tunnel; neither, nor anything unknown, is ever forwarded.
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+ALLOW = ", ".join(sorted(METHODS))
 
 
-def json_bodies(app: ASGIApp) -> ASGIApp:
-    """Admin bodies are JSON whatever `curl -d` claims (it sends a form content type)."""
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
 
-    async def shim(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            headers = scope["headers"]
-            for i, (name, value) in enumerate(headers):
-                if name == b"content-type" and value.split(b";")[0].strip() in _FORMISH:
-                    headers = [
-                        *headers[:i],
-                        (b"content-type", b"application/json"),
-                        *headers[i + 1 :],
-                    ]
-                    scope = {**scope, "headers": headers}
-                    break
-        await app(scope, receive, send)
 
-    return shim
+def _method_error(scope: Scope) -> GatewayError:
+    return MethodNotAllowed(
+        f"method {scope['method'][:32]} is not allowed; lmgate answers {ALLOW}",
+        headers={"Allow": ALLOW},
+    )
+
+
+async def _refuse(scope: Scope, send: Send, error: GatewayError) -> None:
+    exchange_of(scope).error = error.message
+    await send_error(send, error)
 
 
 class LmgateApp(ExchangeMiddleware):
@@ -139,7 +156,7 @@ class LmgateApp(ExchangeMiddleware):
 
     def __init__(self, settings: Settings, worker: Worker | None = None) -> None:
         self.gateway = gw = Gateway.build(settings, worker)
-        control = json_bodies(_control_plane(gw))
+        control = _control_plane(gw)
         proxy = ProxyApp(
             gw.upstream,
             gw.state,
@@ -150,9 +167,21 @@ class LmgateApp(ExchangeMiddleware):
         )
 
         dashboard = DashboardApp()
+        keys = gw.security.keys
+        admin = KeyScope.ADMIN
 
         def dispatch(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             """The chosen app's coroutine, for the caller to await (no frame of its own)."""
+            if scope["type"] == "http":
+                # Who may see where the upstream is: an admin key, or anyone when keys are off.
+                principal = scope.get("lmgate.principal")
+                operator_view.set(
+                    principal.scope is admin if principal is not None else not keys.required
+                )
+                if scope["method"] not in METHODS:
+                    return _refuse(scope, send, _method_error(scope))
+                if JSON_ONLY in scope and (problem := json_problem(scope)) is not None:
+                    return _refuse(scope, send, problem)
             if scope["type"] == "http" and is_proxied(scope["path"]):
                 return proxy(scope, receive, send)
             if scope["type"] == "http" and is_dashboard(scope["path"]):

@@ -59,7 +59,7 @@ def demo_upstream(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
             time.sleep(0.1)
         banner = "=" * 72
         typer.echo(
-            f"{banner}\nDEMO MODE: nothing answers at {settings.upstream_url}, so lmgate is "
+            f"{banner}\nDEMO MODE: nothing answers at {settings.upstream_shown}, so lmgate is "
             f"serving its\nbuilt-in LM Studio emulator at {url} as the upstream. Answers are "
             f"fake.\nStart LM Studio's server (or pass --upstream URL) for real models.\n{banner}",
             err=True,

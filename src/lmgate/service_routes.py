@@ -1,4 +1,10 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+`/ready` answers any valid key (a load balancer's, a scraper's), so it says where the upstream
+is and why it failed only to whoever may see the upstream anyway: an admin key, or the local
+operator of a gateway without keys. Others learn "ready" or "unavailable", never an internal
+address; the URL shown never carries the credentials it may hold.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from lmgate.gateway import gateway_of
+from lmgate.redaction import operator_view
 
 router = APIRouter(tags=["service"])
 
@@ -22,14 +29,15 @@ async def ready(request: Request) -> JSONResponse:
     gw = gateway_of(request)
     probe = await gw.upstream.probe("/v1/models", limit_s=min(gw.settings.connect_timeout, 2.0))
     gw.prometheus.upstream_up.set(1 if probe.ok else 0)
-    body: dict[str, object] = {
-        "status": "ready" if probe.ok else "unavailable",
-        "upstream": gw.settings.upstream_url,
-        "latencyMs": round(probe.latency_ms, 3),
-    }
+    operator = operator_view.get()  # an admin key, or no keys at all (auth off, loopback)
+    body: dict[str, object] = {"status": "ready" if probe.ok else "unavailable"}
+    if operator:
+        body["upstream"] = gw.settings.upstream_shown
+    body["latencyMs"] = round(probe.latency_ms, 3)
     if not probe.ok:
+        reason = f": {probe.error}" if operator and probe.error else ""
         body["error"] = {
-            "message": f"upstream {gw.settings.upstream_url} is not ready: {probe.error}",
+            "message": f"the upstream is not ready{reason}",
             "type": "upstream_error",
             "code": "upstream_unavailable",
         }

@@ -25,12 +25,15 @@ from pydantic_settings import (
 )
 
 from lmgate.guard.cors import check_origins
+from lmgate.redaction import redact_url
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:1234"
 MAX_WORKERS = 64
 FORWARDED_HEADERS = ("X-Forwarded-For", "Forwarded")
 
 CommaList = Annotated[list[str], NoDecode]
+# A name, `*.name`, `*`, an IPv4 address or an IPv6 one (bracketed or not); no port.
+_HOST_NAME = re.compile(r"\*|(?:\*\.)?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?")
 
 
 def _ms_to_seconds(value: str) -> float | None:
@@ -166,6 +169,11 @@ class Settings(BaseSettings):
     cors_origins: CommaList = Field(
         default_factory=list, description="Browser origins allowed (CORS); empty = off; * = any."
     )
+    allowed_hosts: CommaList = Field(
+        default_factory=list,
+        description="Host names answered without keys besides loopback names and the listen "
+        "address (DNS rebinding protection); *.domain = its subdomains; * = any.",
+    )
     tls_cert: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
     tls_key: Path | None = Field(None, description="Private key (PEM) of the TLS certificate.")
     max_header_bytes: int = Field(
@@ -277,6 +285,16 @@ class Settings(BaseSettings):
         items = _split_list(value)
         return check_origins(items) if isinstance(items, list) else items
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: Any) -> Any:
+        items = _split_list(value)
+        if isinstance(items, list):
+            for item in items:
+                if not _HOST_NAME.fullmatch(str(item).strip()):
+                    raise ValueError(f"allowed host '{item}' must be a host name or address")
+        return items
+
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -334,6 +352,11 @@ class Settings(BaseSettings):
     @property
     def upstream_url(self) -> str:
         return self.upstream.rstrip("/")
+
+    @property
+    def upstream_shown(self) -> str:
+        """The upstream URL as it may be displayed: credentials in it are masked."""
+        return redact_url(self.upstream_url)
 
     @property
     def auth_enabled(self) -> bool:

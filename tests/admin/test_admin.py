@@ -174,13 +174,16 @@ def test_malformed_bodies(admin: httpx.Client, raw: bytes) -> None:
     assert set(resp.json()["error"]) >= {"message", "type", "code"}
 
 
-def test_curl_style_form_content_type_is_read_as_json(admin: httpx.Client) -> None:
+def test_a_form_content_type_is_refused(admin: httpx.Client) -> None:
+    """`curl -d` without `-H 'Content-Type: application/json'` sends a form type, which any web
+    page can send too: admin bodies must say they are JSON."""
     resp = admin.post(
         "/admin/models/activate",
         content=b'{"modelKey": "qwen/qwen3-4b"}',
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert resp.status_code == 200
+    assert resp.status_code == 415
+    assert "Content-Type: application/json" in resp.json()["error"]["message"]
 
 
 def test_unknown_admin_route_is_openai_shaped(admin: httpx.Client) -> None:

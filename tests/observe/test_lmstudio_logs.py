@@ -3,18 +3,20 @@ truncation, and `lmstudio_log` events on a real gateway's debug stream."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lmgate.observe.events import EventBus
 from lmgate.observe.lmstudio_log_parse import EntryAssembler, fields
 from lmgate.observe.lmstudio_logs import FileFollower, LmStudioLogTailer, newest_log
 from tests.observe.helpers import EventReader
-from tests.servers import ADMIN_KEY, ServerProcess, start_gateway
+from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_gateway
 
 SAMPLING = [
     "[2026-11-24 10:00:01][DEBUG] Sampling params:\trepeat_last_n = 64, repeat_penalty = 1.100",
@@ -71,6 +73,91 @@ def test_entries_tags_and_extracted_fields() -> None:
     }
     assert warn["level"] == "WARN"
     assert old["level"] == "ERROR" and old["message"] == "Server stopped"
+
+
+# What LM Studio writes around prompts and answers (shapes from real server logs), with
+# SECRET wherever a prompt or an answer would be.
+CONTENT = [
+    "[2024-03-16 13:38:38.940] [INFO] Accumulated 2 tokens: SECRET answer",
+    "[2024-03-16 13:38:39.184] [INFO] [LM STUDIO SERVER] Generated prediction: {",
+    '  "choices": [{"message": {"role": "assistant", "content": "SECRET"}}],',
+    '  "usage": {"prompt_tokens": 2}',
+    "}",
+    "[2026-11-24 10:00:06][DEBUG][qwen/qwen3-4b] Generated prediction:  {",
+    '  "id": "chatcmpl-1", "choices": [{"message": {"content": "SECRET again"}}]',
+    "}",
+    "[2024-03-16 13:38:14.615] [INFO] [LM STUDIO SERVER] Last message: { role: 'user', "
+    "content: 'SECRET' } (total messages = 19)",
+    "[2024-03-16 13:38:39.232] [INFO] Received POST request to /v1/chat/completions with body: {",
+    '  "messages": [{"role": "user", "content": "SECRET"}]',
+    "}",
+    "[2026-11-24 10:00:07][ERROR] Received request for /api/v1/chat with invalid JSON: "
+    "Unexpected token 'S', \"SECRET\" is not valid JSON",
+    '[2024-02-02 20:12:37.871] [ERROR] [Server Error] {"title":"SECRET in a title"}',
+    "[2026-11-24 10:00:08][INFO][qwen/qwen3-4b] Model generated tool calls:  [SECRET()]",
+    "[2026-11-24 10:00:09][INFO] Returning {",
+    '  "data": [{"id": "SECRET-model"}]',
+    "}",
+    "[2026-11-24 10:00:10][INFO][LM STUDIO SERVER] Streaming response...",
+    "SECRET first streamed words",
+    "and SECRET more of them",
+    "[2026-11-24 10:00:11][DEBUG] Sampling params:\tpassword = SECRET, top_k = 40",
+    "[2026-11-24 10:00:12][INFO][qwen/qwen3-4b] Partial output: SECRET",
+    "[2026-11-24 10:00:13][INFO] SECRET words in a shape nobody has seen",
+    "[2026-11-24 10:00:14][WARN] Unexpected token 'S', \"SECRET\" is not valid JSON",
+    "[2026-11-24 10:00:15][INFO][SECRET plan] looks like a tag",
+    "[2026-11-24 10:00:16][DEBUG] Formatted prompt: <|im_start|>user SECRET<|im_end|>",
+]
+
+
+def test_no_prompt_or_answer_text_in_any_line_kind() -> None:
+    found = entries(CONTENT)
+    assert len(found) == 16
+    for entry in found:
+        assert "SECRET" not in json.dumps(entry), entry
+        assert entry["level"] and entry["logTime"]
+    shown = [str(e["message"]) for e in found]
+    assert re.fullmatch(r"Accumulated 2 tokens: \[\d+ characters not shown\]", shown[0])
+    assert re.fullmatch(r"Generated prediction: \[\d+ characters not shown\]", shown[1])
+    assert shown[2].startswith("Generated prediction:") and found[2]["model"] == "qwen/qwen3-4b"
+    assert shown[9].startswith("Streaming response...\n[") and "not shown" in shown[9]
+    assert "params" not in found[10]  # read from known-safe lines only
+    assert all("not shown" in text for text in shown[:9] + shown[10:])
+
+
+SAFE = [
+    "[2026-11-24 10:00:00][INFO][LM STUDIO SERVER] Running chat completion on conversation "
+    "with 2 messages.",
+    "[2026-11-24 10:00:00][INFO][LM STUDIO SERVER] First token generated. Continuing to stream "
+    "response..",
+    "[2026-11-24 10:00:00][INFO] Finished streaming response",
+    "[2026-11-24 10:00:00][INFO][LM STUDIO SERVER] Client disconnected. Stopping generation... "
+    "(If the model is busy processing the prompt, it will finish first.)",
+    "[2026-11-24 10:00:00][DEBUG] Received request: GET to /v1/models",
+    "[2026-11-24 10:00:00][INFO] [LM STUDIO SERVER] Accumulating tokens ... (stream = false)",
+    "[2026-11-24 10:00:00][DEBUG] Total prompt tokens: 20 / Prompt tokens to decode: 20",
+    "[2026-11-24 10:00:00][DEBUG] FinishedProcessingPrompt. Progress: 100",
+    "[2026-11-24 10:00:00][INFO][LM STUDIO SERVER] Success! HTTP server listening on port 1234",
+    "[2026-11-24 10:00:00][ERROR] Error: received prediction-error",
+    "[2026-11-24 10:00:00][WARN] Unexpected endpoint or method. (GET /v1/foo). Returning 200 "
+    "anyway",
+    "[2026-11-24 10:00:00][INFO] Loading model qwen/qwen3-4b@q4_k_m",
+]
+
+
+def test_known_safe_lines_are_shown_as_they_are() -> None:
+    for line, entry in zip(SAFE, entries(SAFE), strict=True):
+        message = str(entry["message"])
+        assert "not shown" not in message and line.endswith(message), (line, message)
+    combined = entries(
+        [
+            *SAMPLING,
+            "[2026-11-24 10:00:02][DEBUG] Looking for non-prefix sequences to reuse from cache",
+            "Cache reuse summary: 9/10 of prompt (90%)",
+        ]
+    )
+    assert combined[0]["params"]["top_k"] == 40 and "not shown" not in str(combined[0]["message"])
+    assert combined[1]["cacheReuse"] == {"reused": 9, "total": 10, "percent": 90.0}
 
 
 def test_bodies_are_redacted_not_hidden_when_prompt_logging_is_on() -> None:
@@ -168,5 +255,22 @@ def test_log_lines_reach_the_debug_stream_across_a_new_month(
         write(new_month, "[2026-12-01 00:00:01][INFO][Client=lms-cli] Client created.")
         second = reader.next("lmstudio_log")
         assert second["client"] == "lms-cli" and second["file"] == "2026-12-01.1.log"
+    finally:
+        reader.close()
+
+
+def test_content_never_reaches_the_debug_stream(
+    logs_gateway: tuple[ServerProcess, Path],
+) -> None:
+    gw, folder = logs_gateway
+    reader = EventReader(gw.url, "?types=lmstudio_log")
+    try:
+        reader.next("connected")
+        write(folder / "2026-12" / "2026-12-01.1.log", *CONTENT, "[2026-12-01 00:00:09][WARN] done")
+        seen = [reader.until("lmstudio_log", lambda e: True) for _ in range(17)]
+        assert seen[-1]["message"] == "done"
+        assert all("SECRET" not in json.dumps(event) for event in seen)
+        metrics = httpx.get(gw.url + "/debug/metrics", headers=admin_headers()).text
+        assert "SECRET" not in metrics
     finally:
         reader.close()

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from lmgate import params
 from lmgate.admin.schemas import ProfileRequest
 from lmgate.errors import GatewayError, NotFound
 from lmgate.gateway import gateway_of
@@ -18,7 +19,7 @@ async def upstream(request: Request, refresh: bool = False) -> dict[str, Any]:
     gw = gateway_of(request)
     caps = await gw.watcher.capabilities(refresh=refresh)
     return {
-        "url": gw.settings.upstream_url,
+        "url": gw.settings.upstream_shown,
         **caps.as_json(),
         "lastSync": gw.watcher.synced_at,
         "syncError": gw.watcher.last_error,
@@ -64,6 +65,7 @@ async def models(request: Request) -> dict[str, Any]:
 @router.get("/models/{model_key:path}/profile")
 async def get_profile(model_key: str, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
+    params.text(model_key, "model_key")
     if model_key not in gw.state.state.profiles:
         raise NotFound(f"no profile for '{model_key}'", code="profile_not_found")
     return {"modelKey": model_key, **gw.state.profile(model_key).as_json()}
@@ -74,6 +76,7 @@ async def put_profile(model_key: str, body: ProfileRequest, request: Request) ->
     """Store a model's load config and defaults, used when it is loaded on demand and for
     requests naming it (its defaults take precedence over the active ones)."""
     gw = gateway_of(request)
+    params.text(model_key, "model_key")
     load_config = body.load_config.wire() if body.load_config else None
     defaults = body.default_inference.wire() if body.default_inference else None
     await gw.state.set_profile(model_key, load_config, defaults)
@@ -84,6 +87,7 @@ async def put_profile(model_key: str, body: ProfileRequest, request: Request) ->
 @router.delete("/models/{model_key:path}/profile")
 async def delete_profile(model_key: str, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
+    params.text(model_key, "model_key")
     if not await gw.state.delete_profile(model_key):
         raise NotFound(f"no profile for '{model_key}'", code="profile_not_found")
     gw.bus.publish("config_changed", what="profile_deleted", modelKey=model_key)

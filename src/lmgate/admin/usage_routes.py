@@ -3,11 +3,12 @@
     /admin/usage?key=NAME&model=KEY&since=2026-11-01&until=2026-12-01&groupBy=day,model
 
 `since` (inclusive) and `until` (exclusive) take a date, an ISO 8601 time (UTC unless it says
-otherwise) or unix seconds, and apply at minute resolution. `groupBy` is any of `day`, `hour`
-(UTC), `key`, `model`, `endpoint`, comma-separated. `key=-` selects requests made without a
-key. `unreported` counts answers that carried no usage. A stream that ended without one
-(cancelled, cut off) still counts its relayed output frames into `tokensOut`, and into
-`tokensOutEstimated`, which says how much of `tokensOut` lmgate counted itself.
+otherwise) or unix seconds, from 1970 to the year 9999, and apply at minute resolution.
+`groupBy` is any of `day`, `hour` (UTC), `key`, `model`, `endpoint`, comma-separated. `key=-`
+selects requests made without a key. `unreported` counts answers that carried no usage. A
+stream that ended without one (cancelled, cut off) still counts its relayed output frames into
+`tokensOut`, and into `tokensOutEstimated`, which says how much of `tokensOut` lmgate counted
+itself. Every parameter is checked: a bad one is a 400 naming it.
 `pendingRows` counts finished requests whose usage is not written yet (while the disk is full
 they wait, up to a bound, and are written once it is not), `droppedRows` those lost past that
 bound, and `lastWriteError` says when and why a write last failed.
@@ -21,44 +22,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from lmgate.errors import BadRequest
+from lmgate import params
 from lmgate.gateway import gateway_of
 from lmgate.store.usage import GROUPS, UsageQuery, totals
 
 router = APIRouter(prefix="/admin", tags=["usage"])
-
-
-def parse_time(value: str | None, param: str) -> float | None:
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadRequest(
-            f"{param} must be a date, an ISO 8601 time or unix seconds, got {text!r}",
-            code="invalid_value",
-            param=param,
-        ) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-def parse_groups(value: str | None) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in (value or "").split(",") if n.strip())
-    unknown = [n for n in names if n not in GROUPS]
-    if unknown:
-        raise BadRequest(
-            f"groupBy accepts {', '.join(GROUPS)}; not {', '.join(unknown)}",
-            code="invalid_value",
-            param="groupBy",
-        )
-    return tuple(dict.fromkeys(names))
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -77,12 +45,13 @@ async def usage(
     groupBy: str | None = None,  # the documented query name
 ) -> dict[str, Any]:
     gw = gateway_of(request)
+    key = params.text(key, "key")
     query = UsageQuery(
-        key="" if key == "-" else key or None,
-        model=model or None,
-        since=parse_time(since, "since"),
-        until=parse_time(until, "until"),
-        group_by=parse_groups(groupBy),
+        key="" if key == "-" else key,
+        model=params.text(model, "model"),
+        since=params.timestamp(since, "since"),
+        until=params.timestamp(until, "until"),
+        group_by=params.names(groupBy, "groupBy", GROUPS),
     )
     if gw.obs.usage is not None:
         await gw.obs.usage.flush()

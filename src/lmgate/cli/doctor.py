@@ -91,7 +91,7 @@ async def upstream_health(settings: Settings) -> list[Finding]:
         caps = await detect(client, limit_s=min(settings.connect_timeout, 5.0))
     finally:
         await client.close()
-    url = settings.upstream_url
+    url = settings.upstream_shown
     if not caps.reachable:
         return [Finding("fail", "upstream", f"{url} does not answer: {caps.last_error}")]
     if caps.auth_required and settings.upstream_token is None:

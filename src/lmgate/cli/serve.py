@@ -150,7 +150,7 @@ def serve(
         many = f", {settings.workers} workers" if settings.workers > 1 else ""
         typer.echo(
             f"lmgate listening on {scheme}://{settings.host}:{settings.port} -> "
-            f"{settings.upstream_url} (auth {auth}, data {settings.data_dir}{many})",
+            f"{settings.upstream_shown} (auth {auth}, data {settings.data_dir}{many})",
             err=True,
         )
         if settings.workers > 1:

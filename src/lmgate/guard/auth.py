@@ -25,6 +25,7 @@ from lmgate.exchange import Exchange, clip, exchange_of
 from lmgate.guard.allowlist import IPAddress, NetworkSet, client_address
 from lmgate.guard.damping import Damper, bucket
 from lmgate.guard.keys import KeyRegistry, Principal, Problem
+from lmgate.guard.origin import OriginPolicy
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.paths import normalise, quote_path, required_scope
 from lmgate.observe.events import EventBus, auth_denied
@@ -91,12 +92,14 @@ class GuardMiddleware:
         access: Access,
         damper: Damper,
         bus: EventBus | None = None,
+        origin: OriginPolicy | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
         self.access = access
         self.damper = damper
         self.bus = bus
+        self.origin = origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,7 +107,9 @@ class GuardMiddleware:
             return
         ex = exchange_of(scope)
         try:
-            self._check(scope, ex)
+            needed = self._check(scope, ex)
+            if self.origin is not None:
+                self.origin.check(scope, needed, keyless=not self.keys.required)
         except GatewayError as exc:
             ex.error = exc.message
             self._denied(ex, exc)
@@ -119,7 +124,7 @@ class GuardMiddleware:
         if self.bus is not None:
             auth_denied(self.bus, ex, exc)
 
-    def _check(self, scope: Scope, ex: Exchange) -> None:
+    def _check(self, scope: Scope, ex: Exchange) -> KeyScope:
         path = normalise(scope["path"])
         route = scope[ROUTE_KEY] = classify(path)
         scope["path"] = route.path
@@ -139,7 +144,7 @@ class GuardMiddleware:
         self._admit(needed, addr, ex)
 
         if needed is KeyScope.PUBLIC or not self.keys.required:
-            return
+            return needed
         who = bucket(addr)
         wait = self.damper.blocked_for(who)
         if wait:
@@ -163,6 +168,7 @@ class GuardMiddleware:
         if needed is KeyScope.METRICS:
             self._admit_metrics(principal.scope, addr, ex)
         scope["lmgate.principal"] = principal
+        return needed
 
     def _admit(self, needed: KeyScope, addr: IPAddress | None, ex: Exchange) -> None:
         """The address check made before any key is looked at."""

@@ -116,7 +116,7 @@ async def upstream_findings(settings: Settings, *, limit_s: float = 2.0) -> list
 
     The probe goes out only when the upstream is reachable from the network at all, so a
     loopback-only LM Studio is not even asked."""
-    url = settings.upstream_url
+    url = settings.upstream_shown
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
     if not is_loopback_host(host):

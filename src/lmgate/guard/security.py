@@ -17,10 +17,12 @@ from lmgate.guard.auth import Access, GuardMiddleware
 from lmgate.guard.budget import BodyBudget
 from lmgate.guard.cors import with_cors
 from lmgate.guard.damping import Damper
+from lmgate.guard.hostnames import HostNames
 from lmgate.guard.keys import KeyRegistry
 from lmgate.guard.limits import InputLimits, JsonDepthLimit
 from lmgate.guard.model_access import ModelAccess
 from lmgate.guard.model_name import ModelNameCheck
+from lmgate.guard.origin import OriginPolicy
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.ratelimit import RateLimiter
 from lmgate.guard.shared_limits import SharedRateLimiter
@@ -96,7 +98,12 @@ class Security:
             health_public=not settings.require_auth_for_health,
         )
         guarded = GuardMiddleware(
-            limited, keys=self.keys, access=self.access, damper=self.damper, bus=bus
+            limited,
+            keys=self.keys,
+            access=self.access,
+            damper=self.damper,
+            bus=bus,
+            origin=OriginPolicy(HostNames.build(settings.host, settings.allowed_hosts)),
         )
         return with_cors(guarded, settings.cors_origins)
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from lmgate import params
 from lmgate.gateway import gateway_of
 from lmgate.observe.events import sse_frame
 
@@ -23,9 +24,10 @@ router = APIRouter(tags=["monitoring"])
 
 
 def _resume_id(request: Request, query_value: str | None) -> int | None:
-    text = request.headers.get("last-event-id") or query_value or ""
-    text = text.strip()
-    return int(text) if text.isdigit() else None
+    header = request.headers.get("last-event-id")
+    if header:
+        return params.event_id(header, "Last-Event-ID")
+    return params.event_id(query_value, "lastEventId")
 
 
 def _lost(count: int) -> bytes:
@@ -41,7 +43,8 @@ async def debug_stream(
 ) -> EventSourceResponse:
     gw = gateway_of(request)
     bus = gw.bus
-    wanted = [t for t in types.split(",") if t.strip()] if types else None
+    wanted = params.patterns(types, "types")
+    model = params.text(model, "model")
     sub = bus.subscribe(types=wanted, model=model, after_id=_resume_id(request, lastEventId))
     linger = gw.settings.debug_stream_batch_ms / 1000.0
 

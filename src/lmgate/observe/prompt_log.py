@@ -2,8 +2,8 @@
 
 Useful for debugging a client's requests, dangerous everywhere else, hence the switch
 (`LMGATE_LOG_PROMPTS`). Redaction removes the gateway's own secrets, bearer tokens, `sk-...`
-keys, long opaque strings (tokens, base64 images) and e-mail addresses before anything is
-written; truncation keeps each line to `limit` characters.
+keys, credentials in URLs, long opaque strings (tokens, base64 images) and e-mail addresses
+before anything is written; truncation keeps each line to `limit` characters.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import structlog
 from lmgate.exchange import Exchange
 
 _PATTERNS = (
+    re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s/?#@]*@"),  # credentials in a URL
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=:-]+"),
     re.compile(r"\bsk-[A-Za-z0-9_:-]{8,}"),
     re.compile(r"[A-Za-z0-9+/_=-]{32,}"),

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
+from lmgate import params
 from lmgate.errors import GatewayError, NotFound
 from lmgate.gateway import gateway_of
 from lmgate.observe.debug_stream import router as stream_router
@@ -82,6 +83,7 @@ async def list_requests(
 
 @router.delete("/debug/requests/{request_id}")
 async def cancel_request(request_id: str, request: Request) -> JSONResponse:
+    params.text(request_id, "request_id", limit=200)
     gw = gateway_of(request)
     tracker = gw.obs.requests
     found = tracker.find(request_id)

@@ -6,6 +6,7 @@ decompressed or re-encoded, so what the client receives is what the upstream sen
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -17,7 +18,9 @@ import orjson
 from yarl import URL
 
 from lmgate.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from lmgate.redaction import redact_url, scrub_urls, upstream_named
 from lmgate.settings import Settings
+from lmgate.upstream.bounded import AnswerTooLarge, read_bounded
 
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
@@ -37,7 +40,9 @@ class UpstreamResponse:
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"{self._describe} went silent mid-response") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self._describe} failed mid-response: {exc}") from exc
+            raise UpstreamError(
+                f"{self._describe} failed mid-response: {scrub_urls(str(exc))}"
+            ) from exc
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
@@ -49,11 +54,17 @@ def translated(describe: str, timeout_text: str) -> Iterator[None]:
     try:
         yield
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailable(f"{describe} is unreachable: {exc.strerror}") from exc
+        raise UpstreamUnavailable(f"{describe} is unreachable: {_reason(exc)}") from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"{describe} {timeout_text}") from exc
     except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{describe} failed: {exc}") from exc
+        raise UpstreamError(f"{describe} failed: {scrub_urls(str(exc))}") from exc
+
+
+def _reason(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, without the address (asyncio's text quotes it)."""
+    errno = exc.os_error.errno
+    return os.strerror(errno) if errno and errno > 0 else type(exc.os_error).__name__
 
 
 def error_reason(body: Any) -> str | None:
@@ -108,7 +119,7 @@ class UpstreamClient:
             ("Authorization", f"Bearer {token.get_secret_value()}") if token else None
         )
         self._session: aiohttp.ClientSession | None = None
-        self._describe = f"upstream {self.base}"
+        self._shown = redact_url(self.base)  # in errors, and only for the operator's requests
         # Built once: the proxy sends every request with one of these two.
         self._timeouts = {
             streaming: aiohttp.ClientTimeout(
@@ -169,7 +180,7 @@ class UpstreamClient:
         streaming: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request; the response is closed (and the upstream told) when the block exits."""
-        describe = f"upstream {self.base}"
+        describe = upstream_named(self._shown)
         with translated(describe, "did not answer in time"):
             try:
                 raw = await self._send(method, target, headers, body, streaming)
@@ -194,7 +205,7 @@ class UpstreamClient:
     ) -> Any:
         """A JSON call on lmgate's own account (model management). Any error answer — including
         LM Studio's HTTP 200 with an `error` body — raises `UpstreamRefused` with its reason."""
-        describe = f"upstream {self.base}"
+        describe = upstream_named(self._shown)
         headers = [("Content-Type", "application/json")]
         if self.auth_header:
             headers.append(self.auth_header)
@@ -206,7 +217,7 @@ class UpstreamClient:
                 data=orjson.dumps(payload) if payload is not None else None,
                 timeout=aiohttp.ClientTimeout(total=limit_s, sock_connect=self.connect_timeout),
             ) as resp:
-                raw = await resp.read()
+                raw = await read_bounded(resp, f"{method} {path}")
                 status = resp.status
         try:
             body = orjson.loads(raw) if raw else None
@@ -222,17 +233,21 @@ class UpstreamClient:
         `error` body, so such a body counts as a failure."""
         started = time.perf_counter()
         headers = [self.auth_header] if self.auth_header else []
+        status = 0
         try:
             async with self.session.get(
                 URL(self.base + path, encoded=True),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=limit_s),
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
+                raw = await read_bounded(resp, f"GET {path}")
+        except AnswerTooLarge as exc:
+            elapsed = (time.perf_counter() - started) * 1000.0
+            return Probe(False, status, None, elapsed, exc.message)
         except (TimeoutError, aiohttp.ClientError) as exc:
             elapsed = (time.perf_counter() - started) * 1000.0
-            return Probe(False, 0, None, elapsed, f"{type(exc).__name__}: {exc}")
+            return Probe(False, 0, None, elapsed, scrub_urls(f"{type(exc).__name__}: {exc}"))
         elapsed = (time.perf_counter() - started) * 1000.0
         try:
             body = orjson.loads(raw)

@@ -16,6 +16,7 @@ import structlog
 
 from lmgate.errors import GatewayError
 from lmgate.observe.events import EventBus
+from lmgate.redaction import redact_url
 from lmgate.upstream import inventory
 from lmgate.upstream.capabilities import Capabilities, detect
 from lmgate.upstream.client import UpstreamClient
@@ -129,7 +130,8 @@ class UpstreamWatcher:
                 delay = self.interval
             except GatewayError as exc:
                 if self.last_error != exc.message:
-                    log.warning("upstream_sync_failed", error=exc.message)
+                    shown = redact_url(self.client.base)
+                    log.warning("upstream_sync_failed", upstream=shown, error=exc.message)
                 self.last_error = exc.message
                 delay = min(max(delay * 2, self.interval), MAX_BACKOFF_S)
                 await self.capabilities(refresh=True)

@@ -2,6 +2,8 @@
 
 `LMGATE_<NAME>` env vars map to the fields below. The TypeScript edition's env names are
 honoured as aliases (see `LEGACY_ENV`) so its users can switch without touching their setup.
+While settings are built under `recording()`, each value's origin (the flag, env var or TOML
+key a person actually wrote) is noted, so that problems can be reported in those words.
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import platformdirs
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,16 +32,38 @@ from pydantic_settings import (
 )
 
 from lmgate.guard.cors import check_origins
+from lmgate.settings_values import normalize_upstream, parse_duration
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:1234"
 MAX_WORKERS = 64
 
 CommaList = Annotated[list[str], NoDecode]
 
+# Settings in seconds, which also take a duration with a unit (`10m`, `500ms`).
+DURATIONS = (
+    "connect_timeout",
+    "request_timeout",
+    "stream_timeout",
+    "keepalive_seconds",
+    "sync_interval",
+    "load_timeout",
+    "header_timeout",
+    "body_timeout",
+    "auth_block_seconds",
+    "usage_flush_seconds",
+    "lmstudio_log_poll_seconds",
+)
+NO_LIMIT_ZERO = frozenset({"request_timeout", "stream_timeout"})  # 0 (or empty) = no limit
+LEVEL_SYNONYMS = {"warn": "warning", "fatal": "critical", "trace": "debug"}
 
-def _ms_to_seconds(value: str) -> float | None:
-    millis = float(value)
-    return None if millis == 0 else millis / 1000.0
+
+def _ms_to_seconds(value: str) -> Any:
+    """The edition's timeouts are milliseconds (0 = none); units are understood too. A value
+    that is no duration passes through unchanged, for validation to report in its own name."""
+    seconds = parse_duration(value, unit=0.001)
+    if seconds is None:
+        return value
+    return None if seconds == 0 else seconds
 
 
 def _allowlist(value: str) -> list[str]:
@@ -46,7 +75,7 @@ def _allowlist(value: str) -> list[str]:
 LEGACY_ENV: dict[str, tuple[str, Any]] = {
     "LMSTUDIO_BASE_URL": ("upstream", str),
     "GATEWAY_HOST": ("host", str),
-    "GATEWAY_PORT": ("port", int),
+    "GATEWAY_PORT": ("port", str),
     "GATEWAY_API_KEY": ("admin_key", str),
     "IP_ALLOWLIST": ("allow", _allowlist),
     "REQUIRE_AUTH_FOR_HEALTH": ("require_auth_for_health", str),
@@ -66,6 +95,7 @@ class LegacyEnvSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], dotenv_path: Path) -> None:
         super().__init__(settings_cls)
         self._dotenv_path = dotenv_path
+        self.labels: dict[str, str] = {}  # field -> the edition's name it was read from
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # pragma: no cover - __call__ does the work
@@ -74,20 +104,111 @@ class LegacyEnvSource(PydanticBaseSettingsSource):
         values: dict[str, str | None] = {}
         if self._dotenv_path.is_file():
             values.update(dotenv_values(self._dotenv_path))
-        values.update({k: v for k, v in os.environ.items() if k in LEGACY_ENV})
+        in_env = {k: v for k, v in os.environ.items() if k in LEGACY_ENV}
+        values.update(in_env)
         out: dict[str, Any] = {}
         for name, (field, convert) in LEGACY_ENV.items():
             raw = values.get(name)
             if raw is not None and raw.strip() != "":
                 out[field] = convert(raw.strip())
+                self.labels[field] = name if name in in_env else f"{name} (in .env)"
         return out
 
 
 class CamelTomlSource(TomlConfigSettingsSource):
     """A TOML config file whose keys may be camelCase (`requireAuthForHealth`) or snake_case."""
 
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        super().__init__(settings_cls, toml_file=toml_file)
+        self.path = toml_file
+        self.keys: dict[str, str] = {}  # field -> the key as written in the file
+
     def __call__(self) -> dict[str, Any]:
-        return {_snake(key): value for key, value in super().__call__().items()}
+        out: dict[str, Any] = {}
+        for key, value in super().__call__().items():
+            out[_snake(key)] = value
+            self.keys[_snake(key)] = key
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a setting's value came from, in the words the person used, and the raw value."""
+
+    label: str  # `--port`, `LMGATE_PORT`, `LMGATE_PORT (in .env)`, `GATEWAY_PORT`, `port in x.toml`
+    raw: Any
+    kind: str  # flag, env, dotenv, edition, file, derived
+
+
+Origins = dict[str, Origin]
+_recording: ContextVar[Origins | None] = ContextVar("lmgate_settings_origins", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[Origins]:
+    """Settings built inside the block note where each value came from in the yielded dict
+    (filled while the sources are read, so it is complete even when validation fails)."""
+    found: Origins = {}
+    token = _recording.set(found)
+    try:
+        yield found
+    finally:
+        _recording.reset(token)
+
+
+# The TypeScript edition served /admin/* and /debug/* to every address its allowlist let in.
+EDITION_ADMIN_ALLOW = "GATEWAY_API_KEY"
+
+
+class OriginSource(PydanticBaseSettingsSource):
+    """The last source: sees what the others read, notes where each value came from, and keeps
+    the TypeScript edition's admin access for a configuration written for it (its
+    `GATEWAY_API_KEY`, and no `LMGATE_ADMIN_ALLOW` anywhere): admin routes then follow the
+    general allowlist, as they did there, and `lmgate serve` says so loudly."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        legacy: LegacyEnvSource,
+        toml: CamelTomlSource | None,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._legacy = legacy
+        self._toml = toml
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def _labels(self, source: str, field: str) -> tuple[str, str]:
+        env = f"LMGATE_{field.upper()}"
+        if source == "InitSettingsSource":
+            return "--" + field.replace("_", "-"), "flag"
+        if source == "EnvSettingsSource":
+            return env, "env"
+        if source == "DotEnvSettingsSource":
+            return f"{env} (in .env)", "dotenv"
+        if source == "LegacyEnvSource":
+            return self._legacy.labels.get(field, field), "edition"
+        if self._toml is not None:
+            return f"{self._toml.keys.get(field, field)} in {self._toml.path}", "file"
+        return field, "file"  # pragma: no cover - no other source exists
+
+    def __call__(self) -> dict[str, Any]:
+        states = self.settings_sources_data
+        state = self.current_state
+        out: dict[str, Any] = {}
+        if "admin_key" in states.get("LegacyEnvSource", {}) and "admin_allow" not in state:
+            out["admin_allow"] = state.get("allow") or ["*"]
+        found = _recording.get()
+        if found is not None:
+            for source, values in states.items():
+                for field, raw in values.items():
+                    if field not in found:
+                        label, kind = self._labels(source, field)
+                        found[field] = Origin(label, raw, kind)
+            if out:
+                found["admin_allow"] = Origin(EDITION_ADMIN_ALLOW, out["admin_allow"], "derived")
+        return out
 
 
 class Settings(BaseSettings):
@@ -129,7 +250,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body.")
     require_auth_for_health: bool = Field(False, description="Protect /health with a key too.")
     insecure_no_auth: bool = Field(False, description="Allow a non-loopback host with no key.")
-    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_level: str = Field(
+        "info", description="error, warn (warning), info or debug; critical too."
+    )
     workers: int = Field(
         1, description="Processes serving the port; state is shared through SQLite (1-64)."
     )
@@ -264,7 +387,7 @@ class Settings(BaseSettings):
         items = _split_list(value)
         if isinstance(items, list):
             for item in items:
-                ipaddress.ip_network(str(item), strict=False)  # raises a clear ValueError
+                _check_network(item)
         return items
 
     @field_validator("api_keys", mode="before")
@@ -272,10 +395,47 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("request_timeout", "stream_timeout", mode="before")
+    @field_validator(*DURATIONS, mode="before")
     @classmethod
-    def _zero_is_none(cls, value: Any) -> Any:
-        return None if value in (0, 0.0, "0", "") else value
+    def _duration(cls, value: Any, info: ValidationInfo) -> Any:
+        """Seconds as a number, or with a unit (`10m`); `0` means no limit where allowed."""
+        if isinstance(value, str):
+            if value.strip() == "" and info.field_name in NO_LIMIT_ZERO:
+                return None
+            seconds = parse_duration(value)
+            if seconds is None:
+                raise PydanticCustomError(
+                    "lmgate", "{problem}", {"problem": "not a duration", "value": value}
+                )
+            value = seconds
+        if info.field_name in NO_LIMIT_ZERO and value == 0:
+            return None
+        return value
+
+    @field_validator("debug_stream_batch_ms", mode="before")
+    @classmethod
+    def _milliseconds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            seconds = parse_duration(value, unit=0.001)
+            if seconds is None:
+                raise PydanticCustomError(
+                    "lmgate", "{problem}", {"problem": "not a duration", "value": value}
+                )
+            return seconds * 1000.0
+        return value
+
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _upstream(cls, value: Any) -> Any:
+        """Corrected as `normalize_upstream` says; `lmgate serve` prints what it corrected."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return normalize_upstream(value)[0]
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "lmgate", "{problem}", {"problem": str(exc), "value": value}
+            ) from None
 
     @field_validator("workers")
     @classmethod
@@ -287,9 +447,13 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
-        level = value.lower()
+        """The TypeScript edition's names (error, warn, info, debug) and Python's."""
+        level = value.strip().lower()
+        level = LEVEL_SYNONYMS.get(level, level)
         if level not in {"debug", "info", "warning", "error", "critical"}:
-            raise ValueError("log level must be debug, info, warning, error or critical")
+            raise PydanticCustomError(
+                "lmgate", "{problem}", {"problem": "not a log level", "value": value}
+            )
         return level
 
     @property
@@ -312,28 +476,42 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
         config_path = init_kwargs.get("config") or os.environ.get("LMGATE_CONFIG")
+        legacy = LegacyEnvSource(settings_cls, Path(".env"))
         sources: list[PydanticBaseSettingsSource] = [
             init_settings,
             env_settings,
             dotenv_settings,
-            LegacyEnvSource(settings_cls, Path(".env")),
+            legacy,
         ]
+        toml = None
         if config_path:
             path = Path(config_path)
             if not path.is_file():
                 raise ValueError(f"config file not found: {path}")
-            sources.append(CamelTomlSource(settings_cls, toml_file=path))
+            toml = CamelTomlSource(settings_cls, toml_file=path)
+            sources.append(toml)
+        sources.append(OriginSource(settings_cls, legacy, toml))
         return tuple(sources)
 
 
+def _check_network(item: Any) -> None:
+    """An address or CIDR network; otherwise an error naming the one bad item."""
+    try:
+        ipaddress.ip_network(str(item).strip(), strict=False)
+    except ValueError:
+        raise PydanticCustomError(
+            "lmgate", "{problem}", {"problem": "not an IP address or network", "value": item}
+        ) from None
+
+
 def _cidrs_or_star(value: Any) -> Any:
-    """A CIDR list where `*` means everyone; a bad CIDR raises a clear ValueError."""
+    """A CIDR list where `*` means everyone; a bad CIDR raises an error naming it."""
     items = _split_list(value)
     if isinstance(items, list):
         if "*" in items:
             return ["0.0.0.0/0", "::/0"]
         for item in items:
-            ipaddress.ip_network(str(item), strict=False)
+            _check_network(item)
     return items
 
 

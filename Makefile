@@ -1,35 +1,47 @@
 # Two commands for a newcomer: `make run` (the gateway) and `make test` (every test and lint).
+# `run` installs only what running needs; the dev tools (pytest, mypy, playwright...) come
+# with the first `test`, each set behind its own stamp.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install install-dev run test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
 
-install: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml $(RUN_STAMP)
+	$(PIP) -e '.[dev]'
+	touch $(DEV_STAMP)
+
+install: $(RUN_STAMP)
+
+install-dev: $(DEV_STAMP)
 
 run: install
 	$(BIN)/lmgate serve --demo-fallback
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: install
+typecheck: install-dev
 	$(BIN)/mypy
 
-unit: install
+unit: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
-bench: install
+bench: install-dev
 	$(BIN)/python -m bench
 
 clean:

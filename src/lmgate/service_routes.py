@@ -6,8 +6,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from lmgate.gateway import gateway_of
+from lmgate.landing import landing
 
 router = APIRouter(tags=["service"])
+router.add_api_route("/", landing, methods=["GET"], include_in_schema=False)
 
 
 @router.get("/health")

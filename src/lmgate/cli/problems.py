@@ -19,8 +19,7 @@ from lmgate.settings_values import DURATION_HINT, UPSTREAM_HINT
 PREFIX = "lmgate: invalid configuration:"
 SECRET_FIELDS = frozenset({"admin_key", "metrics_key", "api_keys", "upstream_token"})
 _NETWORKS = (
-    "IP addresses or networks (CIDR) such as 192.168.1.0/24, 10.0.0.5 or fd00::/8, "
-    "comma-separated"
+    "IP addresses or networks (CIDR) such as 192.168.1.0/24, 10.0.0.5 or fd00::/8, comma-separated"
 )
 ACCEPTED: dict[str, str] = {
     "port": "a whole number from 0 to 65535",

@@ -104,9 +104,7 @@ def listening_line(settings: Settings, sock: socket.socket, *, keys_required: bo
     elif is_loopback_host(settings.host):
         auth = "auth off (loopback only)"
     else:
-        auth = (
-            f"AUTH OFF: anyone who reaches port {port} can use the models (--insecure-no-auth)"
-        )
+        auth = f"AUTH OFF: anyone who reaches port {port} can use the models (--insecure-no-auth)"
     many = f", {settings.workers} workers" if settings.workers > 1 else ""
     return (
         f"lmgate listening on {scheme}://{display_host(settings.host)}:{port} -> "
@@ -215,8 +213,10 @@ def setting_notes(settings: Settings, origins: Origins) -> list[str]:
             pass
     admin = origins.get("admin_allow")
     if admin is not None and admin.kind == "derived":
-        who = "every address" if "0.0.0.0/0" in settings.admin_allow else (
-            ", ".join(settings.admin_allow)
+        who = (
+            "every address"
+            if "0.0.0.0/0" in settings.admin_allow
+            else (", ".join(settings.admin_allow))
         )
         notes.append(
             f"admin routes (/admin/*, /debug/*) answer {who}, as in the TypeScript edition, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 
 MIN_LENGTH = 16
@@ -48,7 +49,7 @@ def _common_words_only(letters: str) -> bool:
 
 def _sequential(key: str) -> bool:
     """Mostly runs like `1234`, `abcd`, `9876` (wrapping `90` counts too): typed, not drawn."""
-    steps = [(ord(b) - ord(a)) for a, b in zip(key, key[1:], strict=False)]
+    steps = [ord(b) - ord(a) for a, b in pairwise(key)]
     runs = sum(step in (1, -1, -9, 9) for step in steps)
     return runs >= 0.7 * len(steps)
 

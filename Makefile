@@ -1,6 +1,7 @@
 # Two commands for a newcomer: `make run` (the gateway) and `make test` (every test and lint).
-# `run` installs only what running needs; the dev tools (pytest, mypy, playwright...) come
-# with the first `test`, each set behind its own stamp.
+# `run` installs only what running needs, without compiling every module ahead (Python
+# compiles what it imports); the dev tools (pytest, mypy, playwright...) come with the first
+# `test`. Each set has its own stamp.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) --no-compile -e .
 	touch $(RUN_STAMP)
 
 $(DEV_STAMP): pyproject.toml $(RUN_STAMP)

@@ -14,7 +14,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _PART = re.compile(rf"({_NUMBER})\s*(ms|sec|min|s|m|h)", re.IGNORECASE)
 _DURATION = re.compile(rf"(?:{_NUMBER}\s*(?:ms|sec|min|s|m|h)\s*)+", re.IGNORECASE)
-_PLAIN = re.compile(_NUMBER)
+_PLAIN = re.compile(rf"[-+]?{_NUMBER}")  # the sign is for validation to judge
 
 DURATION_HINT = "seconds, or a duration such as 30s, 10m, 1h, 1.5s or 500ms"
 

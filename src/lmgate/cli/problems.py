@@ -36,29 +36,33 @@ ACCEPTED: dict[str, str] = {
 EDITION_MS = frozenset({"PROXY_TIMEOUT", "PROXY_STREAM_TIMEOUT"})
 
 
+_BOUNDS = {
+    "greater_than": "greater than {gt}",
+    "greater_than_equal": "{ge} or more",
+    "less_than": "less than {lt}",
+    "less_than_equal": "{le} or less",
+}
+
+
 def _accepted(field: str, origin: Origin | None, error: ErrorDetails) -> str:
+    kind = error["type"]
+    bound = _BOUNDS[kind].format(**(error.get("ctx") or {})) if kind in _BOUNDS else None
     if field in DURATIONS:
         if origin is not None and origin.label.split(" ")[0] in EDITION_MS:
-            return "milliseconds (0 = no limit), or a duration such as 30s or 10m"
-        return DURATION_HINT + ("; 0 = no limit" if field in NO_LIMIT_ZERO else "")
+            hint = "milliseconds (0 = no limit), or a duration such as 30s or 10m"
+        else:
+            hint = DURATION_HINT + ("; 0 = no limit" if field in NO_LIMIT_ZERO else "")
+        return f"a duration {bound}: {hint}" if bound else hint
     if field in ACCEPTED:
         return ACCEPTED[field]
-    ctx = error.get("ctx") or {}
-    kind = error["type"]
+    if bound:
+        return f"a number {bound}"
     if kind.startswith("bool"):
         return "true or false"
     if kind.startswith("int"):
         return "a whole number"
     if kind.startswith(("float", "decimal")):
         return "a number"
-    bounds = {
-        "greater_than": "greater than {gt}",
-        "greater_than_equal": "{ge} or more",
-        "less_than": "less than {lt}",
-        "less_than_equal": "{le} or less",
-    }
-    if kind in bounds:
-        return "a number " + bounds[kind].format(**ctx)
     return str(error["msg"]).removeprefix("Value error, ")
 
 

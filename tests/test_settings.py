@@ -114,10 +114,21 @@ def test_metrics_key_and_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30", 30.0), ("30s", 30.0), ("10m", 600.0), ("1h", 3600.0), ("1.5s", 1.5)]
-    + [("500ms", 0.5), ("1h30m", 5400.0), (" 2 min ", 120.0), ("0", None)],
+    [
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("10m", 600.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        ("500ms", 0.5),
+        ("1h30m", 5400.0),
+        (" 2 min ", 120.0),
+        ("0", None),
+    ],
 )
-def test_durations_take_units(monkeypatch: pytest.MonkeyPatch, text: str, seconds: float) -> None:
+def test_durations_take_units(
+    monkeypatch: pytest.MonkeyPatch, text: str, seconds: float | None
+) -> None:
     monkeypatch.setenv("LMGATE_REQUEST_TIMEOUT", text)
     monkeypatch.setenv("LMGATE_SYNC_INTERVAL", text if seconds else "1")
     s = Settings()
@@ -147,8 +158,14 @@ def test_edition_timeouts_stay_milliseconds(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize("name", ["LOG_LEVEL", "LMGATE_LOG_LEVEL"])
 @pytest.mark.parametrize(
     ("given", "level"),
-    [("warn", "warning"), ("WARN", "warning"), ("error", "error"), ("debug", "debug")]
-    + [("info", "info"), ("warning", "warning")],
+    [
+        ("warn", "warning"),
+        ("WARN", "warning"),
+        ("error", "error"),
+        ("debug", "debug"),
+        ("info", "info"),
+        ("warning", "warning"),
+    ],
 )
 def test_edition_log_levels(
     monkeypatch: pytest.MonkeyPatch, name: str, given: str, level: str

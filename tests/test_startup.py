@@ -274,9 +274,15 @@ def test_edition_configuration_keeps_admin_on_the_allowed_network(
         assert httpx.get(gateway.url + "/debug/status", headers={**auth, **LAN}).status_code == 200
         other = {"X-Forwarded-For": "192.168.2.9"}
         assert httpx.get(gateway.url + "/admin/state", headers={**auth, **other}).status_code == 403
-        logs = gateway.logs()
-        assert "WARNING" in logs or "NOTE" in logs
+        logs = " ".join(gateway.logs().split())  # the banner is wrapped
+        assert "WARNING: admin routes (/admin/*, /debug/*) answer 192.168.1.0/24" in logs
         assert "as in the TypeScript edition" in logs and "LMGATE_ADMIN_ALLOW=127.0.0.1" in logs
+        doctor = _run(
+            ["doctor", "--upstream", emulator.url],
+            clean_env(LMGATE_DATA_DIR=str(tmp_path / "doctor"), **env),
+            tmp_path,
+        )
+        assert "[WARN] admin-allow: admin routes" in doctor.stdout
     finally:
         gateway.stop()
     restricted = start_gateway(

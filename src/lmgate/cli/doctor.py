@@ -58,6 +58,8 @@ def data_dir_findings(settings: Settings) -> list[Finding]:
 def setting_findings(settings: Settings, origins: Origins) -> list[Finding]:
     """What `serve` would correct, warn about or refuse in these settings."""
     found = [Finding("warn", "config", note) for note in startup.setting_notes(settings, origins)]
+    if admin_open := startup.edition_admin_warning(settings, origins):
+        found.append(Finding("warn", "admin-allow", admin_open))
     found += [Finding("fail", "weak-key", weak) for weak in startup.weak_keys(settings, origins)]
     return found
 

@@ -147,6 +147,8 @@ def _serve(
         warnings = startup.weak_keys(settings, origins)
         warnings += startup_warnings(settings, keys_required=required)
         _say(warnings, "lmgate: WARNING: ")
+        if admin_open := startup.edition_admin_warning(settings, origins):
+            typer.echo(startup.banner("WARNING", admin_open), err=True)
         banner = startup.upstream_banner(settings)
         if banner:
             typer.echo(banner, err=True)

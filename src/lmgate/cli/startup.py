@@ -12,6 +12,7 @@ import errno
 import socket
 import ssl
 import stat
+import textwrap
 from pathlib import Path
 
 import psutil
@@ -211,20 +212,6 @@ def setting_notes(settings: Settings, origins: Origins) -> list[str]:
             notes += normalize_upstream(upstream.raw)[1]
         except ValueError:  # pragma: no cover - validation already refused it
             pass
-    admin = origins.get("admin_allow")
-    if admin is not None and admin.kind == "derived":
-        who = (
-            "every address"
-            if "0.0.0.0/0" in settings.admin_allow
-            else (", ".join(settings.admin_allow))
-        )
-        notes.append(
-            f"admin routes (/admin/*, /debug/*) answer {who}, as in the TypeScript edition, "
-            f"because this configuration uses its {EDITION_ADMIN_ALLOW} and sets no "
-            "LMGATE_ADMIN_ALLOW. lmgate's own default is loopback only: set "
-            "LMGATE_ADMIN_ALLOW=127.0.0.1 (or the operator's address) to keep them off the "
-            "network, or LMGATE_ADMIN_ALLOW=* to keep this and silence the warning"
-        )
     edition = {o.label.split(" ")[0] for o in origins.values() if o.kind == "edition"}
     if edition - GENERIC_NAMES and "host" not in origins and "port" not in origins:
         notes.append(
@@ -234,6 +221,30 @@ def setting_notes(settings: Settings, origins: Origins) -> list[str]:
             "GATEWAY_PORT=8001 to keep the old address"
         )
     return notes
+
+
+def edition_admin_warning(settings: Settings, origins: Origins) -> str | None:
+    """Admin routes open to the general allowlist, as the TypeScript edition had them."""
+    admin = origins.get("admin_allow")
+    if admin is None or admin.kind != "derived":
+        return None
+    everyone = "0.0.0.0/0" in settings.admin_allow
+    who = "every address" if everyone else ", ".join(settings.admin_allow)
+    return (
+        f"admin routes (/admin/*, /debug/*) answer {who}, as in the TypeScript edition, "
+        f"because this configuration uses its {EDITION_ADMIN_ALLOW} and sets no "
+        "LMGATE_ADMIN_ALLOW. lmgate's own default is loopback only: set "
+        "LMGATE_ADMIN_ALLOW=127.0.0.1 (or the operator's address) to keep them off the "
+        "network, or LMGATE_ADMIN_ALLOW=* to keep this and silence the warning."
+    )
+
+
+def banner(title: str, text: str) -> str:
+    """A block that stands out among log lines, wrapped for a terminal."""
+    body = textwrap.fill(
+        f"{title}: {text}", width=len(BANNER), break_long_words=False, break_on_hyphens=False
+    )
+    return f"{BANNER}\n{body}\n{BANNER}"
 
 
 async def _probe(settings: Settings) -> tuple[int, str | None]:

@@ -74,7 +74,7 @@ def test_missing_config_file_is_reported(tmp_path: Path) -> None:
         (("--allow", "192.168.1.0/33"), {}, "--allow 192.168.1.0/33", "CIDR"),
         (("--allow", "10.0.0.0/8", "--allow", "10.1.2.300"), {}, "--allow 10.1.2.300", "CIDR"),
         ((), {"LMGATE_ADMIN_ALLOW": "lan"}, "LMGATE_ADMIN_ALLOW=lan", "CIDR"),
-        ((), {"LMGATE_REQUEST_TIMEOUT": "10 minutes"}, "LMGATE_REQUEST_TIMEOUT=", "10m"),
+        ((), {"LMGATE_REQUEST_TIMEOUT": "ten minutes"}, "LMGATE_REQUEST_TIMEOUT=", "10m"),
         ((), {"LMGATE_CONNECT_TIMEOUT": "-5"}, "LMGATE_CONNECT_TIMEOUT=-5", "greater than 0"),
         ((), {"PROXY_TIMEOUT": "soon"}, "PROXY_TIMEOUT=soon", "milliseconds"),
         (("--log-level", "loud"), {}, "--log-level loud", "warn"),

@@ -123,21 +123,25 @@ def test_metrics_key_and_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
         ("500ms", 0.5),
         ("1h30m", 5400.0),
         (" 2 min ", 120.0),
+        ("5 minutes", 300.0),
+        ("1 hour 30 mins", 5400.0),
         ("0", None),
+        ("none", None),
+        ("off", None),
     ],
 )
 def test_durations_take_units(
     monkeypatch: pytest.MonkeyPatch, text: str, seconds: float | None
 ) -> None:
     monkeypatch.setenv("LMGATE_REQUEST_TIMEOUT", text)
-    monkeypatch.setenv("LMGATE_SYNC_INTERVAL", text if seconds else "1")
+    monkeypatch.setenv("LMGATE_SYNC_INTERVAL", text if seconds else "1s")
     s = Settings()
     assert s.request_timeout == seconds
     assert s.sync_interval == (seconds or 1.0)
 
 
 def test_bad_durations_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    for text in ("10 minutes", "5x", "m", "-3s", "0s"):
+    for text in ("10 fortnights", "5x", "m", "-3s", "0s", "1m-30s"):
         monkeypatch.setenv("LMGATE_LOAD_TIMEOUT", text)
         with pytest.raises(ValueError):
             Settings()
@@ -183,6 +187,8 @@ def test_edition_log_levels(
         ("http://192.168.1.20:1234/v1", "http://192.168.1.20:1234"),
         ("HTTPS://box/v1/", "https://box"),
         ("http://box/lmstudio/v1", "http://box/lmstudio"),
+        ("http://box:1234/api/v0", "http://box:1234"),
+        ("box:1234/api/v1/", "http://box:1234"),
         ("http://[::1]:1234", "http://[::1]:1234"),
     ],
 )

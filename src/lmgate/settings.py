@@ -69,6 +69,7 @@ DURATIONS = (
     "lmstudio_log_poll_seconds",
 )
 NO_LIMIT_ZERO = frozenset({"request_timeout", "stream_timeout"})  # 0 (or empty) = no limit
+NO_LIMIT_WORDS = frozenset({"", "none", "off", "never"})
 LEVEL_SYNONYMS = {"warn": "warning", "fatal": "critical", "trace": "debug"}
 
 
@@ -261,7 +262,7 @@ class Settings(BaseSettings):
     def _duration(cls, value: Any, info: ValidationInfo) -> Any:
         """Seconds as a number, or with a unit (`10m`); `0` means no limit where allowed."""
         if isinstance(value, str):
-            if value.strip() == "" and info.field_name in NO_LIMIT_ZERO:
+            if value.strip().lower() in NO_LIMIT_WORDS and info.field_name in NO_LIMIT_ZERO:
                 return None
             seconds = parse_duration(value)
             if seconds is None:

@@ -10,10 +10,17 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_UNIT_NAMES = {
+    0.001: ("ms", "msec", "millisecond", "milliseconds"),
+    1.0: ("s", "sec", "secs", "second", "seconds"),
+    60.0: ("m", "min", "mins", "minute", "minutes"),
+    3600.0: ("h", "hr", "hrs", "hour", "hours"),
+}
+_UNITS = {name: factor for factor, names in _UNIT_NAMES.items() for name in names}
+_UNIT = "|".join(sorted(_UNITS, key=len, reverse=True))  # longest first: `ms` before `m`
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_PART = re.compile(rf"({_NUMBER})\s*(ms|sec|min|s|m|h)", re.IGNORECASE)
-_DURATION = re.compile(rf"(?:{_NUMBER}\s*(?:ms|sec|min|s|m|h)\s*)+", re.IGNORECASE)
+_PART = re.compile(rf"({_NUMBER})\s*({_UNIT})", re.IGNORECASE)
+_DURATION = re.compile(rf"(?:{_NUMBER}\s*(?:{_UNIT})\s*)+", re.IGNORECASE)
 _PLAIN = re.compile(rf"[-+]?{_NUMBER}")  # the sign is for validation to judge
 
 DURATION_HINT = "seconds, or a duration such as 30s, 10m, 1h, 1.5s or 500ms"
@@ -32,13 +39,16 @@ def parse_duration(text: str, *, unit: float = 1.0) -> float | None:
 
 
 UPSTREAM_HINT = "an http:// or https:// URL such as http://127.0.0.1:1234"
+# API roots people paste as the server's address (LM Studio shows `.../v1`).
+API_SUFFIXES = ("/api/v0", "/api/v1", "/v1")
 
 
 def normalize_upstream(raw: str) -> tuple[str, list[str]]:
     """(the URL lmgate uses, what it corrected). Raises ValueError when it cannot be used.
 
-    A URL without a scheme gets `http://`; a trailing `/v1` is dropped, since lmgate forwards
-    `/v1/...` paths as they come and would otherwise call `/v1/v1/...`."""
+    A URL without a scheme gets `http://`; a trailing `/v1` (or `/api/v0`, `/api/v1`) is
+    dropped, since lmgate forwards those paths as they come and would otherwise call
+    `/v1/v1/...`."""
     text = raw.strip()
     notes: list[str] = []
     if not text:
@@ -58,11 +68,12 @@ def normalize_upstream(raw: str) -> tuple[str, list[str]]:
     if parts.query or parts.fragment:
         raise ValueError("the upstream URL must not have a query (?...) or fragment (#...)")
     path = parts.path.rstrip("/")
-    if path.lower().endswith("/v1"):
-        path = path[: -len("/v1")]
+    suffix = next((s for s in API_SUFFIXES if path.lower().endswith(s)), None)
+    if suffix is not None:
+        path = path[: -len(suffix)]
         fixed = urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
         notes.append(
-            f"upstream {raw.strip()!r} ends in /v1, which lmgate adds itself to every OpenAI "
-            f"path: using {fixed}"
+            f"upstream {raw.strip()!r} ends in {suffix}, which is part of the paths lmgate "
+            f"forwards (it would call {suffix}{suffix}/...): using {fixed}"
         )
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", "")), notes

@@ -21,6 +21,7 @@ COMMON_WORDS = frozenset(
     lmstudio local localhost login love master me model monkey my openai pass passw0rd
     passphrase password private prod production public qwerty root secret secure server
     shadow studio sunshine super superman test testing token trust trustno user welcome
+    qwerty qwertz azerty qwertyuiop asdf asdfgh asdfghjkl zxcv zxcvbnm uiop hjkl
     """.split()
 )
 SYSTEM_WORDS = Path("/usr/share/dict/words")

@@ -22,8 +22,6 @@ from lmgate.cli import startup
 from lmgate.cli.serve import keys_required, resolve_settings
 from lmgate.guard.exposure import Finding, lan_addresses, listener_findings, upstream_findings
 from lmgate.settings import Origins, Settings, is_loopback_host
-from lmgate.store.db import DB_NAME
-from lmgate.store.keys import SECRET_FILE
 from lmgate.upstream.capabilities import detect
 from lmgate.upstream.client import UpstreamClient
 
@@ -47,12 +45,7 @@ def data_dir_findings(settings: Settings) -> list[Finding]:
     data = settings.data_dir
     if not data.exists():
         return [Finding("ok", "data-dir", f"{data} does not exist yet; serve will create it")]
-    found = [_private(data, "data dir")]
-    for name, what in ((DB_NAME, "state database"), (SECRET_FILE, "key secret")):
-        for path in (data / name, data / f"{name}-wal", data / f"{name}-shm"):
-            if path.exists():
-                found.append(_private(path, what))
-    return found
+    return [_private(path, what) for path, what in startup.private_paths(data)]
 
 
 def setting_findings(settings: Settings, origins: Origins) -> list[Finding]:

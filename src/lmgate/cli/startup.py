@@ -143,21 +143,28 @@ def tls_problem(settings: Settings, origins: Origins | None = None) -> str | Non
     return None
 
 
+SECRETS = {DB_NAME: "state database", SECRET_FILE: "key secret"}
+
+
+def private_paths(data: Path) -> list[tuple[Path, str]]:
+    """(path, what it is) of the data dir and the files in it only the owner may read."""
+    if not data.is_dir():
+        return []
+    found = [(data, "data dir")]
+    for name, what in SECRETS.items():
+        for suffix in ("", "-wal", "-shm"):
+            if (data / f"{name}{suffix}").exists():
+                found.append((data / f"{name}{suffix}", what))
+    return found
+
+
 def open_to_others(data: Path) -> list[tuple[Path, int, int]]:
     """(path, mode, owner-only mode) of the data dir and its secrets that others may read."""
     found: list[tuple[Path, int, int]] = []
-    if not data.is_dir():
-        return found
-    paths = [data] + [
-        data / f"{name}{suffix}"
-        for name in (DB_NAME, SECRET_FILE)
-        for suffix in ("", "-wal", "-shm")
-    ]
-    for path in paths:
-        if path.exists():
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                found.append((path, mode, 0o700 if path.is_dir() else 0o600))
+    for path, _ in private_paths(data):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            found.append((path, mode, 0o700 if path.is_dir() else 0o600))
     return found
 
 

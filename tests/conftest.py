@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from lmgate.demo import LM_STUDIO_ENV
 from tests.servers import ADMIN_KEY, API_KEY, ServerProcess, start_emulator, start_gateway
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_lm_studio() -> Iterator[str]:
+    """Where demo mode looks for LM Studio, for every gateway the tests start: a port bound
+    here and never listened on, so whatever runs on this machine's port 1234 (a real LM
+    Studio, another emulator) cannot change what a test sees."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        os.environ[LM_STUDIO_ENV] = url
+        try:
+            yield url
+        finally:
+            os.environ.pop(LM_STUDIO_ENV, None)
 
 
 @pytest.fixture(scope="session")

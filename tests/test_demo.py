@@ -1,30 +1,31 @@
-"""`make run`'s demo mode: no LM Studio around, so the built-in emulator becomes the upstream."""
+"""`make run`'s demo mode: no LM Studio around, so the built-in emulator becomes the upstream.
+
+Where demo mode looks for LM Studio is set by the session fixture `no_lm_studio` (a port that
+never answers) or by a test, never this machine's port 1234, so the outcome is the same on a
+machine where LM Studio (or anything else) listens there.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.servers import free_port
-
-
-def _lm_studio_port_is_free() -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", 1234)) != 0
+from lmgate.demo import LM_STUDIO_ENV
+from tests.servers import ServerProcess, free_port, upstream_requests
 
 
-def _serve_demo(tmp_path: Path, *args: str) -> tuple[int | None, str]:
+def _serve_demo(tmp_path: Path, *args: str, lm_studio: str | None = None) -> tuple[int | None, str]:
     """Run `lmgate serve --demo-fallback ARGS`; return /v1/models' status and the stderr."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMGATE_")}
     env["LMGATE_DATA_DIR"] = str(tmp_path / "data")
+    if lm_studio is not None:
+        env[LM_STUDIO_ENV] = lm_studio
     proc = subprocess.Popen(
         [sys.executable, "-m", "lmgate", "serve", "--port", str(port), "--demo-fallback", *args],
         env=env,
@@ -35,10 +36,10 @@ def _serve_demo(tmp_path: Path, *args: str) -> tuple[int | None, str]:
     )
     status = None
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
             try:
-                resp = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                resp = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
             except httpx.HTTPError:
                 time.sleep(0.1)
                 continue
@@ -52,14 +53,25 @@ def _serve_demo(tmp_path: Path, *args: str) -> tuple[int | None, str]:
     return status, err
 
 
-@pytest.mark.skipif(not _lm_studio_port_is_free(), reason="something listens on 127.0.0.1:1234")
-def test_demo_fallback_serves_the_emulator(tmp_path: Path) -> None:
+def test_demo_fallback_serves_the_emulator(tmp_path: Path, no_lm_studio: str) -> None:
     status, err = _serve_demo(tmp_path)
     assert status == 200
-    assert "DEMO MODE" in err
+    assert f"DEMO MODE: nothing answers at {no_lm_studio}" in err
+    assert "UPSTREAM NOT ANSWERING" not in err
+
+
+def test_lm_studio_found_means_no_demo(
+    tmp_path: Path, emulator: ServerProcess, upstream: httpx.Client
+) -> None:
+    """Something answers where LM Studio is looked for: it becomes the upstream."""
+    status, err = _serve_demo(tmp_path, lm_studio=emulator.url)
+    assert status == 200
+    assert "DEMO MODE" not in err and f"-> {emulator.url} " in err
+    assert any(r["path"] == "/v1/models" for r in upstream_requests(upstream))
 
 
 def test_explicit_upstream_disables_the_demo(tmp_path: Path) -> None:
     status, err = _serve_demo(tmp_path, "--upstream", f"http://127.0.0.1:{free_port()}")
     assert status == 503
     assert "DEMO MODE" not in err
+    assert "UPSTREAM NOT ANSWERING" in err

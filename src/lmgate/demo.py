@@ -2,10 +2,13 @@
 
 Only when asked (`--demo-fallback`, which `make run` passes), only when nobody chose an
 upstream, and only when nothing answers on LM Studio's default address. It says so loudly.
+Tests point `LM_STUDIO_ENV` at an address of their own, so that what happens to listen on
+this machine's port 1234 (a real LM Studio, another emulator) cannot change their outcome.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,7 +20,10 @@ from contextlib import contextmanager
 
 import typer
 
+from lmgate.redaction import redact_url
 from lmgate.settings import Settings, explicit_upstream
+
+LM_STUDIO_ENV = "_LMGATE_LM_STUDIO_URL"  # where LM Studio is looked for; tests only
 
 
 def _answers(url: str, timeout: float = 1.0) -> bool:
@@ -39,8 +45,13 @@ def _free_port() -> int:
 
 @contextmanager
 def demo_upstream(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
-    if not enabled or explicit_upstream(settings) or _answers(settings.upstream_url + "/v1/models"):
+    if not enabled or explicit_upstream(settings):
         yield settings
+        return
+    lm_studio = os.environ.get(LM_STUDIO_ENV, "").rstrip("/") or settings.upstream_url
+    if _answers(lm_studio + "/v1/models"):
+        same = lm_studio == settings.upstream_url
+        yield settings if same else settings.model_copy(update={"upstream": lm_studio})
         return
     port = _free_port()
     proc = subprocess.Popen(
@@ -59,7 +70,7 @@ def demo_upstream(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
             time.sleep(0.1)
         banner = "=" * 72
         typer.echo(
-            f"{banner}\nDEMO MODE: nothing answers at {settings.upstream_shown}, so lmgate is "
+            f"{banner}\nDEMO MODE: nothing answers at {redact_url(lm_studio)}, so lmgate is "
             f"serving its\nbuilt-in LM Studio emulator at {url} as the upstream. Answers are "
             f"fake.\nStart LM Studio's server (or pass --upstream URL) for real models.\n{banner}",
             err=True,

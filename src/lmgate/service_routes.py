@@ -12,9 +12,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from lmgate.gateway import gateway_of
+from lmgate.landing import landing
 from lmgate.redaction import operator_view
 
 router = APIRouter(tags=["service"])
+router.add_api_route("/", landing, methods=["GET"], include_in_schema=False)
 
 
 @router.get("/health")

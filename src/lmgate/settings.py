@@ -2,6 +2,9 @@
 
 `LMGATE_<NAME>` env vars map to the fields below. The TypeScript edition's env names are
 honoured as aliases (see `LEGACY_ENV`) so its users can switch without touching their setup.
+While settings are built under `recording()`, each value's origin (the flag, env var or TOML
+key a person actually wrote) is noted, so that problems can be reported in those words (the
+sources live in `settings_sources.py`, the parsing of typed values in `settings_values.py`).
 """
 
 from __future__ import annotations
@@ -14,18 +17,39 @@ from typing import Annotated, Any
 
 import orjson
 import platformdirs
-from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from lmgate.guard.cors import check_origins
 from lmgate.redaction import redact_url
+from lmgate.settings_sources import (
+    EDITION_ADMIN_ALLOW,
+    LEGACY_ENV,
+    CamelTomlSource,
+    LegacyEnvSource,
+    Origin,
+    Origins,
+    OriginSource,
+    recording,
+)
+from lmgate.settings_values import normalize_upstream, parse_duration
+
+__all__ = [
+    "EDITION_ADMIN_ALLOW",
+    "LEGACY_ENV",
+    "Origin",
+    "Origins",
+    "Settings",
+    "explicit_upstream",
+    "is_loopback_host",
+    "recording",
+]
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:1234"
 MAX_WORKERS = 64
@@ -35,63 +59,23 @@ CommaList = Annotated[list[str], NoDecode]
 # A name, `*.name`, `*`, an IPv4 address or an IPv6 one (bracketed or not); no port.
 _HOST_NAME = re.compile(r"\*|(?:\*\.)?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?")
 
-
-def _ms_to_seconds(value: str) -> float | None:
-    millis = float(value)
-    return None if millis == 0 else millis / 1000.0
-
-
-def _allowlist(value: str) -> list[str]:
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    return ["0.0.0.0/0", "::/0"] if "*" in items else items
-
-
-# TypeScript edition name -> (our field, converter)
-LEGACY_ENV: dict[str, tuple[str, Any]] = {
-    "LMSTUDIO_BASE_URL": ("upstream", str),
-    "GATEWAY_HOST": ("host", str),
-    "GATEWAY_PORT": ("port", int),
-    "GATEWAY_API_KEY": ("admin_key", str),
-    "IP_ALLOWLIST": ("allow", _allowlist),
-    "REQUIRE_AUTH_FOR_HEALTH": ("require_auth_for_health", str),
-    "LOG_LEVEL": ("log_level", str),
-    "PROXY_TIMEOUT": ("request_timeout", _ms_to_seconds),
-    "PROXY_STREAM_TIMEOUT": ("stream_timeout", _ms_to_seconds),
-}
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-class LegacyEnvSource(PydanticBaseSettingsSource):
-    """Reads the TypeScript edition's env names, from the environment and from `./.env`."""
-
-    def __init__(self, settings_cls: type[BaseSettings], dotenv_path: Path) -> None:
-        super().__init__(settings_cls)
-        self._dotenv_path = dotenv_path
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # pragma: no cover - __call__ does the work
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, str | None] = {}
-        if self._dotenv_path.is_file():
-            values.update(dotenv_values(self._dotenv_path))
-        values.update({k: v for k, v in os.environ.items() if k in LEGACY_ENV})
-        out: dict[str, Any] = {}
-        for name, (field, convert) in LEGACY_ENV.items():
-            raw = values.get(name)
-            if raw is not None and raw.strip() != "":
-                out[field] = convert(raw.strip())
-        return out
-
-
-class CamelTomlSource(TomlConfigSettingsSource):
-    """A TOML config file whose keys may be camelCase (`requireAuthForHealth`) or snake_case."""
-
-    def __call__(self) -> dict[str, Any]:
-        return {_snake(key): value for key, value in super().__call__().items()}
+# Settings in seconds, which also take a duration with a unit (`10m`, `500ms`).
+DURATIONS = (
+    "connect_timeout",
+    "request_timeout",
+    "stream_timeout",
+    "keepalive_seconds",
+    "sync_interval",
+    "load_timeout",
+    "header_timeout",
+    "body_timeout",
+    "auth_block_seconds",
+    "usage_flush_seconds",
+    "lmstudio_log_poll_seconds",
+)
+NO_LIMIT_ZERO = frozenset({"request_timeout", "stream_timeout"})  # 0 (or empty) = no limit
+NO_LIMIT_WORDS = frozenset({"", "none", "off", "never"})
+LEVEL_SYNONYMS = {"warn": "warning", "fatal": "critical", "trace": "debug"}
 
 
 class Settings(BaseSettings):
@@ -138,7 +122,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body.")
     require_auth_for_health: bool = Field(False, description="Protect /health with a key too.")
     insecure_no_auth: bool = Field(False, description="Allow a non-loopback host with no key.")
-    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_level: str = Field(
+        "info", description="error, warn (warning), info or debug; critical too."
+    )
     workers: int = Field(
         1, description="Processes serving the port; state is shared through SQLite (1-64)."
     )
@@ -307,7 +293,7 @@ class Settings(BaseSettings):
         items = _split_list(value)
         if isinstance(items, list):
             for item in items:
-                ipaddress.ip_network(str(item), strict=False)  # raises a clear ValueError
+                _check_network(item)
         return items
 
     @field_validator("forwarded_header")
@@ -323,10 +309,47 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("request_timeout", "stream_timeout", mode="before")
+    @field_validator(*DURATIONS, mode="before")
     @classmethod
-    def _zero_is_none(cls, value: Any) -> Any:
-        return None if value in (0, 0.0, "0", "") else value
+    def _duration(cls, value: Any, info: ValidationInfo) -> Any:
+        """Seconds as a number, or with a unit (`10m`); `0` means no limit where allowed."""
+        if isinstance(value, str):
+            if value.strip().lower() in NO_LIMIT_WORDS and info.field_name in NO_LIMIT_ZERO:
+                return None
+            seconds = parse_duration(value)
+            if seconds is None:
+                raise PydanticCustomError(
+                    "lmgate", "{problem}", {"problem": "not a duration", "value": value}
+                )
+            value = seconds
+        if info.field_name in NO_LIMIT_ZERO and value == 0:
+            return None
+        return value
+
+    @field_validator("debug_stream_batch_ms", mode="before")
+    @classmethod
+    def _milliseconds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            seconds = parse_duration(value, unit=0.001)
+            if seconds is None:
+                raise PydanticCustomError(
+                    "lmgate", "{problem}", {"problem": "not a duration", "value": value}
+                )
+            return seconds * 1000.0
+        return value
+
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _upstream(cls, value: Any) -> Any:
+        """Corrected as `normalize_upstream` says; `lmgate serve` prints what it corrected."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return normalize_upstream(value)[0]
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "lmgate", "{problem}", {"problem": str(exc), "value": value}
+            ) from None
 
     @field_validator("workers")
     @classmethod
@@ -338,9 +361,13 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
-        level = value.lower()
+        """The TypeScript edition's names (error, warn, info, debug) and Python's."""
+        level = value.strip().lower()
+        level = LEVEL_SYNONYMS.get(level, level)
         if level not in {"debug", "info", "warning", "error", "critical"}:
-            raise ValueError("log level must be debug, info, warning, error or critical")
+            raise PydanticCustomError(
+                "lmgate", "{problem}", {"problem": "not a log level", "value": value}
+            )
         return level
 
     @property
@@ -374,28 +401,42 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
         config_path = init_kwargs.get("config") or os.environ.get("LMGATE_CONFIG")
+        legacy = LegacyEnvSource(settings_cls, Path(".env"))
         sources: list[PydanticBaseSettingsSource] = [
             init_settings,
             env_settings,
             dotenv_settings,
-            LegacyEnvSource(settings_cls, Path(".env")),
+            legacy,
         ]
+        toml = None
         if config_path:
             path = Path(config_path)
             if not path.is_file():
                 raise ValueError(f"config file not found: {path}")
-            sources.append(CamelTomlSource(settings_cls, toml_file=path))
+            toml = CamelTomlSource(settings_cls, toml_file=path)
+            sources.append(toml)
+        sources.append(OriginSource(settings_cls, legacy, toml))
         return tuple(sources)
 
 
+def _check_network(item: Any) -> None:
+    """An address or CIDR network; otherwise an error naming the one bad item."""
+    try:
+        ipaddress.ip_network(str(item).strip(), strict=False)
+    except ValueError:
+        raise PydanticCustomError(
+            "lmgate", "{problem}", {"problem": "not an IP address or network", "value": item}
+        ) from None
+
+
 def _cidrs_or_star(value: Any) -> Any:
-    """A CIDR list where `*` means everyone; a bad CIDR raises a clear ValueError."""
+    """A CIDR list where `*` means everyone; a bad CIDR raises an error naming it."""
     items = _split_list(value)
     if isinstance(items, list):
         if "*" in items:
             return ["0.0.0.0/0", "::/0"]
         for item in items:
-            ipaddress.ip_network(str(item), strict=False)
+            _check_network(item)
     return items
 
 

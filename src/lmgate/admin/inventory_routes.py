@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from lmgate import params
+from lmgate.admin.edition import edition_listing
 from lmgate.admin.schemas import ProfileRequest
 from lmgate.errors import GatewayError, NotFound
 from lmgate.gateway import gateway_of
@@ -59,6 +60,7 @@ async def models(request: Request) -> dict[str, Any]:
         "defaultInference": state.default_inference,
         "upstream": (await gw.watcher.capabilities()).kind,
         "error": error,
+        **edition_listing(listed),  # the TypeScript edition's shape, for its clients
     }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from lmgate.admin import edition
 from lmgate.admin.schemas import ActivateRequest, LoadRequest, UnloadRequest
 from lmgate.admin.workflow import load_workflow, unload_workflow
 from lmgate.gateway import Gateway, gateway_of
@@ -23,12 +24,15 @@ async def activate(body: ActivateRequest, request: Request) -> dict[str, Any]:
     given = body.default_inference.wire() if body.default_inference else None
     defaults = (await gw.state.activate(body.model_key, given)).default_inference
     gw.bus.publish("model_activate", modelKey=body.model_key, defaultInference=defaults)
-    return {
+    answer = {
         "status": "activated",
         "message": f"'{body.model_key}' is now the active model.",
         "modelKey": body.model_key,
         "defaultInference": defaults,
     }
+    if not_applied := edition.activate_not_applied(body):
+        answer["notApplied"] = not_applied
+    return answer
 
 
 async def _remember(
@@ -49,13 +53,13 @@ async def _remember(
 async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
     key = body.model_key
-    config = body.load_config.wire() if body.load_config else {}
+    config = edition.with_ttl(body, body.load_config.wire() if body.load_config else {})
     given = body.default_inference.wire() if body.default_inference else None
     if not (await gw.watcher.capabilities()).model_management:
         gw.bus.publish("model_load_start", modelKey=key, loadConfig=config)
         defaults = await _remember(gw, body, config, given)
         gw.bus.publish("model_load_complete", modelKey=key, activated=body.activate, loaded=False)
-        return {
+        answer = {
             "status": "activated" if body.activate else "stored",
             "message": (
                 f"'{key}' is {'now the active model' if body.activate else 'stored'} in lmgate. "
@@ -64,8 +68,11 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
             "modelKey": key,
             "loadConfig": config,
             "defaultInference": defaults,
-            "workflow": load_workflow(key, config, body.activate),
+            "workflow": load_workflow(key, config, body.activate, edition.wanted_identifier(body)),
         }
+        if not_applied := edition.stored_not_applied(body):
+            answer["notApplied"] = not_applied
+        return answer
     outcome = await gw.models.load(key, config, new_instance=body.new_instance)
     defaults = await _remember(gw, body, config, given)
     what = "was already loaded" if outcome.already_loaded else "is loaded"
@@ -78,7 +85,7 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         "alreadyLoaded": outcome.already_loaded,
         "replacedInstances": outcome.replaced,
         "applied": outcome.applied,
-        "notApplied": outcome.not_applied,
+        "notApplied": edition.load_not_applied(body, outcome.not_applied, outcome.instance_id),
         "activated": body.activate,
         "defaultInference": defaults,
     }

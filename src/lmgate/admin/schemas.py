@@ -58,11 +58,20 @@ class ModelKey(Schema):
     model_key: str = Field(min_length=1, max_length=512)
 
 
-class ActivateRequest(ModelKey):
+class EditionFields(Schema):
+    """The TypeScript edition's load fields: accepted, applied where the upstream can, and
+    reported under `notApplied` otherwise (see `admin/edition.py`)."""
+
+    instance_id: str | None = Field(None, min_length=1, max_length=512)
+    identifier: str | None = Field(None, min_length=1, max_length=512)
+    ttl_seconds: int | None = Field(None, gt=0, le=_MAX_INT)
+
+
+class ActivateRequest(EditionFields, ModelKey):
     default_inference: DefaultInference | None = None
 
 
-class LoadRequest(ModelKey):
+class LoadRequest(EditionFields, ModelKey):
     activate: bool = True
     default_inference: DefaultInference | None = None
     load_config: LoadConfig | None = None
@@ -70,14 +79,24 @@ class LoadRequest(ModelKey):
 
 
 class UnloadRequest(Schema):
+    """One target: a model's instances, one instance (`instanceId`, or the TypeScript
+    edition's `identifier`), or all. With an instance, a `modelKey` may come along: the
+    edition sent both; the instance is what is unloaded."""
+
     model_key: str | None = Field(None, min_length=1, max_length=512)
     instance_id: str | None = Field(None, min_length=1, max_length=512)
+    identifier: str | None = Field(None, min_length=1, max_length=512)
     all: bool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> UnloadRequest:
-        given = sum([self.model_key is not None, self.instance_id is not None, self.all])
-        if given != 1:
+        if self.instance_id is None and self.identifier is not None:
+            self.instance_id = self.identifier
+        elif self.identifier not in (None, self.instance_id):
+            raise ValueError("instanceId and identifier name different instances")
+        instance = self.instance_id is not None
+        given = sum([self.model_key is not None and not instance, instance, self.all])
+        if given != 1 or (self.all and self.model_key is not None):
             raise ValueError("give exactly one of modelKey, instanceId or all: true")
         return self
 

@@ -3,6 +3,7 @@ gets its intent stored and the steps the operator has to do by hand."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 
@@ -23,11 +24,28 @@ def _describe_load_config(config: dict[str, Any]) -> str:
     return "Apply these load settings in LM Studio: " + ", ".join(parts) + "."
 
 
-def load_workflow(key: str, config: dict[str, Any], activated: bool) -> dict[str, str]:
+def lms_load_command(key: str, config: dict[str, Any], identifier: str | None = None) -> str:
+    """`lms load` with the flags it has for what was asked (context, GPU, TTL, name)."""
+    parts = ["lms", "load", shlex.quote(key)]
+    gpu = config.get("gpu") if isinstance(config.get("gpu"), dict) else {}
+    flags = (
+        ("--context-length", config.get("contextLength")),
+        ("--gpu", gpu.get("ratio") if gpu else None),
+        ("--ttl", config.get("ttl")),
+        ("--identifier", identifier),
+    )
+    parts += [f"{flag} {shlex.quote(str(value))}" for flag, value in flags if value is not None]
+    return " ".join(parts)
+
+
+def load_workflow(
+    key: str, config: dict[str, Any], activated: bool, identifier: str | None = None
+) -> dict[str, str]:
+    command = lms_load_command(key, config, identifier)
     return {
         "step1": "Load the model manually in LM Studio UI",
         "step2": _describe_load_config(config),
-        "step3": f"Or from a shell on the LM Studio machine: lms load {key}",
+        "step3": f"Or from a shell on the LM Studio machine: {command}",
         "step4": (
             f"Requests without a model, or lacking parameters, now get '{key}' and the stored "
             "defaults injected by lmgate."

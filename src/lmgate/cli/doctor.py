@@ -19,24 +19,27 @@ from typing import Annotated
 import orjson
 import typer
 
-from lmgate.cli.serve import keys_required, load_settings
+from lmgate.cli import startup
+from lmgate.cli.serve import keys_required, resolve_settings
 from lmgate.guard.exposure import Finding, lan_addresses, listener_findings, upstream_findings
-from lmgate.settings import Settings, is_loopback_host
+from lmgate.settings import Origins, Settings, is_loopback_host
 from lmgate.store.db import DB_NAME
 from lmgate.store.integrity import StateError, verify
-from lmgate.store.keys import SECRET_FILE
 from lmgate.upstream.capabilities import detect
 from lmgate.upstream.client import UpstreamClient
 
 _MARK = {"ok": "[ ok ]", "warn": "[WARN]", "fail": "[FAIL]"}
 
 
-def _private(path: Path, what: str) -> Finding:
+def _private(path: Path, what: str, *, serve_fixes: bool = True) -> Finding:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        fix = "chmod 700" if path.is_dir() else "chmod 600"
+        private = 0o700 if path.is_dir() else 0o600
+        also = " (lmgate serve does this when it starts)" if serve_fixes else ""
         return Finding(
-            "fail", "permissions", f"{what} {path} is open to others ({mode:o}): {fix} {path}"
+            "fail",
+            "permissions",
+            f"{what} {path} is open to others ({mode:o}): chmod {private:o} {path}{also}",
         )
     return Finding("ok", "permissions", f"{what} {path} is private ({mode:o})")
 
@@ -45,11 +48,15 @@ def data_dir_findings(settings: Settings) -> list[Finding]:
     data = settings.data_dir
     if not data.exists():
         return [Finding("ok", "data-dir", f"{data} does not exist yet; serve will create it")]
-    found = [_private(data, "data dir")]
-    for name, what in ((DB_NAME, "state database"), (SECRET_FILE, "key secret")):
-        for path in (data / name, data / f"{name}-wal", data / f"{name}-shm"):
-            if path.exists():
-                found.append(_private(path, what))
+    return [_private(path, what) for path, what in startup.private_paths(data)]
+
+
+def setting_findings(settings: Settings, origins: Origins) -> list[Finding]:
+    """What `serve` would correct, warn about or refuse in these settings."""
+    found = [Finding("warn", "config", note) for note in startup.setting_notes(settings, origins)]
+    if admin_open := startup.edition_admin_warning(settings, origins):
+        found.append(Finding("warn", "admin-allow", admin_open))
+    found += [Finding("fail", "weak-key", weak) for weak in startup.weak_keys(settings, origins)]
     return found
 
 
@@ -63,17 +70,19 @@ def state_findings(settings: Settings) -> list[Finding]:
     return found + [Finding("ok", "state", note) for note in notes]
 
 
-def tls_findings(settings: Settings) -> list[Finding]:
+def tls_findings(settings: Settings, origins: Origins | None = None) -> list[Finding]:
     from cryptography import x509
 
     if settings.tls_cert is None or settings.tls_key is None:
         return []
+    problem = startup.tls_problem(settings, origins)
+    if problem:
+        return [Finding("fail", "tls", problem)]
     try:
         certs = x509.load_pem_x509_certificates(settings.tls_cert.read_bytes())
-        settings.tls_key.stat()
     except (OSError, ValueError) as exc:
-        return [Finding("fail", "tls", f"cannot use the TLS files: {exc}")]
-    found = [_private(settings.tls_key, "TLS key")]
+        return [Finding("fail", "tls", f"cannot read {settings.tls_cert}: {exc}")]
+    found = [_private(settings.tls_key, "TLS key", serve_fixes=False)]
     days = (certs[0].not_valid_after_utc.timestamp() - time.time()) / 86400
     if days < 0:
         found.append(Finding("fail", "tls", f"{settings.tls_cert} has expired"))
@@ -100,11 +109,12 @@ async def upstream_health(settings: Settings) -> list[Finding]:
     return [Finding("ok", "upstream", f"{url} answers: {caps.kind}, {management}")]
 
 
-def run_checks(settings: Settings) -> list[Finding]:
+def run_checks(settings: Settings, origins: Origins | None = None) -> list[Finding]:
     state = state_findings(settings)
     broken = any(f.level == "fail" for f in state)  # then its keys are unknown: assume some
     required = broken or keys_required(settings)
     found = [Finding("ok", "config", "the configuration is valid")]
+    found += setting_findings(settings, origins or {})
     if broken:
         pass  # the state finding says why serve would refuse to start
     elif required:
@@ -114,7 +124,7 @@ def run_checks(settings: Settings) -> list[Finding]:
     found += listener_findings(settings, keys_required=required, addresses=lan_addresses())
     found += state
     found += data_dir_findings(settings)
-    found += tls_findings(settings)
+    found += tls_findings(settings, origins)
 
     async def network() -> list[Finding]:
         health, exposure = await asyncio.gather(
@@ -127,7 +137,7 @@ def run_checks(settings: Settings) -> list[Finding]:
 
 def doctor(
     host: Annotated[str | None, typer.Option(help="Address serve would listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port serve would listen on.")] = None,
+    port: Annotated[str | None, typer.Option(help="Port serve would listen on.")] = None,
     upstream: Annotated[str | None, typer.Option(help="LM Studio base URL.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="State directory.")] = None,
@@ -136,7 +146,7 @@ def doctor(
     json: Annotated[bool, typer.Option("--json", help="Findings as JSON.")] = False,
 ) -> None:
     """Check configuration, exposure, permissions, TLS and the upstream; exit 1 on problems."""
-    settings = load_settings(
+    settings, origins = resolve_settings(
         host=host,
         port=port,
         upstream=upstream,
@@ -145,7 +155,7 @@ def doctor(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
-    findings = run_checks(settings)
+    findings = run_checks(settings, origins)
     if json:
         typer.echo(orjson.dumps([asdict(f) for f in findings], option=orjson.OPT_INDENT_2))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,18 +11,33 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from lmgate.cli import startup
+from lmgate.cli.problems import describe
 from lmgate.serving import server_options, settle_collector
-from lmgate.settings import Settings, is_loopback_host
+from lmgate.settings import Origins, Settings, is_loopback_host, recording
+
+
+def resolve_settings(**flags: Any) -> tuple[Settings, Origins]:
+    """Settings from flags given on the command line (None = not given) and every other source,
+    with where each value came from; exit 2 with one line per problem when they are invalid."""
+    given = {k: v for k, v in flags.items() if v is not None and v != [] and v is not False}
+    with recording() as origins:
+        try:
+            return Settings(**given), origins
+        except (ValidationError, ValueError) as exc:
+            for line in describe(exc, origins):
+                typer.echo(line, err=True)
+            raise typer.Exit(2) from None
 
 
 def load_settings(**flags: Any) -> Settings:
     """Settings from flags given on the command line (None = not given) and every other source."""
-    given = {k: v for k, v in flags.items() if v is not None and v != [] and v is not False}
-    try:
-        return Settings(**given)
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"lmgate: invalid configuration:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
+    return resolve_settings(**flags)[0]
+
+
+def _say(lines: list[str], prefix: str = "lmgate: ") -> None:
+    for line in lines:
+        typer.echo(f"{prefix}{line}", err=True)
 
 
 def keys_required(settings: Settings) -> bool:
@@ -69,7 +85,8 @@ def check_exposure(settings: Settings) -> str | None:
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [1235].")] = None,
+    # Numbers are taken as text and checked by the settings, whose report names the flag.
+    port: Annotated[str | None, typer.Option(help="Port to listen on [1235].")] = None,
     upstream: Annotated[
         str | None, typer.Option(help="LM Studio base URL [http://127.0.0.1:1234].")
     ] = None,
@@ -81,7 +98,9 @@ def serve(
         list[str] | None,
         typer.Option(help="Allowed client CIDR or address; repeatable [everyone]."),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="error, warn, info or debug [info].")
+    ] = None,
     insecure_no_auth: Annotated[
         bool, typer.Option(help="Allow a non-loopback --host with no API key (unsafe).")
     ] = False,
@@ -97,19 +116,12 @@ def serve(
         ),
     ] = False,
     workers: Annotated[
-        int | None,
+        str | None,
         typer.Option(help="Processes serving the port, 1-64 (LMGATE_WORKERS) [1]."),
     ] = None,
 ) -> None:
     """Run the gateway."""
-    from lmgate.app import create_app
-    from lmgate.demo import demo_upstream
-    from lmgate.guard.exposure import startup_warnings
-    from lmgate.guard.protocol import guarded_protocol
-    from lmgate.observe.requestlog import configure_logging
-    from lmgate.store.integrity import forget_reset
-
-    settings = load_settings(
+    settings, origins = resolve_settings(
         host=host,
         port=port,
         upstream=upstream,
@@ -123,11 +135,35 @@ def serve(
         workers=workers,
     )
     notes = check_state(settings)  # with --workers N too: checked once, here, before any start
-    problem = check_exposure(settings)
+    problem = check_exposure(settings) or startup.tls_problem(settings, origins)
     if problem:
         typer.echo(f"lmgate: {problem}", err=True)
         raise typer.Exit(2)
     open_state(settings)
+    try:
+        sock = startup.bind(settings)
+    except startup.StartupError as exc:
+        typer.echo(f"lmgate: {exc}", err=True)
+        raise typer.Exit(exc.status) from None
+    with sock:
+        _serve(settings, origins, sock, notes, demo_fallback=demo_fallback)
+
+
+def _serve(
+    settings: Settings,
+    origins: Origins,
+    sock: socket.socket,
+    notes: list[str],
+    *,
+    demo_fallback: bool,
+) -> None:
+    from lmgate.app import create_app
+    from lmgate.demo import demo_upstream
+    from lmgate.guard.exposure import startup_warnings
+    from lmgate.guard.protocol import guarded_protocol
+    from lmgate.observe.requestlog import configure_logging
+    from lmgate.store.integrity import forget_reset
+
     configure_logging(
         settings.log_level,
         file=settings.log_file,
@@ -137,26 +173,27 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that
     # context managers (the demo emulator) clean up instead of the process dying on the spot.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _say(startup.secure_data_dir(settings.data_dir))
+    _say(startup.setting_notes(settings, origins), "lmgate: NOTE: ")
     with demo_upstream(settings, enabled=demo_fallback) as settings:
         required = keys_required(settings)
-        for warning in startup_warnings(settings, keys_required=required):
-            typer.echo(f"lmgate: WARNING: {warning}", err=True)
-        for note in notes:
-            typer.echo(f"lmgate: NOTE: {note}", err=True)
+        warnings = startup.weak_keys(settings, origins)
+        warnings += startup_warnings(settings, keys_required=required)
+        _say(warnings, "lmgate: WARNING: ")
+        _say(notes, "lmgate: NOTE: ")
         if notes:
             forget_reset(settings.data_dir)  # said once, at the first start after it
-        auth = "on" if required else "off (loopback only)"
-        scheme = "https" if settings.tls_cert else "http"
-        many = f", {settings.workers} workers" if settings.workers > 1 else ""
-        typer.echo(
-            f"lmgate listening on {scheme}://{settings.host}:{settings.port} -> "
-            f"{settings.upstream_shown} (auth {auth}, data {settings.data_dir}{many})",
-            err=True,
-        )
+        if admin_open := startup.edition_admin_warning(settings, origins):
+            typer.echo(startup.banner("WARNING", admin_open), err=True)
+        banner = startup.upstream_banner(settings)
+        if banner:
+            typer.echo(banner, err=True)
+        sock.listen(startup.BACKLOG)
+        typer.echo(startup.listening_line(settings, sock, keys_required=required), err=True)
         if settings.workers > 1:
             from lmgate.workers.supervisor import serve_workers
 
-            serve_workers(settings)  # the demo emulator, started above, serves them all
+            serve_workers(settings, sock)  # the demo emulator, started above, serves them all
             return
         app = create_app(settings)
         settle_collector()
@@ -166,7 +203,7 @@ def serve(
                 http=guarded_protocol(settings),
                 **server_options(settings),
             )
-        ).run()
+        ).run(sockets=[sock])
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

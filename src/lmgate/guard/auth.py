@@ -183,7 +183,9 @@ class GuardMiddleware:
         elif needed in (KeyScope.ADMIN, KeyScope.METRICS):  # no keys: no metrics scope either
             if addr not in access.admin_allow:
                 raise Forbidden(
-                    f"address {ex.client} may not reach admin routes (see LMGATE_ADMIN_ALLOW)",
+                    f"address {ex.client} may not reach admin routes (/admin/*, /debug/*): "
+                    "add it to the gateway's LMGATE_ADMIN_ALLOW, e.g. "
+                    f"LMGATE_ADMIN_ALLOW=127.0.0.1,{ex.client}",
                     code="address_not_allowed",
                 )
         elif not access.allowed(addr):

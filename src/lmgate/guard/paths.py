@@ -96,7 +96,8 @@ def required_scope(lower_path: str, *, health_public: bool) -> Scope:
 
 
 # Paths anyone may reach. Add to it on purpose only; `/health` is public unless configured.
-PUBLIC_PATHS: tuple[str, ...] = ()
+# `/`: it only points to the (public) dashboard.
+PUBLIC_PATHS: tuple[str, ...] = ("/",)
 # The dashboard's static files: they hold no secret, and the page asks for the admin key itself.
 # Still behind the allowlist; every API call the page makes needs the admin key.
 PUBLIC_PREFIXES: tuple[str, ...] = ("/dashboard",)

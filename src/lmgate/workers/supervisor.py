@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def make_run_dir() -> Path:
     return run_dir
 
 
-def serve_workers(settings: Settings) -> None:
+def serve_workers(settings: Settings, sock: socket.socket | None = None) -> None:
+    """`sock`: already bound by `lmgate serve` (so a port in use is reported before anything
+    starts); bound here otherwise."""
     run_dir = make_run_dir()
     env = {ENV: Handoff(settings, run_dir).encode(), PROMETHEUS_ENV: str(run_dir / "prometheus")}
     os.environ.update(env)  # spawned workers inherit the environment
@@ -44,7 +47,7 @@ def serve_workers(settings: Settings) -> None:
             http="lmgate.workers.entry:WorkerProtocol",
             **server_options(settings),
         )
-        sock = config.bind_socket()
+        sock = sock if sock is not None else config.bind_socket()
         try:
             Multiprocess(config, sockets=[sock]).run()
         finally:

@@ -189,6 +189,31 @@ def test_one_byte_past_the_head_limit_is_431_at_once(
         assert statuses(answer) == [431] and time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "".join(f"X-H{i}: {'b' * 50}\r\n" for i in range(3000)) + "\r\n",  # many headers
+        "X-Long: " + "c" * 300_000 + "\r\n\r\n",  # one long line, ended
+        "X-Long: " + "d" * 300_000,  # one long line, never ended
+    ],
+    ids=["many-headers", "long-line", "endless-line"],
+)
+def test_an_oversized_head_sent_whole_still_reads_its_431(
+    guarded: ServerProcess, tail: str
+) -> None:
+    """The client has sent far more than the limit before the answer: the answer must not be
+    lost to a reset because unread bytes were pending when the gateway closed."""
+    with _connect(guarded) as sock:
+        sock.settimeout(10)
+        try:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + tail.encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway stopped reading: what it answered is still to be read
+        answer = _read_all(sock)
+    assert statuses(answer) == [431], answer[:200]
+    assert b'"code":"request_headers_too_large"' in answer
+
+
 def test_a_malformed_request_is_a_json_400(small: ServerProcess) -> None:
     for junk in (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00"):
         with _connect(small) as sock:

@@ -126,6 +126,15 @@ class Settings(BaseSettings):
     stream_timeout: float | None = Field(
         300.0, description="Longest silence allowed inside a stream (s); none = no limit."
     )
+    send_timeout: float | None = Field(
+        60.0, description="Time the upstream has to take a request body (s); none = no limit."
+    )
+    shutdown_grace: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM/SIGINT, how long answers in progress may still run (s) before "
+        "they are ended with an error.",
+    )
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body.")
     require_auth_for_health: bool = Field(False, description="Protect /health with a key too.")
     insecure_no_auth: bool = Field(False, description="Allow a non-loopback host with no key.")
@@ -272,7 +281,7 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("request_timeout", "stream_timeout", mode="before")
+    @field_validator("request_timeout", "stream_timeout", "send_timeout", mode="before")
     @classmethod
     def _zero_is_none(cls, value: Any) -> Any:
         return None if value in (0, 0.0, "0", "") else value

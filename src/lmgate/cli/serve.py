@@ -10,7 +10,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from lmgate.serving import server_options, settle_collector
+from lmgate.serving import server_options, settle_allocator, settle_collector
 from lmgate.settings import Settings, is_loopback_host
 
 
@@ -80,8 +80,8 @@ def serve(
     from lmgate.app import create_app
     from lmgate.demo import demo_upstream
     from lmgate.guard.exposure import startup_warnings
-    from lmgate.guard.protocol import guarded_protocol
     from lmgate.observe.requestlog import configure_logging
+    from lmgate.shutdown import draining_protocol
 
     settings = load_settings(
         host=host,
@@ -128,10 +128,11 @@ def serve(
             return
         app = create_app(settings)
         settle_collector()
+        settle_allocator()
         uvicorn.Server(
             uvicorn.Config(
                 app,
-                http=guarded_protocol(
+                http=draining_protocol(
                     max_head_bytes=settings.max_header_bytes, head_timeout=settings.header_timeout
                 ),
                 **server_options(settings),

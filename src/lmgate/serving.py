@@ -3,7 +3,6 @@ uvicorn's options, and the garbage collector settled once the app is built."""
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import sys
 from typing import Any
@@ -25,24 +24,6 @@ def settle_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-# glibc serves an allocation this large or larger straight from the kernel and gives it back
-# when it is freed. Left alone, it raises that threshold to the size of the largest block freed
-# so far (up to 32 MiB): after the first large request body, bodies came from the heap, and
-# the heap kept their pages once they were freed (abandoned uploads of 20 MiB left RSS 70 MiB
-# up for good). Smaller allocations, all of a request's usual ones, are not affected.
-MMAP_THRESHOLD = 1024 * 1024
-_M_MMAP_THRESHOLD = -3
-
-
-def settle_allocator() -> None:
-    """A fixed mmap threshold where the C library is glibc; elsewhere nothing to do."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

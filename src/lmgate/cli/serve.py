@@ -10,7 +10,8 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from lmgate.serving import server_options, settle_allocator, settle_collector
+from lmgate.heap import settle_allocator
+from lmgate.serving import server_options, settle_collector
 from lmgate.settings import Settings, is_loopback_host
 
 

@@ -17,6 +17,7 @@ from lmgate.asgi import Receive, Scope, Send
 from lmgate.errors import BadRequest, GatewayError, PayloadTooLarge
 from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.paths import quote_path
+from lmgate.heap import LARGE_BODY, release_soon
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.requests import INTERRUPTED, RequestCancelled
 from lmgate.pipeline.injection import ENDPOINTS, inject
@@ -90,6 +91,20 @@ def _encoded(body: dict[str, Any] | None) -> bytes:
     return memoryview(encoded).tobytes() if len(encoded) < _COPY_BELOW else encoded
 
 
+def _outgoing(request: ProxyRequest) -> bytes | None:
+    """The body for the upstream, taken out of the request: from here it exists once, held
+    by the upstream client alone (no frame here keeps it while the answer is awaited, or in a
+    failure's traceback). The client's bytes are let go before an edited body is encoded, the
+    parsed body once it is."""
+    if request.changed:
+        request.raw = b""
+        body = _encoded(request.body)
+    else:
+        body, request.raw = request.raw, b""
+    request.body = None
+    return body or None
+
+
 def _request(scope: Scope, body: bytes) -> ProxyRequest:
     path: str = scope["path"]
     path = SHORTHAND.get(path, path)
@@ -145,8 +160,10 @@ class ProxyApp:
             disconnected = True
             current.cancel()
 
+        large = False
         try:
             request = _request(scope, await read_body(scope, receive, self.max_body))
+            large = len(request.raw) >= LARGE_BODY
             watcher = asyncio.create_task(watch())
             await self._forward(ex, request, send)
         except ClientGone:
@@ -165,6 +182,8 @@ class ProxyApp:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if large:
+                release_soon()  # what the body's pieces left on the heap goes back
 
     async def _forward(self, ex: Exchange, request: ProxyRequest, send: Send) -> None:
         scope, kind = request.scope, request.kind
@@ -175,15 +194,6 @@ class ProxyApp:
             tap = await hook.before_forward(ex, request)
             if tap is not None:
                 taps.append(tap)
-        # From here the body exists once: the bytes going upstream. The client's bytes are let
-        # go before an edited body is encoded, the parsed one once it is.
-        if request.changed:
-            request.raw = b""
-            body = _encoded(request.body)
-        else:
-            body = request.raw
-            request.raw = b""
-        request.body = None
         if kind is not None:
             self.events.started(ex)
         target = quote_path(request.path)
@@ -195,11 +205,11 @@ class ProxyApp:
             forward_credentials=self.forward_credentials,
         )
         async with self.upstream.open(
-            request.method, target, headers, body or None, streaming=ex.streamed
+            request.method, target, headers, _outgoing(request), streaming=ex.streamed
         ) as resp:
-            # The request is sent. An answer can take minutes; its body and headers need not
-            # stay in memory all that time.
-            del body, headers
+            # The request is sent. An answer can take minutes; its headers need not stay in
+            # memory all that time (the body was the upstream client's alone).
+            del headers
             if not ex.streamed:
                 ex.streamed = is_event_stream(resp.headers)
             out_headers = response_headers(resp.headers)

@@ -3,8 +3,12 @@
 aiohttp writes a bytes body in one go, joined to the request head first (a full copy of the
 body on Python before 3.12.9), and the transport keeps whatever the upstream has not read
 yet: a stalled upstream held two copies of every body it never read. Here a large body is
-written in slices of one view of it, each after the transport has drained below its limit,
-so what waits for the upstream is the one body the gateway already holds plus a slice.
+written a slice at a time, each slice a copy of 64 KiB made as it goes, the next one once
+the transport has drained below its limit: what waits for the upstream is the one body the
+gateway already holds plus a slice or two. Copies rather than views of the body, because a
+view would keep all of it alive for as long as anything keeps the view: the transport's
+buffer, or the frames in a failure's traceback, which asyncio's reference cycles hold until
+a garbage collection, and collections are rare here (`serving.GC_THRESHOLDS`).
 
 The upstream gets `limit` seconds to take the whole body; a write that is still blocked then
 fails with `TimeoutError`, which the client maps to a 504. The transport the body went to is
@@ -59,17 +63,21 @@ class Upload(Payload):
             body = b""  # the upstream is slow to take even this: wait for it, within the limit
         try:
             async with asyncio.timeout(self.limit):
-                view = memoryview(body)
-                for start in range(0, len(view), SLICE):
-                    await writer.write(view[start : start + SLICE])
+                for start in range(0, len(body), SLICE):
+                    await writer.write(body[start : start + SLICE])
                 await writer.drain()  # what aiohttp's end of message would wait for, unlimited
         except TimeoutError:
             self.timed_out = True
             raise
+        finally:
+            del body  # a failure's traceback keeps this frame: it must not keep the body too
 
     def abort(self) -> None:
-        """Reset the connection the body went to, if it went anywhere."""
+        """Give up: reset the connection the body went to, if it went anywhere, and let go of
+        the body, which whatever still refers to this payload (a failure's traceback) would
+        otherwise keep."""
         abort(self.transport)
+        self._value = b""
 
 
 def _transport_of(writer: Any) -> asyncio.Transport | None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmgate.app import LmgateApp, create_app
+from lmgate.heap import settle_allocator
 from lmgate.observe.requestlog import configure_logging
-from lmgate.serving import settle_allocator, settle_collector
+from lmgate.serving import settle_collector
 from lmgate.shutdown import DrainingProtocol
 from lmgate.workers.handoff import Handoff
 from lmgate.workers.slot import Worker

@@ -164,6 +164,8 @@ class ProxyApp:
         try:
             request = _request(scope, await read_body(scope, receive, self.max_body))
             large = len(request.raw) >= LARGE_BODY
+            if large:
+                release_soon()  # the heap's share of receiving it, while the answer is awaited
             watcher = asyncio.create_task(watch())
             await self._forward(ex, request, send)
         except ClientGone:
@@ -183,7 +185,7 @@ class ProxyApp:
             if watcher is not None:
                 watcher.cancel()
             if large:
-                release_soon()  # what the body's pieces left on the heap goes back
+                release_soon()  # and what sending it left
 
     async def _forward(self, ex: Exchange, request: ProxyRequest, send: Send) -> None:
         scope, kind = request.scope, request.kind

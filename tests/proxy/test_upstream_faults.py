@@ -206,11 +206,11 @@ def test_a_post_the_upstream_hangs_up_on_is_sent_once(
                 started = time.monotonic()
                 resp = httpx.post(gw.url + path, json=body, timeout=30)
                 assert time.monotonic() - started < 5
+                assert upstream.seen.count("POST") == n  # one generation, not two
                 assert resp.status_code == 502
                 error = resp.json()["error"]
                 assert error["code"] == "upstream_error"
                 assert "closed the connection without answering" in error["message"]
-                assert upstream.seen.count("POST") == n  # one generation, not two
             _served_quickly(gw)
         finally:
             gw.stop()

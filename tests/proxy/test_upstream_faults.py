@@ -141,6 +141,38 @@ def test_abandoned_uploads_to_a_stalled_upstream_free_memory_and_connections(
             gw.stop()
 
 
+def test_a_body_the_upstream_has_read_is_not_kept_while_it_answers(tmp_path: Path) -> None:
+    clients, size = 3, 20 * MiB
+    with stalling_upstream("trickle", interval=0.5, length=16) as upstream:
+        gw = start_gateway(tmp_path, upstream.url, env=QUIET)
+        try:
+            baseline = _rss(gw)
+            answers: list[httpx.Response] = []
+
+            def send() -> None:
+                answers.append(
+                    httpx.post(
+                        gw.url + "/v1/chat/completions",
+                        content=_chat(size, stream=True),  # parsed, edited, re-encoded
+                        headers={"content-type": "application/json"},
+                        timeout=30,
+                    )
+                )
+
+            senders = [threading.Thread(target=send) for _ in range(clients)]
+            for sender in senders:
+                sender.start()
+            assert _eventually(lambda: upstream.seen.count("POST") == clients, 10)
+            # every answer is still on its way, and no body is held for it any more
+            assert _eventually(lambda: _rss(gw) - baseline < 20, 4.0), _rss(gw) - baseline
+            assert any(sender.is_alive() for sender in senders)
+            for sender in senders:
+                sender.join(timeout=30)
+            assert [resp.status_code for resp in answers] == [200] * clients
+        finally:
+            gw.stop()
+
+
 @pytest.mark.parametrize("mode", ["stall", "slow"])
 def test_an_upload_the_upstream_does_not_take_in_time_is_a_504(tmp_path: Path, mode: str) -> None:
     size = 16 * MiB

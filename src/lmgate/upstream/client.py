@@ -31,7 +31,7 @@ from yarl import URL
 
 from lmgate.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from lmgate.settings import Settings
-from lmgate.upstream.pool import CheckedConnector, abort
+from lmgate.upstream.pool import abort, connector
 from lmgate.upstream.upload import Upload
 
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -179,9 +179,8 @@ class UpstreamClient:
         }
 
     async def start(self) -> None:
-        connector = CheckedConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=connector(keepalive_timeout=30),
             # A gateway keeps no cookies: one client's must never be sent for another.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,

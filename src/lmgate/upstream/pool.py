@@ -17,6 +17,7 @@ ESTABLISHED and the memory held for as long as the upstream likes.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import select
 import socket
 import struct
@@ -52,6 +53,13 @@ def _idle_and_open(transport: asyncio.Transport | None) -> bool:
     return not poller.poll(0)
 
 
+def _checkable() -> bool:
+    """Whether aiohttp takes pooled connections the way `CheckedConnector` expects (it has
+    since 3.11; an older one gets its own connector, without the check)."""
+    get = getattr(aiohttp.TCPConnector, "_get", None)
+    return inspect.iscoroutinefunction(get) and "traces" in inspect.signature(get).parameters
+
+
 class CheckedConnector(aiohttp.TCPConnector):
     """aiohttp's connector, handing out a pooled connection only if it is still open.
 
@@ -64,3 +72,9 @@ class CheckedConnector(aiohttp.TCPConnector):
             abort(conn.transport)
             conn.close()
         return None
+
+
+def connector(*, keepalive_timeout: float) -> aiohttp.TCPConnector:
+    """The upstream's pool: no limit on connections, DNS answers kept for five minutes."""
+    kind = CheckedConnector if _checkable() else aiohttp.TCPConnector
+    return kind(limit=0, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300)

@@ -8,8 +8,8 @@ Each mode is one way an upstream fails a gateway:
 - `hangup`: reads a whole request, then closes the connection without answering;
 - `trickle`: reads a request, sends the head of its answer at once, then the body one byte
   every `interval` seconds (`trickle-head`: the head too, byte by byte);
-- `oneshot`: answers every request (announcing keep-alive), then closes the connection, as
-  llama.cpp's server does after a stream;
+- `oneshot`: answers every request (announcing keep-alive), then closes the connection
+  (`linger` seconds later), as llama.cpp's server does after a stream;
 - `answer`: answers every request and keeps the connection, as a healthy upstream does.
 
 It counts connections and the requests it read whole (the generations it would have
@@ -54,6 +54,7 @@ class StallingUpstream:
         interval: float = 1.0,
         length: int = 60,
         content_type: str = "application/json",
+        linger: float = 0.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -62,6 +63,7 @@ class StallingUpstream:
         self.interval = interval  # seconds between bytes, `trickle`
         self.length = length  # answer body length, `trickle`
         self.content_type = content_type
+        self.linger = linger  # seconds between an answer and the close, `oneshot`
         self.seen = Seen()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -181,6 +183,8 @@ class StallingUpstream:
                 )
                 conn.sendall(head.encode() + ANSWER)
                 if self.mode == "oneshot":
+                    if self.linger:
+                        time.sleep(self.linger)
                     return
         except OSError:
             return

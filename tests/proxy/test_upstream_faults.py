@@ -17,7 +17,10 @@ import httpx
 import psutil
 import pytest
 
-from lmgate.upstream.pool import CheckedConnector
+from lmgate.errors import UpstreamError
+from lmgate.settings import Settings
+from lmgate.upstream import pool
+from lmgate.upstream.client import UpstreamClient
 from tests.servers import ServerProcess, start_gateway
 from tests.stalling_upstream import StallingUpstream, stalling_upstream
 
@@ -366,7 +369,7 @@ async def test_a_pooled_connection_found_closed_is_not_written_to(checked: bool)
     """The upstream closed a pooled connection and the FIN is here, but the event loop has not
     run since: aiohttp's own connector still takes it, and a POST on it fails (it must not be
     retried: it may have been read). The checked connector takes a fresh one instead."""
-    connector = CheckedConnector() if checked else aiohttp.TCPConnector()
+    connector = pool.connector(keepalive_timeout=30) if checked else aiohttp.TCPConnector()
     with stalling_upstream("oneshot") as upstream:
         async with aiohttp.ClientSession(connector=connector) as session:
             async with session.post(upstream.url + "/v1/chat/completions", data=b"{}") as first:
@@ -385,3 +388,63 @@ async def test_a_pooled_connection_found_closed_is_not_written_to(checked: bool)
                     async with second:
                         pass
         assert upstream.seen.count("POST") == (2 if checked else 1)
+
+
+async def _back_to_back(client: UpstreamClient, n: int) -> list[int | str]:
+    """`n` streamed chat requests, each sent the moment the previous answer ended."""
+    outcomes: list[int | str] = []
+    for _ in range(n):
+        try:
+            async with client.open(
+                "POST", "/v1/chat/completions", [], b'{"stream":true}', streaming=True
+            ) as answer:
+                await answer.read()
+                outcomes.append(answer.status)
+        except UpstreamError as exc:
+            outcomes.append(exc.message)
+    return outcomes
+
+
+async def test_the_pool_learns_an_upstream_that_closes_after_every_stream(
+    tmp_path: Path,
+) -> None:
+    """llama.cpp closes its connection a moment after each stream: back to back, the next
+    request would be written on a connection about to close, and a POST must not be repeated.
+    A plain pool fails some; lmgate's waits for the first, learns, and fails none."""
+    with stalling_upstream("oneshot", linger=0.005) as upstream:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector()) as plain:
+            failed = 0
+            for _ in range(10):
+                try:
+                    async with plain.post(upstream.url + "/v1/chat/completions") as resp:
+                        await resp.read()
+                except aiohttp.ClientError:
+                    failed += 1
+            assert failed > 0  # the race is real
+        client = UpstreamClient(Settings(upstream=upstream.url, data_dir=tmp_path))
+        await client.start()
+        try:
+            before = upstream.seen.count("POST")
+            assert await _back_to_back(client, 30) == [200] * 30
+            assert upstream.seen.count("POST") == before + 30  # no replay
+            checked = client.session.connector
+            assert isinstance(checked, pool.CheckedConnector)
+            assert checked.after_streams == "closed"
+        finally:
+            await client.close()
+
+
+async def test_the_pool_learns_an_upstream_that_keeps_connections_after_streams(
+    tmp_path: Path,
+) -> None:
+    with stalling_upstream("answer") as upstream:
+        client = UpstreamClient(Settings(upstream=upstream.url, data_dir=tmp_path))
+        await client.start()
+        try:
+            assert await _back_to_back(client, 20) == [200] * 20
+            checked = client.session.connector
+            assert isinstance(checked, pool.CheckedConnector)
+            assert checked.after_streams == "kept"
+            assert upstream.seen.connections == 1  # every request on the same connection
+        finally:
+            await client.close()

@@ -31,6 +31,7 @@ from yarl import URL
 
 from lmgate.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from lmgate.settings import Settings
+from lmgate.upstream.deadline import Deadline
 from lmgate.upstream.pool import abort, connector
 from lmgate.upstream.upload import Upload
 
@@ -43,36 +44,32 @@ class UpstreamResponse:
     headers: list[tuple[bytes, bytes]]
     _raw: aiohttp.ClientResponse
     _describe: str
-    # A non-streaming answer must be whole by `deadline` (loop time); a stream the request
+    # A non-streaming answer must be whole within the `deadline`'s time; a stream the request
     # did not announce (found by its content type) may be silent for `idle` seconds at most.
     # Neither: aiohttp's own idle timer, set for declared streams, is all there is.
-    deadline: float | None = None
+    deadline: Deadline | None = None
     idle: float | None = None
-    total: float | None = None  # what `deadline` was set from, for the message
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Bytes as they arrive: no coalescing, no waiting for a full buffer."""
         content = self._raw.content
         try:
-            if self.deadline is None and self.idle is None:
+            if self.idle is None:
                 async for chunk in content.iter_any():
                     yield chunk
                 return
             while chunk := await self._next(content):
                 yield chunk
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            if self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline:
-                raise UpstreamTimeout(
-                    f"{self._describe} did not finish its answer within {self.total:g} s"
-                ) from exc
             raise UpstreamTimeout(f"{self._describe} went silent mid-response") from exc
         except aiohttp.ClientError as exc:
+            if self.deadline is not None and self.deadline.expired:
+                raise UpstreamTimeout(
+                    f"{self._describe} did not finish its answer within {self.deadline.seconds:g} s"
+                ) from exc
             raise UpstreamError(f"{self._describe} failed mid-response: {exc}") from exc
 
     async def _next(self, content: aiohttp.StreamReader) -> bytes:
-        if self.deadline is not None:
-            async with asyncio.timeout_at(self.deadline):
-                return await content.readany()
         async with asyncio.timeout(self.idle):
             return await content.readany()
 
@@ -180,7 +177,9 @@ class UpstreamClient:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=connector(keepalive_timeout=30),
+            # LM Studio's server (Node) closes a connection idle for 5 s: one idle for 4 s is
+            # not taken again, rather than risk writing a request as the upstream closes it.
+            connector=connector(keepalive_timeout=4),
             # A gateway keeps no cookies: one client's must never be sent for another.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -230,20 +229,23 @@ class UpstreamClient:
         and its connection reset, so the upstream stops generating at once."""
         describe = self._describe
         total = None if streaming else self.request_timeout
-        deadline = None if total is None else asyncio.get_running_loop().time() + total
-        upload = Upload(body, self.send_timeout) if body else None
+        deadline = None if total is None else Deadline(total)
+        upload = Upload(body, self.send_timeout, streaming=streaming) if body else None
         del body  # held by `upload` until it is sent, and not a moment longer
         try:
             with translated(describe, self._waited[streaming]):
-                async with asyncio.timeout_at(deadline):
-                    raw = await self._send(method, target, headers, upload, streaming)
+                raw = await self._send(method, target, headers, upload, streaming)
         except BaseException as exc:
             if upload is not None:
                 upload.abort()  # what the upstream has not read yet is dropped, not queued
-                if upload.timed_out:
-                    raise UpstreamTimeout(
-                        f"{describe} did not take the request body within {self.send_timeout:g} s"
-                    ) from exc
+            if deadline is not None:
+                deadline.cancel()
+                if isinstance(exc, asyncio.CancelledError) and deadline.ours():
+                    raise UpstreamTimeout(f"{describe} {self._waited[False]}") from None
+            if upload is not None and upload.timed_out:
+                raise UpstreamTimeout(
+                    f"{describe} did not take the request body within {self.send_timeout:g} s"
+                ) from exc
             raise
         del headers, upload  # sent; not kept for as long as the answer takes
         answer = UpstreamResponse(
@@ -251,12 +253,16 @@ class UpstreamClient:
         )
         if deadline is not None:
             if is_event_stream(answer.headers):  # a stream after all: silences are what count
+                deadline.cancel()
                 answer.idle = self.stream_timeout
             else:
-                answer.deadline, answer.total = deadline, total
+                deadline.answered(raw)
+                answer.deadline = deadline
         try:
             yield answer
         finally:
+            if deadline is not None:
+                deadline.cancel()
             answer.abort()  # a no-op for a finished answer, its connection back in the pool
 
     async def call(

@@ -1,12 +1,20 @@
 """Upstream connections: reused only while provably alive, and reset rather than closed.
 
-A pooled keep-alive connection may have been closed by the upstream while it sat idle
-(llama.cpp closes after every stream while announcing keep-alive). A request written on it
-fails, and whether the upstream had read it first cannot be told afterwards, so a POST must
-not be sent again. Instead the connection is checked before anything is written: an idle
-HTTP/1.1 connection has nothing to read, so one that is readable (end of stream, reset, or
-stray bytes) is dead and is dropped for another. One `poll` with no wait, well under a
-microsecond.
+A pooled keep-alive connection may have been closed by the upstream while it sat idle. A
+request written on it fails, and whether the upstream had read it first cannot be told
+afterwards, so a POST is not sent again (`client.py`). So connections are checked before
+anything is written on them: an idle HTTP/1.1 connection has nothing to read, and one that
+is readable (end of stream, reset, or stray bytes) is dead and is dropped for another. One
+`poll` with no wait, well under a microsecond.
+
+That is not enough for llama.cpp's server, which closes its connection after every streamed
+answer while announcing keep-alive, a moment after the stream's end: a request sent at once
+can cross its close, and back to back, about one in twelve did. So the pool learns what the
+upstream does with a connection after a stream. Until it knows, a request that must not be
+sent twice waits, before taking such a connection, until `SETTLE_S` after the stream ended,
+and checks it then. Found closed (within `CLOSED_SOON_S`): the upstream closes after
+streams, and from then on such connections are reset as the stream ends, never pooled. Found
+open `TRUSTED_AFTER` times: it keeps them, and they are reused at once (LM Studio).
 
 A connection given up on (the client left, a timeout fired) is reset: `SO_LINGER` 0 and an
 abort drop what is still queued, in the transport and in the kernel, at once. A polite close
@@ -21,14 +29,26 @@ import inspect
 import select
 import socket
 import struct
+import time
+import weakref
 from contextlib import suppress
+from contextvars import ContextVar
 
 import aiohttp
-from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest, ConnectionKey
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
+SETTLE_S = 0.02
+CLOSED_SOON_S = 1.0
+TRUSTED_AFTER = 3
+# RFC 9110's idempotent methods: sending one of these twice does no harm (aiohttp itself
+# repeats them once on a connection that failed).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
 _LINGER_NONE = struct.pack("ii", 1, 0)
+_ONCE_ONLY: ContextVar[bool] = ContextVar("lmgate_once_only", default=False)
 
 
 def abort(transport: asyncio.Transport | None) -> None:
@@ -55,7 +75,7 @@ def _idle_and_open(transport: asyncio.Transport | None) -> bool:
 
 def _checkable() -> bool:
     """Whether aiohttp takes pooled connections the way `CheckedConnector` expects (it has
-    since 3.11; an older one gets its own connector, without the check)."""
+    since 3.11; an older one gets its own connector, without the checks)."""
     get = getattr(aiohttp.TCPConnector, "_get", None)
     return inspect.iscoroutinefunction(get) and "traces" in inspect.signature(get).parameters
 
@@ -63,18 +83,75 @@ def _checkable() -> bool:
 class CheckedConnector(aiohttp.TCPConnector):
     """aiohttp's connector, handing out a pooled connection only if it is still open.
 
-    `_get` is aiohttp's one place that takes a connection from the pool, for every request."""
+    `_get` is aiohttp's one place that takes a connection from the pool, `_release` the one
+    that puts it back, for every request."""
+
+    def __init__(self, *, limit: int, keepalive_timeout: float, ttl_dns_cache: int) -> None:
+        super().__init__(
+            limit=limit, keepalive_timeout=keepalive_timeout, ttl_dns_cache=ttl_dns_cache
+        )
+        self.after_streams = "unknown"  # what the upstream does: "kept" or "closed"
+        self._seen_open = 0
+        self._streaming: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+        # pooled connections whose last answer was a stream, and when they came back
+        self._after_stream: weakref.WeakKeyDictionary[ResponseHandler, float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def connect(  # aiohttp's signature
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> Connection:
+        once_only = _ONCE_ONLY.set(req.method not in IDEMPOTENT)
+        try:
+            conn = await super().connect(req, traces, timeout)
+        finally:
+            _ONCE_ONLY.reset(once_only)
+        if getattr(req.body, "streaming", False) and conn.protocol is not None:
+            self._streaming.add(conn.protocol)
+        return conn
 
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
         while (conn := await super()._get(key, traces)) is not None:
+            protocol = conn.protocol
+            ended = self._after_stream.pop(protocol, None) if protocol is not None else None
+            learning = ended is not None and self.after_streams == "unknown" and _ONCE_ONLY.get()
+            if learning:
+                assert ended is not None
+                try:
+                    await asyncio.sleep(ended + SETTLE_S - time.monotonic())
+                except BaseException:
+                    conn.close()
+                    raise
             if _idle_and_open(conn.transport):
+                if learning:
+                    self._seen_open += 1
+                    if self._seen_open >= TRUSTED_AFTER:
+                        self.after_streams = "kept"
                 return conn
+            if ended is not None and time.monotonic() - ended < CLOSED_SOON_S:
+                self.after_streams = "closed"
             abort(conn.transport)
             conn.close()
         return None
 
+    def _release(
+        self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False
+    ) -> None:
+        if protocol in self._streaming:
+            self._streaming.discard(protocol)
+            if self.after_streams == "closed":
+                abort(protocol.transport)  # the upstream will close it anyway
+                should_close = True
+            elif not should_close:
+                self._after_stream[protocol] = time.monotonic()
+        super()._release(key, protocol, should_close=should_close)
+
 
 def connector(*, keepalive_timeout: float) -> aiohttp.TCPConnector:
     """The upstream's pool: no limit on connections, DNS answers kept for five minutes."""
-    kind = CheckedConnector if _checkable() else aiohttp.TCPConnector
-    return kind(limit=0, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300)
+    if _checkable():
+        return CheckedConnector(limit=0, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300)
+    return aiohttp.TCPConnector(limit=0, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300)

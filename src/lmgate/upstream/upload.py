@@ -31,10 +31,11 @@ SLICE = 64 * 1024  # also aiohttp's drain threshold: a body this small never wai
 class Upload(Payload):
     _autoclose = True  # bytes in memory: nothing to close
 
-    def __init__(self, body: bytes, limit: float | None) -> None:
+    def __init__(self, body: bytes, limit: float | None, *, streaming: bool) -> None:
         super().__init__(body, content_type=None)
         self._size = len(body)
         self.limit = limit
+        self.streaming = streaming  # the answer asked for is a stream (`pool` wants to know)
         self.transport: asyncio.Transport | None = None
         self.timed_out = False
 

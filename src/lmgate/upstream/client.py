@@ -6,14 +6,14 @@ decompressed or re-encoded, so what the client receives is what the upstream sen
 Every wait on the upstream is bounded: the connect (`connect_timeout`), taking the request
 body (`send_timeout`), a non-streaming answer from the request to its last byte
 (`request_timeout`, a total), and each silence inside a stream (`stream_timeout`, idle). A
-request whose answer is given up on, for any reason, has its connection reset, not closed
-politely (`pool.abort`).
+request whose answer is given up on, for any reason, has its connection closed at once, and
+reset when anything is still queued for the upstream (`pool.hang_up`).
 
 Nothing is sent twice: a request that may have reached the upstream is never repeated here.
 aiohttp repeats an idempotent one (GET, HEAD...) once on a connection that failed; a POST, which
 starts a generation, gets a 502 instead. Pooled connections the upstream had closed are
-dropped before anything is written on them (`pool.CheckedConnector`), so a keep-alive server
-that closes after every answer costs no failures.
+dropped before anything is written on them, and one that closes its connections after
+streams (llama.cpp) is learned (`pool.CheckedConnector`): such servers cost no failures.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from yarl import URL
 from lmgate.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from lmgate.settings import Settings
 from lmgate.upstream.deadline import Deadline
-from lmgate.upstream.pool import abort, connector
+from lmgate.upstream.pool import connector, hang_up
 from lmgate.upstream.upload import Upload
 
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -80,7 +80,7 @@ class UpstreamResponse:
         """Give up on the answer: reset its connection unless it is back in the pool."""
         connection = self._raw.connection
         if connection is not None:
-            abort(connection.transport)
+            hang_up(connection.transport)
         self._raw.close()
 
 

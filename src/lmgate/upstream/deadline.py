@@ -14,7 +14,7 @@ import asyncio
 
 import aiohttp
 
-from lmgate.upstream.pool import abort
+from lmgate.upstream.pool import hang_up
 
 
 class Deadline:
@@ -35,7 +35,7 @@ class Deadline:
             return
         connection = self._answer.connection
         if connection is not None:  # None: read to its end already
-            abort(connection.transport)
+            hang_up(connection.transport)
 
     def answered(self, answer: aiohttp.ClientResponse) -> None:
         """The head has come: from now on an expiry resets the connection."""

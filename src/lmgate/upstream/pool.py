@@ -16,19 +16,21 @@ and checks it then. Found closed (within `CLOSED_SOON_S`): the upstream closes a
 streams, and from then on such connections are reset as the stream ends, never pooled. Found
 open `TRUSTED_AFTER` times: it keeps them, and they are reused at once (LM Studio).
 
-A connection given up on (the client left, a timeout fired) is reset: `SO_LINGER` 0 and an
-abort drop what is still queued, in the transport and in the kernel, at once. A polite close
-would wait for a stalled upstream to read megabytes of request body first, keeping the socket
-ESTABLISHED and the memory held for as long as the upstream likes.
+A connection given up on (the client left, a timeout fired) is closed at once (`hang_up`),
+and reset (`SO_LINGER` 0) when bytes are still queued for the upstream, in the transport or
+in the kernel. A polite close would wait for a stalled upstream to read megabytes of request
+body first, keeping the socket ESTABLISHED and the memory held as long as the upstream likes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import inspect
 import select
 import socket
 import struct
+import termios
 import time
 import weakref
 from contextlib import suppress
@@ -51,15 +53,32 @@ _LINGER_NONE = struct.pack("ii", 1, 0)
 _ONCE_ONLY: ContextVar[bool] = ContextVar("lmgate_once_only", default=False)
 
 
-def abort(transport: asyncio.Transport | None) -> None:
-    """Reset the connection: nothing queued for it is sent, its socket closes now."""
+def hang_up(transport: asyncio.Transport | None) -> None:
+    """Close the connection now, whatever is still queued for it. Bytes still on their way
+    to the upstream (in the transport's buffer, or sent but not acknowledged) are dropped with
+    a reset (`SO_LINGER` 0), which a stalled upstream cannot hold up; with nothing queued the
+    close is the ordinary one, which the upstream sees as its client gone (a half-closed
+    connection is how some servers notice that a plain request was abandoned)."""
     if transport is None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.fileno() >= 0:  # -1 once closed: never another's socket
-        with suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NONE)
+        if transport.get_write_buffer_size() or _unacknowledged(sock.fileno()):
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NONE)
     transport.abort()
+
+
+def _unacknowledged(fd: int) -> bool:
+    """Whether the kernel still holds bytes the upstream has not acknowledged (Linux's
+    SIOCOUTQ; where it cannot tell, assume it does)."""
+    request = getattr(termios, "TIOCOUTQ", None)
+    if request is None:
+        return True
+    try:
+        return bool(int.from_bytes(fcntl.ioctl(fd, request, b"\0\0\0\0"), "little"))
+    except OSError:
+        return True
 
 
 def _idle_and_open(transport: asyncio.Transport | None) -> bool:
@@ -133,7 +152,7 @@ class CheckedConnector(aiohttp.TCPConnector):
                 return conn
             if ended is not None and time.monotonic() - ended < CLOSED_SOON_S:
                 self.after_streams = "closed"
-            abort(conn.transport)
+            hang_up(conn.transport)
             conn.close()
         return None
 
@@ -143,8 +162,7 @@ class CheckedConnector(aiohttp.TCPConnector):
         if protocol in self._streaming:
             self._streaming.discard(protocol)
             if self.after_streams == "closed":
-                abort(protocol.transport)  # the upstream will close it anyway
-                should_close = True
+                should_close = True  # the upstream closes it anyway: never in the pool
             elif not should_close:
                 self._after_stream[protocol] = time.monotonic()
         super()._release(key, protocol, should_close=should_close)

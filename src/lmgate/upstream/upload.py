@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
-from lmgate.upstream.pool import abort
+from lmgate.upstream.pool import hang_up
 
 SLICE = 64 * 1024  # also aiohttp's drain threshold: a body this small never waits to be sent
 
@@ -77,7 +77,7 @@ class Upload(Payload):
         """Give up: reset the connection the body went to, if it went anywhere, and let go of
         the body, which whatever still refers to this payload (a failure's traceback) would
         otherwise keep."""
-        abort(self.transport)
+        hang_up(self.transport)
         self._value = b""
 
 

@@ -123,11 +123,14 @@ class CheckedConnector(aiohttp.TCPConnector):
         traces: list[Trace],
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
     ) -> Connection:
-        once_only = _ONCE_ONLY.set(req.method not in IDEMPOTENT)
-        try:
+        if self.after_streams != "unknown":
             conn = await super().connect(req, traces, timeout)
-        finally:
-            _ONCE_ONLY.reset(once_only)
+        else:  # `_get` may have to wait before it hands out a connection for this request
+            once_only = _ONCE_ONLY.set(req.method not in IDEMPOTENT)
+            try:
+                conn = await super().connect(req, traces, timeout)
+            finally:
+                _ONCE_ONLY.reset(once_only)
         if getattr(req.body, "streaming", False) and conn.protocol is not None:
             self._streaming.add(conn.protocol)
         return conn
@@ -135,7 +138,11 @@ class CheckedConnector(aiohttp.TCPConnector):
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
         while (conn := await super()._get(key, traces)) is not None:
             protocol = conn.protocol
-            ended = self._after_stream.pop(protocol, None) if protocol is not None else None
+            ended = (
+                self._after_stream.pop(protocol, None)
+                if self._after_stream and protocol is not None
+                else None
+            )
             learning = ended is not None and self.after_streams == "unknown" and _ONCE_ONLY.get()
             if learning:
                 assert ended is not None
@@ -159,7 +166,7 @@ class CheckedConnector(aiohttp.TCPConnector):
     def _release(
         self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False
     ) -> None:
-        if protocol in self._streaming:
+        if self._streaming and protocol in self._streaming:
             self._streaming.discard(protocol)
             if self.after_streams == "closed":
                 should_close = True  # the upstream closes it anyway: never in the pool

@@ -77,7 +77,8 @@ class UpstreamResponse:
         return b"".join([chunk async for chunk in self.chunks()])
 
     def abort(self) -> None:
-        """Give up on the answer: reset its connection unless it is back in the pool."""
+        """Give up on the answer: close its connection now (`hang_up`), unless it is back in
+        the pool, the answer read to its end."""
         connection = self._raw.connection
         if connection is not None:
             hang_up(connection.transport)
@@ -226,7 +227,7 @@ class UpstreamClient:
         streaming: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request; when the block exits, an answer not read to its end is given up on
-        and its connection reset, so the upstream stops generating at once."""
+        and its connection closed at once, so the upstream stops generating."""
         describe = self._describe
         total = None if streaming else self.request_timeout
         deadline = None if total is None else Deadline(total)

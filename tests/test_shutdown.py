@@ -101,9 +101,9 @@ def test_sigterm_finishes_what_fits_the_grace_and_ends_the_rest(
         signalled = time.monotonic()
         gw.proc.terminate()
 
-        refused = _refused_after(gw.port, within=3.0)
+        refused = _refused_after(gw.port, within=5.0)
         assert refused is not None, "new connections are still accepted after SIGTERM"
-        assert refused < 2.0
+        assert refused < 2.5  # the supervisor looks at signals twice a second
 
         for client in clients:
             client.join(timeout=GRACE + 15)
@@ -141,3 +141,14 @@ def test_sigterm_finishes_what_fits_the_grace_and_ends_the_rest(
         assert "shutdown_interrupted" in gw.logs()
     finally:
         gw.stop()
+
+
+def test_uvicorn_waits_longer_than_the_grace() -> None:
+    """uvicorn cancels what is left when its own limit is over, recording it as a success;
+    lmgate's grace must end first."""
+    from lmgate.serving import server_options
+    from lmgate.settings import Settings
+
+    for grace in (0.0, 3.0, 30.0):
+        options = server_options(Settings(shutdown_grace=grace, data_dir=Path("/nonexistent")))
+        assert options["timeout_graceful_shutdown"] >= grace + 2

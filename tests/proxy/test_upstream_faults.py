@@ -69,7 +69,7 @@ def _served_quickly(server: ServerProcess) -> None:
         started = time.monotonic()
         resp = httpx.get(server.url + path, timeout=5)
         assert resp.status_code == 200, (path, resp.text)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0  # a loaded 2-core machine: generous
 
 
 class Upload(threading.Thread):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-from collections.abc import Callable
 from typing import Any
 
 LARGE_BODY = 1024 * 1024
@@ -47,8 +46,7 @@ class _Heap:
         loop.call_later(TRIM_DELAY_S, self._start, loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        trim: Callable[[], None] = self._trim
-        loop.run_in_executor(None, trim)
+        loop.run_in_executor(None, self._trim)  # it walks the heap: not on the event loop
 
     def _trim(self) -> None:
         self.pending = False

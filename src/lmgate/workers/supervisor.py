@@ -2,10 +2,10 @@
 
 The parent binds the socket once and uvicorn's `Multiprocess` starts N spawned workers on it,
 restarts any that die, and on SIGTERM/SIGINT stops them all gracefully (each worker with its
-own grace period, `shutdown.py`). The run directory
-(on tmpfs when there is one) is fresh for every run and removed at the end: it holds the
-worker slot locks, the shared per-key limits and the Prometheus multiprocess files, which
-must not outlive the run (stale counters would be added to the new ones).
+own grace period, `shutdown.py`). The run directory (on tmpfs when there is one) is fresh for
+every run and removed at the end: it holds the worker slot locks, the shared per-key limits
+and the Prometheus multiprocess files, which must not outlive the run (stale counters would be
+added to the new ones).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from lmgate.observe.prometheus import PrometheusMetrics
 from lmgate.observe.stats import Stats
 from lmgate.proxy.hooks import ProxyHook
 from lmgate.settings import Settings
+from lmgate.shutdown import Drain
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient
@@ -41,14 +42,16 @@ class Gateway:
     watcher: UpstreamWatcher
     models: ModelManager
     security: Security
+    drain: Drain
     worker: Worker = field(default_factory=Worker)
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def proxy_hooks(self) -> list[ProxyHook]:
-        """Run in this order before every proxied request: refuse first, then prepare."""
-        hooks: list[ProxyHook] = self.security.hooks()
+        """Run in this order before every proxied request: refuse first (a stopping gateway
+        before anything is counted), then prepare."""
+        hooks: list[ProxyHook] = [self.drain, *self.security.hooks()]
         if self.settings.on_demand_load:
             hooks.append(
                 OnDemandLoader(
@@ -75,6 +78,7 @@ class Gateway:
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
     async def stop(self) -> None:
+        self.drain.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -118,6 +122,7 @@ class Gateway:
             watcher=watcher,
             models=models,
             security=Security.build(settings, db, worker),
+            drain=Drain(obs.requests, settings.shutdown_grace),
             worker=worker,
         )
         gw.background.append(watcher.run)

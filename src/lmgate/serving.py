@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from lmgate.settings import Settings
+from lmgate.shutdown import SHUTDOWN_MARGIN
 
 # Python collects its youngest generation every 700 allocations; a proxied request makes a few
 # hundred, so it paid a collection every other request, and a full one every few thousand
@@ -38,5 +39,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "log_config": None,
         "log_level": settings.log_level,
-        "timeout_graceful_shutdown": 5,
+        # lmgate ends what is still running when its own grace is over (`shutdown.Drain`):
+        # uvicorn's limit, past it, is only for what is not a proxied request.
+        "timeout_graceful_shutdown": settings.shutdown_grace + SHUTDOWN_MARGIN,
     }

@@ -64,6 +64,8 @@ DURATIONS = (
     "connect_timeout",
     "request_timeout",
     "stream_timeout",
+    "send_timeout",
+    "shutdown_grace",
     "keepalive_seconds",
     "sync_interval",
     "load_timeout",
@@ -73,7 +75,9 @@ DURATIONS = (
     "usage_flush_seconds",
     "lmstudio_log_poll_seconds",
 )
-NO_LIMIT_ZERO = frozenset({"request_timeout", "stream_timeout"})  # 0 (or empty) = no limit
+NO_LIMIT_ZERO = frozenset(
+    {"request_timeout", "stream_timeout", "send_timeout"}
+)  # 0 (or empty) = no limit
 NO_LIMIT_WORDS = frozenset({"", "none", "off", "never"})
 LEVEL_SYNONYMS = {"warn": "warning", "fatal": "critical", "trace": "debug"}
 
@@ -118,6 +122,15 @@ class Settings(BaseSettings):
     )
     stream_timeout: float | None = Field(
         300.0, description="Longest silence allowed inside a stream (s); none = no limit."
+    )
+    send_timeout: float | None = Field(
+        60.0, description="Time the upstream has to take a request body (s); none = no limit."
+    )
+    shutdown_grace: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM/SIGINT, how long answers in progress may still run (s) before "
+        "they are ended with an error.",
     )
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body.")
     require_auth_for_health: bool = Field(False, description="Protect /health with a key too.")

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from lmgate.cli import startup
 from lmgate.cli.problems import describe
+from lmgate.heap import settle_allocator
 from lmgate.serving import server_options, settle_collector
 from lmgate.settings import Origins, Settings, is_loopback_host, recording
 
@@ -160,8 +161,8 @@ def _serve(
     from lmgate.app import create_app
     from lmgate.demo import demo_upstream
     from lmgate.guard.exposure import startup_warnings
-    from lmgate.guard.protocol import guarded_protocol
     from lmgate.observe.requestlog import configure_logging
+    from lmgate.shutdown import draining_protocol
     from lmgate.store.integrity import forget_reset
 
     configure_logging(
@@ -197,10 +198,11 @@ def _serve(
             return
         app = create_app(settings)
         settle_collector()
+        settle_allocator()
         uvicorn.Server(
             uvicorn.Config(
                 app,
-                http=guarded_protocol(settings),
+                http=draining_protocol(settings),
                 **server_options(settings),
             )
         ).run(sockets=[sock])

@@ -29,6 +29,10 @@ class RequestCancelled(GatewayError):
     code = "request_cancelled"
 
 
+# Exchange.attributes: the error an interrupted request is to be answered with (`interrupt`).
+INTERRUPTED = "interrupted"
+
+
 def describe(ex: Exchange, now: float) -> dict[str, Any]:
     return {
         "requestId": ex.request_id,
@@ -100,6 +104,21 @@ class RequestTracker:
                 live.task.cancel()
                 self.cancelled += 1
                 done.append(live.ex)
+        return done
+
+    def interrupt(self, error: GatewayError, which: Callable[[Exchange], bool]) -> list[Exchange]:
+        """End every in-flight request `which` picks, as `cancel` does, to be answered with
+        `error` (and recorded with its status) rather than as a cancellation."""
+        done = []
+        for live in list(self.live.values()):
+            ex = live.ex
+            if live.task is None or live.task.done() or ex.cancelled is not None:
+                continue
+            if which(ex):
+                ex.cancelled = error.message
+                ex.attributes[INTERRUPTED] = error
+                live.task.cancel()
+                done.append(ex)
         return done
 
     def find(self, request_id: str) -> list[Exchange]:

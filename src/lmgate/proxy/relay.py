@@ -19,13 +19,16 @@ from lmgate.classify import route_of
 from lmgate.errors import BadRequest, GatewayError, PayloadTooLarge
 from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.paths import quote_path
+from lmgate.heap import LARGE_BODY, release_soon
 from lmgate.observe.inference_events import InferenceEvents
-from lmgate.observe.requests import RequestCancelled
+from lmgate.observe.requests import INTERRUPTED, RequestCancelled
 from lmgate.pipeline.injection import inject
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.proxy.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.store.state import StateStore
-from lmgate.upstream.client import UpstreamClient, UpstreamResponse
+from lmgate.upstream.client import UpstreamClient, UpstreamResponse, is_event_stream
+
+_COPY_BELOW = 64 * 1024
 
 
 class ClientGone(Exception):
@@ -71,9 +74,25 @@ def _sse_error(ex: Exchange, error: GatewayError) -> bytes:
 
 def _encoded(body: dict[str, Any] | None) -> bytes:
     """The edited body for the upstream. orjson hands back its bytes in the buffer it wrote
-    them into, 4 KiB at least whatever their length; the copy, of the exact length, is what
-    waits (with a thousand others) for the upstream to answer."""
-    return memoryview(orjson.dumps(body)).tobytes()
+    them into, 4 KiB at least whatever their length; for a small body the copy, of the exact
+    length, is what waits (with a thousand others) for the upstream to answer. A large one
+    fills its buffer: it is sent as it is, not copied again."""
+    encoded = orjson.dumps(body)
+    return memoryview(encoded).tobytes() if len(encoded) < _COPY_BELOW else encoded
+
+
+def _outgoing(request: ProxyRequest) -> bytes | None:
+    """The body for the upstream, taken out of the request: from here it exists once, held
+    by the upstream client alone (no frame here keeps it while the answer is awaited, or in a
+    failure's traceback). The client's bytes are let go before an edited body is encoded, the
+    parsed body once it is."""
+    if request.changed:
+        request.raw = b""
+        body = _encoded(request.body)
+    else:
+        body, request.raw = request.raw, b""
+    request.body = None
+    return body or None
 
 
 def _request(scope: Scope, body: bytes) -> ProxyRequest:
@@ -130,8 +149,12 @@ class ProxyApp:
             disconnected = True
             current.cancel()
 
+        large = False
         try:
             request = _request(scope, await read_body(scope, receive, self.max_body))
+            large = len(request.raw) >= LARGE_BODY
+            if large:
+                release_soon()  # the heap's share of receiving it, while the answer is awaited
             watcher = asyncio.create_task(watch())
             await self._forward(ex, request, send)
         except ClientGone:
@@ -150,6 +173,8 @@ class ProxyApp:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if large:
+                release_soon()  # and what sending it left
 
     async def _forward(self, ex: Exchange, request: ProxyRequest, send: Send) -> None:
         scope, kind = request.scope, request.kind
@@ -160,7 +185,6 @@ class ProxyApp:
             tap = await hook.before_forward(ex, request)
             if tap is not None:
                 taps.append(tap)
-        body = _encoded(request.body) if request.changed else request.raw
         if kind is not None:
             self.events.started(ex)
         target = quote_path(request.path)
@@ -172,17 +196,13 @@ class ProxyApp:
             forward_credentials=self.forward_credentials,
         )
         async with self.upstream.open(
-            request.method, target, headers, body or None, streaming=ex.streamed
+            request.method, target, headers, _outgoing(request), streaming=ex.streamed
         ) as resp:
-            # The request is sent. An answer can take minutes; its body (raw, parsed and
-            # re-encoded) and headers need not stay in memory all that time.
-            del body, headers
-            request.raw, request.body = b"", None
+            # The request is sent. An answer can take minutes; its headers need not stay in
+            # memory all that time (the body was the upstream client's alone).
+            del headers
             if not ex.streamed:
-                ex.streamed = any(
-                    k == b"content-type" and v.startswith(b"text/event-stream")
-                    for k, v in resp.headers
-                )
+                ex.streamed = is_event_stream(resp.headers)
             out_headers = response_headers(resp.headers)
             for tap in taps:
                 out_headers = tap.start(resp.status, out_headers)
@@ -233,12 +253,21 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": tap.end()})
 
     async def _cancelled(self, ex: Exchange, send: Send) -> None:
-        """An operator cancelled the request (`DELETE /debug/requests/ID`); the upstream
-        response is closed already. Tell the client in the answer's own terms."""
-        error = RequestCancelled(ex.cancelled or "cancelled")
+        """An operator cancelled the request (`DELETE /debug/requests/ID`), or the gateway is
+        stopping (`INTERRUPTED`); the upstream response is closed already. Tell the client in
+        the answer's own terms. An interrupted request is recorded with the error's status
+        even when the client's status line said 200: it did not succeed."""
+        interrupted = ex.attributes.get(INTERRUPTED)
+        error = (
+            interrupted
+            if isinstance(interrupted, GatewayError)
+            else RequestCancelled(ex.cancelled or "cancelled")
+        )
         if ex.status == 0:
             raise error
         await self._broken(ex, error, send)
+        if interrupted is not None:
+            ex.status = error.status
 
     async def _broken(self, ex: Exchange, exc: GatewayError, send: Send) -> None:
         """The upstream broke mid-answer. A stream can say so; a plain body is cut short."""

@@ -2,10 +2,23 @@
 
 One pooled aiohttp session lives for the app's lifetime. Bodies are relayed as bytes, never
 decompressed or re-encoded, so what the client receives is what the upstream sent.
+
+Every wait on the upstream is bounded: the connect (`connect_timeout`), taking the request
+body (`send_timeout`), a non-streaming answer from the request to its last byte
+(`request_timeout`, a total), and each silence inside a stream (`stream_timeout`, idle). A
+request whose answer is given up on, for any reason, has its connection closed at once, and
+reset when anything is still queued for the upstream (`pool.hang_up`).
+
+Nothing is sent twice: a request that may have reached the upstream is never repeated here.
+aiohttp repeats an idempotent one (GET, HEAD...) once on a connection that failed; a POST, which
+starts a generation, gets a 502 instead. Pooled connections the upstream had closed are
+dropped before anything is written on them, and one that closes its connections after
+streams (llama.cpp) is learned (`pool.CheckedConnector`): such servers cost no failures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -21,6 +34,9 @@ from lmgate.errors import GatewayError, UpstreamError, UpstreamTimeout, Upstream
 from lmgate.redaction import redact_url, scrub_urls, upstream_named
 from lmgate.settings import Settings
 from lmgate.upstream.bounded import AnswerTooLarge, read_bounded
+from lmgate.upstream.deadline import Deadline
+from lmgate.upstream.pool import connector, hang_up
+from lmgate.upstream.upload import Upload
 
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
@@ -31,21 +47,51 @@ class UpstreamResponse:
     headers: list[tuple[bytes, bytes]]
     _raw: aiohttp.ClientResponse
     _describe: str
+    # A non-streaming answer must be whole within the `deadline`'s time; a stream the request
+    # did not announce (found by its content type) may be silent for `idle` seconds at most.
+    # Neither: aiohttp's own idle timer, set for declared streams, is all there is.
+    deadline: Deadline | None = None
+    idle: float | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Bytes as they arrive: no coalescing, no waiting for a full buffer."""
+        content = self._raw.content
         try:
-            async for chunk in self._raw.content.iter_any():
+            if self.idle is None:
+                async for chunk in content.iter_any():
+                    yield chunk
+                return
+            while chunk := await self._next(content):
                 yield chunk
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"{self._describe} went silent mid-response") from exc
         except aiohttp.ClientError as exc:
+            if self.deadline is not None and self.deadline.expired:
+                raise UpstreamTimeout(
+                    f"{self._describe} did not finish its answer within {self.deadline.seconds:g} s"
+                ) from exc
             raise UpstreamError(
                 f"{self._describe} failed mid-response: {scrub_urls(str(exc))}"
             ) from exc
 
+    async def _next(self, content: aiohttp.StreamReader) -> bytes:
+        async with asyncio.timeout(self.idle):
+            return await content.readany()
+
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
+
+    def abort(self) -> None:
+        """Give up on the answer: close its connection now (`hang_up`), unless it is back in
+        the pool, the answer read to its end."""
+        connection = self._raw.connection
+        if connection is not None:
+            hang_up(connection.transport)
+        self._raw.close()
+
+
+def is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    return any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
 
 
 @contextmanager
@@ -55,8 +101,12 @@ def translated(describe: str, timeout_text: str) -> Iterator[None]:
         yield
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamUnavailable(f"{describe} is unreachable: {_reason(exc)}") from exc
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise UpstreamTimeout(f"{describe} did not accept a connection in time") from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"{describe} {timeout_text}") from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise UpstreamError(f"{describe} closed the connection without answering") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"{describe} failed: {scrub_urls(str(exc))}") from exc
 
@@ -114,26 +164,34 @@ class UpstreamClient:
         self.connect_timeout = settings.connect_timeout
         self.request_timeout = settings.request_timeout
         self.stream_timeout = settings.stream_timeout
+        self.send_timeout = settings.send_timeout
         token = settings.upstream_token
         self.auth_header = (
             ("Authorization", f"Bearer {token.get_secret_value()}") if token else None
         )
         self._session: aiohttp.ClientSession | None = None
         self._shown = redact_url(self.base)  # in errors, and only for the operator's requests
-        # Built once: the proxy sends every request with one of these two.
+        # Built once: the proxy sends every request with one of these two. A stream's silence
+        # is aiohttp's read timer; a plain answer's total is our own deadline (`open`).
         self._timeouts = {
             streaming: aiohttp.ClientTimeout(
                 total=None,
                 sock_connect=self.connect_timeout,
-                sock_read=self.stream_timeout if streaming else self.request_timeout,
+                sock_read=self.stream_timeout if streaming else None,
             )
             for streaming in (False, True)
         }
+        total = self.request_timeout
+        self._waited = {
+            True: "did not answer in time",
+            False: f"did not answer within {total:g} s" if total else "did not answer in time",
+        }
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            # LM Studio's server (Node) closes a connection idle for 5 s: one idle for 4 s is
+            # not taken again, rather than risk writing a request as the upstream closes it.
+            connector=connector(keepalive_timeout=4),
             # A gateway keeps no cookies: one client's must never be sent for another.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -157,7 +215,7 @@ class UpstreamClient:
         method: str,
         target: str,
         headers: Sequence[tuple[str, str]],
-        body: bytes | None,
+        body: Upload | None,
         streaming: bool,
     ) -> aiohttp.ClientResponse:
         return await self.session.request(
@@ -179,26 +237,45 @@ class UpstreamClient:
         *,
         streaming: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
-        """Send a request; the response is closed (and the upstream told) when the block exits."""
+        """Send a request; when the block exits, an answer not read to its end is given up on
+        and its connection closed at once, so the upstream stops generating."""
         describe = upstream_named(self._shown)
-        with translated(describe, "did not answer in time"):
-            try:
-                raw = await self._send(method, target, headers, body, streaming)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # A pooled keep-alive connection the upstream had already closed (llama.cpp
-                # closes after every stream while announcing keep-alive): nothing was answered,
-                # so try once more, which opens a fresh connection.
-                raw = await self._send(method, target, headers, body, streaming)
-        del headers, body  # sent; not kept for as long as the answer takes
+        total = None if streaming else self.request_timeout
+        deadline = None if total is None else Deadline(total)
+        upload = Upload(body, self.send_timeout, streaming=streaming) if body else None
+        del body  # held by `upload` until it is sent, and not a moment longer
         try:
-            yield UpstreamResponse(
-                raw.status,
-                [(k.lower(), v) for k, v in raw.raw_headers],
-                raw,
-                describe,
-            )
+            with translated(describe, self._waited[streaming]):
+                raw = await self._send(method, target, headers, upload, streaming)
+        except BaseException as exc:
+            if upload is not None:
+                upload.abort()  # what the upstream has not read yet is dropped, not queued
+            if deadline is not None:
+                deadline.cancel()
+                if isinstance(exc, asyncio.CancelledError) and deadline.ours():
+                    raise UpstreamTimeout(f"{describe} {self._waited[False]}") from None
+            if upload is not None and upload.timed_out:
+                raise UpstreamTimeout(
+                    f"{describe} did not take the request body within {self.send_timeout:g} s"
+                ) from exc
+            raise
+        del headers, upload  # sent; not kept for as long as the answer takes
+        answer = UpstreamResponse(
+            raw.status, [(k.lower(), v) for k, v in raw.raw_headers], raw, describe
+        )
+        if deadline is not None:
+            if is_event_stream(answer.headers):  # a stream after all: silences are what count
+                deadline.cancel()
+                answer.idle = self.stream_timeout
+            else:
+                deadline.answered(raw)
+                answer.deadline = deadline
+        try:
+            yield answer
         finally:
-            raw.close()  # a no-op for a finished body; otherwise the upstream sees the socket close
+            if deadline is not None:
+                deadline.cancel()
+            answer.abort()  # a no-op for a finished answer, its connection back in the pool
 
     async def call(
         self, method: str, path: str, payload: dict[str, Any] | None = None, *, limit_s: float

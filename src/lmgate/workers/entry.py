@@ -10,15 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmgate.app import LmgateApp, create_app
-from lmgate.guard.protocol import GuardedHttpProtocol
+from lmgate.heap import settle_allocator
 from lmgate.observe.requestlog import configure_logging
 from lmgate.serving import settle_collector
+from lmgate.shutdown import DrainingProtocol
 from lmgate.workers.handoff import Handoff
 from lmgate.workers.slot import Worker
 
 
-class WorkerProtocol(GuardedHttpProtocol):
-    """The guarded httptools protocol under an importable name."""
+class WorkerProtocol(DrainingProtocol):
+    """The guarded httptools protocol (which starts the shutdown grace) under an importable
+    name."""
 
 
 def worker_log_file(path: Path | None, worker: Worker) -> Path | None:
@@ -42,4 +44,5 @@ def app() -> LmgateApp:
     WorkerProtocol.configure(settings)  # connection counts and caps are this worker's own
     application = create_app(settings, worker=worker)
     settle_collector()  # as in single-process mode
+    settle_allocator()
     return application

@@ -1,10 +1,11 @@
 """The parent of `lmgate serve --workers N`: a run directory, the handoff, uvicorn's supervisor.
 
 The parent binds the socket once and uvicorn's `Multiprocess` starts N spawned workers on it,
-restarts any that die, and on SIGTERM/SIGINT stops them all gracefully. The run directory
-(on tmpfs when there is one) is fresh for every run and removed at the end: it holds the
-worker slot locks, the shared per-key limits and the Prometheus multiprocess files, which
-must not outlive the run (stale counters would be added to the new ones).
+restarts any that die, and on SIGTERM/SIGINT stops them all gracefully (each worker with its
+own grace period, `shutdown.py`). The run directory (on tmpfs when there is one) is fresh for
+every run and removed at the end: it holds the worker slot locks, the shared per-key limits
+and the Prometheus multiprocess files, which must not outlive the run (stale counters would be
+added to the new ones).
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from lmgate.settings import Settings
 from lmgate.workers.handoff import ENV, Handoff
 
 PROMETHEUS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, letting go of the listening socket before it stops the workers:
+    each closes its own copy as its shutdown begins, and once none is left new connections
+    are refused, rather than queued on a socket that no one will accept from again."""
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
 
 def make_run_dir() -> Path:
@@ -49,7 +61,7 @@ def serve_workers(settings: Settings, sock: socket.socket | None = None) -> None
         )
         sock = sock if sock is not None else config.bind_socket()
         try:
-            Multiprocess(config, sockets=[sock]).run()
+            Supervisor(config, sockets=[sock]).run()
         finally:
             sock.close()
     finally:

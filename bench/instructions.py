@@ -137,6 +137,20 @@ async def count_per_request(
     return counts
 
 
+def count_each(
+    gateways: dict[str, tuple[str, Child, Path]], key: str, args: argparse.Namespace, settle: float
+) -> dict[str, dict[str, float]]:
+    """Instructions per request of every gateway, by name; counted at once, since callgrind's
+    count of one process does not depend on what the others do."""
+
+    async def every() -> list[dict[str, float]]:
+        return await asyncio.gather(
+            *(count_per_request(u, c, o, key, args, settle) for u, c, o in gateways.values())
+        )
+
+    return dict(zip(gateways, asyncio.run(every()), strict=True))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     gone = missing_tools()
     if gone:
@@ -160,15 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         listeners, _ = start_listeners(kids, "listeners", url, keys[0], args, None, timeout=600)
         started = time.monotonic()
 
-        async def every() -> list[dict[str, float]]:
-            return await asyncio.gather(
-                *(
-                    count_per_request(u, c, o, keys[1], args, settle)
-                    for u, c, o in gateways.values()
-                )
-            )
-
-        counted = dict(zip(names, asyncio.run(every()), strict=True))
+        counted = count_each(gateways, keys[1], args, settle)
         seen = stop_listeners(listeners)
     return {
         "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -423,13 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    stamp = doc["started"].replace("-", "").replace(":", "")
     kind = "-instructions" if args.instructions else ""
-    out = args.json_path or REPO / "bench" / "results" / f"observability{kind}-{stamp}.json"
+    write_results(doc, f"observability{kind}", args.json_path)
+    return 0
+
+
+def write_results(doc: dict[str, Any], name: str, path: Path | None) -> None:
+    """`doc` as JSON at `path`, or under `bench/results/` named after `name` and its start."""
+    stamp = doc["started"].replace("-", "").replace(":", "")
+    out = path or REPO / "bench" / "results" / f"{name}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(f"results written to {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ so the ratio overstates a change's cost on the wall clock.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import secrets
 import subprocess
 import sys
@@ -27,16 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bench.instructions import (
     BATCH_MS,
     SCENARIOS,
-    count_per_request,
+    count_each,
     gateway_under_callgrind,
     missing_tools,
 )
-from bench.observability import REPO, start_upstream
+from bench.observability import REPO, start_upstream, write_results
 from bench.processes import Children
 
 
@@ -97,15 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         started = time.monotonic()
 
-        async def both() -> list[dict[str, float]]:
-            return await asyncio.gather(
-                *(
-                    count_per_request(u, c, o, keys[1], args, settle)
-                    for u, c, o in gateways.values()
-                )
-            )
-
-        counted = dict(zip(gateways, asyncio.run(both()), strict=True))
+        counted = count_each(gateways, keys[1], args, settle)
     base, now = counted["base"], counted["working tree"]
     return {
         "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -144,11 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     print(table(doc))
-    stamp = doc["started"].replace("-", "").replace(":", "")
-    out = args.json_path or REPO / "bench" / "results" / f"revisions-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    print(f"results written to {out}")
+    write_results(doc, "revisions", args.json_path)
     return 0
 
 

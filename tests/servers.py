@@ -35,6 +35,17 @@ def serve_argv(port: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "lmgate", "serve", "--port", str(port), *args]
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a child, killing it if it has not gone within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServerProcess:
     """A child process serving HTTP; started by `start()`, killed by `stop()`."""
 
@@ -83,13 +94,8 @@ class ServerProcess:
         return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def start_emulator(tmp: Path, *extra: str, name: str = "emulator") -> ServerProcess:

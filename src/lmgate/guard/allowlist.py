@@ -24,13 +24,8 @@ MAX_HOPS = 32
 _LONGEST_HOP = 64  # `[v6]:port` takes at most 53 characters; a zone id may have the rest
 
 
-def parse_address(text: str) -> IPAddress | None:
-    """An address from a header or socket; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes IPv4."""
-    text = text.strip().strip('"')
-    if text.startswith("["):  # [v6]:port
-        text = text[1 : text.find("]")] if "]" in text else text[1:]
-    elif text.count(":") == 1:  # v4:port
-        text = text.split(":", 1)[0]
+def ip_or_none(text: str) -> IPAddress | None:
+    """An address in plain form, or None; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes IPv4."""
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -38,6 +33,16 @@ def parse_address(text: str) -> IPAddress | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """An address from a header or socket; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes IPv4."""
+    text = text.strip().strip('"')
+    if text.startswith("["):  # [v6]:port
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    return ip_or_none(text)
 
 
 class NetworkSet:
@@ -135,13 +140,7 @@ def _address(text: str) -> IPAddress | None:
         text, _, port = text.partition(":")
         if not _is_port(":" + port) or "." not in text:
             return None
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+    return ip_or_none(text)
 
 
 def _is_port(text: str) -> bool:

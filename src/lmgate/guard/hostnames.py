@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from lmgate.guard.allowlist import ip_or_none
+
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 # `name[:port]` or `[v6][:port]`: what a browser puts in `Host`; no userinfo, no path.
 _AUTHORITY = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9_.-]+))(?::\d{1,5})?")
@@ -40,13 +42,8 @@ def host_name(authority: str) -> str:
 def is_loopback_name(name: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
-    try:
-        addr = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    addr = ip_or_none(name)
+    return addr is not None and addr.is_loopback
 
 
 def _machine_names() -> set[str]:

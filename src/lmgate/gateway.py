@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from lmgate.admin.models import ModelManager
-from lmgate.admin.on_demand import ActiveModelKeeper, OnDemandLoader
+from lmgate.admin.on_demand import ActiveModelKeeper
 from lmgate.exchange import Observer
 from lmgate.guard.security import Security
 from lmgate.observe.events import EventBus
@@ -19,6 +19,7 @@ from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.prometheus import PrometheusMetrics
 from lmgate.observe.stats import Stats
 from lmgate.proxy.hooks import ProxyHook
+from lmgate.schedule.shell import SchedulerShell
 from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore
@@ -41,6 +42,7 @@ class Gateway:
     watcher: UpstreamWatcher
     models: ModelManager
     security: Security
+    scheduler: SchedulerShell
     worker: Worker = field(default_factory=Worker)
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -49,15 +51,7 @@ class Gateway:
     def proxy_hooks(self) -> list[ProxyHook]:
         """Run in this order before every proxied request: refuse first, then prepare."""
         hooks: list[ProxyHook] = self.security.hooks()
-        if self.settings.on_demand_load:
-            hooks.append(
-                OnDemandLoader(
-                    self.models,
-                    self.watcher,
-                    self.state,
-                    max_loaded=self.settings.max_loaded_models,
-                )
-            )
+        hooks.append(self.scheduler)  # waits for a slot (and a load) once the request may go
         hooks.extend(self.obs.hooks())  # usage accounting last: it sees the final body
         return hooks
 
@@ -68,6 +62,7 @@ class Gateway:
             *fresh,  # first: another worker's activation applies to this very request
             *self.obs.observers(),
             *self.security.observers(),
+            self.scheduler,  # frees the request's slot or queue place, however it ended
         ]
 
     async def start(self) -> None:
@@ -78,6 +73,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.scheduler.close()
         await self.upstream.close()
         self.security.close()
         self.obs.close()
@@ -105,6 +101,8 @@ class Gateway:
                 primary=lambda: worker.primary,  # one reload per gateway, not one per worker
             )
         )
+        scheduler = SchedulerShell(settings, watcher, models, state, bus)
+        watcher.synced.append(scheduler.synced)
         gw = cls(
             settings=settings,
             db=db,
@@ -118,9 +116,11 @@ class Gateway:
             watcher=watcher,
             models=models,
             security=Security.build(settings, db, worker),
+            scheduler=scheduler,
             worker=worker,
         )
         gw.background.append(watcher.run)
+        gw.background.append(scheduler.run)
         obs.watcher = watcher
         gw.background.extend(obs.loops())
         if worker.shared and not worker.primary:

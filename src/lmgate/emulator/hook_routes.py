@@ -3,7 +3,8 @@ surfaces, unauthenticated and left out of the request log.
 
   GET    /__emulator/requests   JSON array of the last requests received, oldest first
   DELETE /__emulator/requests   forget them
-  GET    /__emulator/stats      stream and load counters
+  GET    /__emulator/stats      stream and load counters; answers generating now and the
+                                 peak per model; unloads of a model while it generated
   POST   /__emulator/load       {"model", "context_length"?} load as if from LM Studio's UI
   POST   /__emulator/unload     {"instance_id"} unload as if from LM Studio's UI
   POST   /__emulator/reset      back to the startup state (instances, log, counters)

@@ -62,8 +62,11 @@ class EmulatorState:
         while len(self.stored_responses) > MAX_STORED_RESPONSES:
             del self.stored_responses[next(iter(self.stored_responses))]
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return {
+            "generating": dict(self.catalog.generating),
+            "peak_generating": dict(self.catalog.peak),
+            "busy_unloads": self.catalog.busy_unloads,
             "active_streams": self.streams.active,
             "completed_streams": self.streams.completed,
             "cancelled_streams": self.streams.cancelled,

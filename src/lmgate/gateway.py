@@ -19,6 +19,7 @@ from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.prometheus import PrometheusMetrics
 from lmgate.observe.stats import Stats
 from lmgate.proxy.hooks import ProxyHook
+from lmgate.schedule.metrics import ScheduleMetrics
 from lmgate.schedule.shell import SchedulerShell
 from lmgate.settings import Settings
 from lmgate.store.db import Database
@@ -102,6 +103,7 @@ class Gateway:
             )
         )
         scheduler = SchedulerShell(settings, watcher, models, state, bus)
+        scheduler.metrics = ScheduleMetrics(obs.prometheus.registry, obs.models)
         watcher.synced.append(scheduler.synced)
         gw = cls(
             settings=settings,

@@ -28,6 +28,7 @@ from lmgate.observe.events import EventBus
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 from lmgate.schedule.core import Scheduler
 from lmgate.schedule.errors import SchedulerRefusal
+from lmgate.schedule.metrics import ScheduleMetrics
 from lmgate.schedule.types import (
     Action,
     Admit,
@@ -103,7 +104,7 @@ class SchedulerShell:
         self.clock = clock
         self.spec = self._spec()
         self.core = Scheduler(config_of(settings), [self.spec])
-        self.metrics: Any = None  # `ScheduleMetrics`, when Prometheus is on
+        self.metrics: ScheduleMetrics | None = None
         self._waiting: dict[str, asyncio.Future[Admit | Reject]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -321,6 +322,51 @@ class SchedulerShell:
             self._run(self.core.request_load(model, self.clock()))
         except LoadRefused as exc:
             log.info("model_load_refused", model=model, reason=exc.message)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def queue_json(self) -> dict[str, Any]:
+        """`GET /debug/queue`: who waits for what, and each model's slots and idle TTL."""
+        snap = self.core.snapshot(self.clock())
+        return {
+            "waiting": [
+                {
+                    "key": w.key,
+                    "model": w.model,
+                    "position": w.position,
+                    "waitedMs": w.waited_ms,
+                    "priority": w.priority,
+                }
+                for w in snap.waiting
+            ],
+            "models": [
+                {
+                    "model": m.model,
+                    "slots": m.slots,
+                    "inFlight": m.in_flight,
+                    "waiting": m.waiting,
+                    "draining": m.draining,
+                    "pinned": m.pinned,
+                    "owned": m.owned,
+                    "ttlRemaining": None if m.ttl_remaining is None else round(m.ttl_remaining, 1),
+                }
+                for m in snap.models
+            ],
+            "upstreams": [
+                {
+                    "name": u.name,
+                    "canLoad": u.can_load,
+                    "loading": u.loading,
+                    "switchingTo": u.switching_to,
+                    "loaded": u.loaded,
+                    "bytesUsed": u.bytes_used,
+                    "memoryBudget": u.memory_budget,
+                    "maxLoadedModels": u.max_loaded_models,
+                }
+                for u in snap.upstreams
+            ],
+            "perWorker": True,
+        }
 
     # -- time -----------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ def fast_path_cost(waiting_elsewhere: int, requests: int = 2000, runs: int = 5) 
 def shell_cost(requests: int = 2000, runs: int = 5) -> float:
     """Best per-request CPU seconds through the shell when nothing waits."""
     with tempfile.TemporaryDirectory() as tmp:
-        gw = Gateway.build(Settings(data_dir=Path(tmp), _env_file=None))  # type: ignore[call-arg]
+        gw = Gateway.build(Settings(data_dir=Path(tmp), _env_file=None))
         shell, watcher = gw.scheduler, gw.watcher
         watcher.caps = Capabilities(reachable=True, native_v1=True)
         hot = Instance("hot", "hot", {"parallel": 4})

@@ -102,7 +102,7 @@ class Gateway:
                 primary=lambda: worker.primary,  # one reload per gateway, not one per worker
             )
         )
-        scheduler = SchedulerShell(settings, watcher, models, state, bus)
+        scheduler = SchedulerShell(settings, watcher, models, state, bus, alone=not worker.shared)
         scheduler.metrics = ScheduleMetrics(obs.prometheus.registry, obs.models)
         watcher.synced.append(scheduler.synced)
         gw = cls(

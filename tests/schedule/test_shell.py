@@ -269,6 +269,11 @@ def test_idle_ttl_unloads_what_lmgate_loaded_only(servers: Any) -> None:
         assert _chat(_client(gw), model=GEMMA, tokens=2)[2] == "length"
         gone = reader.next("model_idle_unloaded", timeout=15)
         assert gone["modelKey"] == GEMMA
+        loaded = httpx.post(
+            gw.url + "/admin/models/load", json={"modelKey": GEMMA}, headers=admin_headers()
+        )
+        assert loaded.status_code == 200 and loaded.json()["alreadyLoaded"] is False
+        assert reader.next("model_idle_unloaded", timeout=15)["modelKey"] == GEMMA
     finally:
         reader.close()
     with httpx.Client(base_url=emu.url) as up:

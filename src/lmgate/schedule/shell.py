@@ -53,13 +53,15 @@ TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 
 
-def config_of(settings: Settings) -> SchedulerConfig:
+def config_of(settings: Settings, *, alone: bool = True) -> SchedulerConfig:
+    """`alone=False` (one of several workers): no idle unloads, since this worker cannot see
+    another worker's requests for the model."""
     return SchedulerConfig(
         queue_max=settings.queue_max,
         queue_timeout=settings.queue_timeout,
         switch_max_wait=settings.switch_max_wait,
         default_slots=settings.model_slots or 4,
-        model_ttl=settings.model_ttl,
+        model_ttl=settings.model_ttl if alone else 0.0,
         manage_all=settings.manage_all_models,
     )
 
@@ -95,6 +97,7 @@ class SchedulerShell:
         bus: EventBus,
         *,
         clock: Callable[[], float] = time.monotonic,
+        alone: bool = True,
     ) -> None:
         self.settings = settings
         self.watcher = watcher
@@ -102,8 +105,9 @@ class SchedulerShell:
         self.state = state
         self.bus = bus
         self.clock = clock
+        self.alone = alone  # the only worker: it sees every request the upstream serves
         self.spec = self._spec()
-        self.core = Scheduler(config_of(settings), [self.spec])
+        self.core = Scheduler(config_of(settings, alone=alone), [self.spec])
         self.metrics: ScheduleMetrics | None = None
         self._waiting: dict[str, asyncio.Future[Admit | Reject]] = {}
         self._ids = itertools.count(1)
@@ -114,14 +118,16 @@ class SchedulerShell:
     # -- the upstream as the core sees it -------------------------------------------------------
 
     def _spec(self) -> UpstreamSpec:
-        """Limits and capability: switching needs on-demand loading and LM Studio's REST v1."""
+        """Limits and capability: switching needs on-demand loading and LM Studio's REST v1.
+        One of several workers loads on demand but never evicts: the victim may be answering
+        another worker's requests, which this one cannot see."""
         caps, s = self.watcher.caps, self.settings
         old = caps.kind == "lmstudio-0.3"
         return UpstreamSpec(
             UPSTREAM,
             can_load=s.on_demand_load and caps.model_management,
-            max_loaded_models=s.max_loaded_models,
-            memory_budget=s.model_memory_budget,
+            max_loaded_models=s.max_loaded_models if self.alone else None,
+            memory_budget=s.model_memory_budget if self.alone else None,
             default_slots=s.model_slots or (LMSTUDIO_03_SLOTS if old else None),
             max_concurrent=LMSTUDIO_03_SLOTS if old and s.model_slots is None else None,
         )
@@ -315,6 +321,12 @@ class SchedulerShell:
                     return None
                 total += parallel
         return total or None
+
+    def loaded(self, model: str) -> None:
+        """lmgate loaded `model` outside the scheduler (the admin route): it is lmgate's own,
+        so its idle TTL applies."""
+        if self.core.ups[UPSTREAM].loading != model:
+            self._run(self.core.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
 
     def load(self, model: str) -> None:
         """An explicit load (keeping the active model loaded), under the core's rules."""

@@ -37,7 +37,7 @@ MESSAGES: Any = [{"role": "user", "content": "hello"}]
 
 
 def _stats(emu: ServerProcess) -> dict[str, Any]:
-    stats: dict[str, Any] = httpx.get(emu.url + "/__emulator/stats").json()
+    stats: dict[str, Any] = httpx.get(emu.url + "/__emulator/generations").json()
     return stats
 
 

@@ -62,11 +62,16 @@ class EmulatorState:
         while len(self.stored_responses) > MAX_STORED_RESPONSES:
             del self.stored_responses[next(iter(self.stored_responses))]
 
-    def stats(self) -> dict[str, Any]:
+    def generations(self) -> dict[str, Any]:
+        """Answers being generated per model, the most at once, unloads under an answer."""
         return {
             "generating": dict(self.catalog.generating),
             "peak_generating": dict(self.catalog.peak),
             "busy_unloads": self.catalog.busy_unloads,
+        }
+
+    def stats(self) -> dict[str, int]:
+        return {
             "active_streams": self.streams.active,
             "completed_streams": self.streams.completed,
             "cancelled_streams": self.streams.cancelled,

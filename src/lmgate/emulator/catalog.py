@@ -56,20 +56,30 @@ class Generation:
     """A context manager around one answer: how many a model generates at once, and the peak,
     so tests can prove a gateway never sent more than a model's slots."""
 
-    __slots__ = ("catalog", "model")
+    __slots__ = ("catalog", "model", "running")
 
     def __init__(self, catalog: Catalog, model: str) -> None:
         self.catalog = catalog
         self.model = model
+        self.running = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> Generation:
         running = self.catalog.generating
         now = running[self.model] = running.get(self.model, 0) + 1
         if now > self.catalog.peak.get(self.model, 0):
             self.catalog.peak[self.model] = now
+        self.running = True
+        return self
+
+    def end(self) -> None:
+        """The answer's last byte is on its way: the slot is free (before the handler's own
+        cleanup, as LM Studio frees a slot when generation ends)."""
+        if self.running:
+            self.running = False
+            self.catalog.generating[self.model] -= 1
 
     def __exit__(self, *exc: object) -> None:
-        self.catalog.generating[self.model] -= 1
+        self.end()
 
 
 class Catalog:

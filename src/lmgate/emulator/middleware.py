@@ -105,11 +105,17 @@ class FrontDoor:
             return await receive()
 
         model = parsed.get("model") if isinstance(parsed, dict) else None
-        counted = (
-            self.state.catalog.generation(model)
-            if isinstance(model, str) and scope["method"] == "POST" and path in GENERATING
-            else contextlib.nullcontext()
-        )
+        if isinstance(model, str) and scope["method"] == "POST" and path in GENERATING:
+            generation = self.state.catalog.generation(model)
+            counted: contextlib.AbstractContextManager[Any] = generation
+            inner_send = stamped_send
+
+            async def stamped_send(message: Message) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    generation.end()
+                await inner_send(message)
+        else:
+            counted = contextlib.nullcontext()
         try:
             with counted:
                 await self.app(scope, replay, stamped_send)

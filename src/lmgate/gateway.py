@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from lmgate.admin.models import ModelManager
-from lmgate.admin.on_demand import ActiveModelKeeper, OnDemandLoader
+from lmgate.admin.on_demand import ActiveModelKeeper
 from lmgate.exchange import Observer
 from lmgate.guard.security import Security
 from lmgate.observe.events import EventBus
@@ -19,6 +19,8 @@ from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.prometheus import PrometheusMetrics
 from lmgate.observe.stats import Stats
 from lmgate.proxy.hooks import ProxyHook
+from lmgate.schedule.metrics import ScheduleMetrics
+from lmgate.schedule.shell import SchedulerShell
 from lmgate.settings import Settings
 from lmgate.shutdown import Drain
 from lmgate.store.db import Database
@@ -43,6 +45,7 @@ class Gateway:
     models: ModelManager
     security: Security
     drain: Drain
+    scheduler: SchedulerShell
     worker: Worker = field(default_factory=Worker)
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -52,15 +55,7 @@ class Gateway:
         """Run in this order before every proxied request: refuse first (a stopping gateway
         before anything is counted), then prepare."""
         hooks: list[ProxyHook] = [self.drain, *self.security.hooks()]
-        if self.settings.on_demand_load:
-            hooks.append(
-                OnDemandLoader(
-                    self.models,
-                    self.watcher,
-                    self.state,
-                    max_loaded=self.settings.max_loaded_models,
-                )
-            )
+        hooks.append(self.scheduler)  # waits for a slot (and a load) once the request may go
         hooks.extend(self.obs.hooks())  # usage accounting last: it sees the final body
         return hooks
 
@@ -71,6 +66,7 @@ class Gateway:
             *fresh,  # first: another worker's activation applies to this very request
             *self.obs.observers(),
             *self.security.observers(),
+            self.scheduler,  # frees the request's slot or queue place, however it ended
         ]
 
     async def start(self) -> None:
@@ -82,6 +78,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.scheduler.close()
         await self.upstream.close()
         self.security.close()
         self.obs.close()
@@ -109,6 +106,9 @@ class Gateway:
                 primary=lambda: worker.primary,  # one reload per gateway, not one per worker
             )
         )
+        scheduler = SchedulerShell(settings, watcher, models, state, bus, alone=not worker.shared)
+        scheduler.metrics = ScheduleMetrics(obs.prometheus.registry, obs.models)
+        watcher.synced.append(scheduler.synced)
         gw = cls(
             settings=settings,
             db=db,
@@ -123,9 +123,11 @@ class Gateway:
             models=models,
             security=Security.build(settings, db, worker),
             drain=Drain(obs.requests, settings.shutdown_grace),
+            scheduler=scheduler,
             worker=worker,
         )
         gw.background.append(watcher.run)
+        gw.background.append(scheduler.run)
         obs.watcher = watcher
         gw.background.extend(obs.loops())
         if worker.shared and not worker.primary:

@@ -154,6 +154,30 @@ class Settings(BaseSettings):
     auto_reload: bool = Field(
         False, description="Reload the active model with its profile when it disappears upstream."
     )
+    # the scheduler
+    model_slots: int | None = Field(
+        None,
+        ge=1,
+        description="Answers at once per model when the upstream reports no "
+        "`parallel`; unset = 4 (1 for LM Studio 0.3).",
+    )
+    queue_max: int = Field(256, ge=0, description="Most requests waiting for a slot or a load.")
+    queue_timeout: float = Field(300.0, gt=0, description="Longest wait in the queue (s).")
+    switch_max_wait: float = Field(
+        60.0, gt=0, description="Longest a request waits while others keep its model away (s)."
+    )
+    model_memory_budget: int | None = Field(
+        None, ge=1, description="Bytes of models loaded at once (`20GiB`, `512MB`); unset = none."
+    )
+    model_ttl: float = Field(
+        0.0, ge=0, description="Unload a model lmgate loaded after this many idle s; 0 = never."
+    )
+    manage_all_models: bool = Field(
+        False, description="Idle TTL and eviction also for models someone else loaded."
+    )
+    keep_active_loaded: bool = Field(
+        False, description="Load the active model again after an idle unload."
+    )
 
     # security hardening
     admin_allow: CommaList = Field(
@@ -371,6 +395,11 @@ class Settings(BaseSettings):
             raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, not {value}")
         return value
 
+    @field_validator("model_memory_budget", mode="before")
+    @classmethod
+    def _byte_size(cls, value: Any) -> Any:
+        return parse_bytes(value) if isinstance(value, str) else value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -461,6 +490,27 @@ def _split_list(value: Any) -> Any:
             return orjson.loads(text)
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3}
+_UNITS |= {"gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2}
+_UNITS |= {"gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(text: str) -> int | None:
+    """`20GiB`, `512 MB`, `1.5g` or a plain number of bytes; empty = None."""
+    cleaned = text.strip().lower().replace(" ", "").replace("_", "")
+    if not cleaned:
+        return None
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number) :]
+    if unit not in _UNITS:
+        raise ValueError(f"unknown size unit {unit!r}: use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB")
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r}") from None
+    return int(amount * _UNITS[unit])
 
 
 def is_loopback_host(host: str) -> bool:

@@ -274,7 +274,12 @@ def test_on_demand_load_is_one_load_for_many_requests(
     tmp_root: Path, emu: ServerProcess, up: httpx.Client
 ) -> None:
     data = tmp_root / "on-demand"
-    env = {**FAST_SYNC, "LMGATE_ON_DEMAND_LOAD": "true", "LMGATE_MAX_LOADED_MODELS": "1"}
+    env = {
+        **FAST_SYNC,
+        "LMGATE_ON_DEMAND_LOAD": "true",
+        "LMGATE_MAX_LOADED_MODELS": "1",
+        "LMGATE_MANAGE_ALL_MODELS": "true",  # the emulator's preloaded model is not lmgate's
+    }
     gw = start_gateway(tmp_root, emu.url, env=env, data_dir=data)
     try:
         with httpx.Client(base_url=gw.url, headers=admin_headers(), timeout=60) as client:

@@ -164,6 +164,14 @@ class ModelManager:
             source="gateway",
         )
 
+    async def evict(self, model_key: str) -> None:
+        """Unload every instance of a model to make room or for idleness. Unlike `unload`, the
+        activation stays: the next request that needs the active model loads it again."""
+        await self._refresh()
+        model = self.watcher.find(model_key)
+        for instance in model.instances if model is not None else ():
+            await self._unload_instance(instance)
+
     async def unload(
         self, *, model_key: str | None, instance_id: str | None, everything: bool
     ) -> tuple[list[str], bool]:

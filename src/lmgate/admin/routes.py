@@ -74,6 +74,8 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
             answer["notApplied"] = not_applied
         return answer
     outcome = await gw.models.load(key, config, new_instance=body.new_instance)
+    if not outcome.already_loaded:
+        gw.scheduler.loaded(key)  # lmgate's own: its idle TTL applies
     defaults = await _remember(gw, body, config, given)
     what = "was already loaded" if outcome.already_loaded else "is loaded"
     return {

@@ -7,6 +7,7 @@ SIGINT/SIGTERM to uvicorn's graceful shutdown, after which the process exits wit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import socket
 import sys
@@ -34,11 +35,16 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--no-auto-evict", action="store_true", help="keep older JIT models")
     parser.add_argument("--load-delay", type=float, default=0.05, metavar="SECONDS")
     parser.add_argument("--models", type=Path, default=None, metavar="FILE.json")
+    parser.add_argument(
+        "--parallel", type=int, default=None, metavar="N", help="slots of every model's instance"
+    )
     args = parser.parse_args(argv)
     try:
         models = load_models_file(args.models) if args.models else DEFAULT_MODELS
     except (OSError, ValueError, TypeError) as exc:
         parser.error(f"--models: {exc}")
+    if args.parallel is not None:
+        models = tuple(dataclasses.replace(m, parallel=max(1, args.parallel)) for m in models)
     return EmulatorConfig(
         host=args.host,
         port=args.port,

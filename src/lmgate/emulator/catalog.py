@@ -52,6 +52,36 @@ class LoadResult:
     loaded_now: bool
 
 
+class Generation:
+    """A context manager around one answer: how many a model generates at once, and the peak,
+    so tests can prove a gateway never sent more than a model's slots."""
+
+    __slots__ = ("catalog", "model", "running")
+
+    def __init__(self, catalog: Catalog, model: str) -> None:
+        self.catalog = catalog
+        self.model = model
+        self.running = False
+
+    def __enter__(self) -> Generation:
+        running = self.catalog.generating
+        now = running[self.model] = running.get(self.model, 0) + 1
+        if now > self.catalog.peak.get(self.model, 0):
+            self.catalog.peak[self.model] = now
+        self.running = True
+        return self
+
+    def end(self) -> None:
+        """The answer's last byte is on its way: the slot is free (before the handler's own
+        cleanup, as LM Studio frees a slot when generation ends)."""
+        if self.running:
+            self.running = False
+            self.catalog.generating[self.model] -= 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()
+
+
 class Catalog:
     """Owns the model list and loaded instances; counts loads and unloads for the hooks."""
 
@@ -62,6 +92,14 @@ class Catalog:
         self.unloads = 0
         self._default_context = default_context_length
         self._jit_loading: dict[str, asyncio.Future[Instance]] = {}
+        self.generating: dict[str, int] = {}  # model key: answers being generated now
+        self.peak: dict[str, int] = {}  # model key: the most generated at once
+        self.busy_unloads = 0  # instances unloaded while their model was generating
+
+    def generation(self, name: str) -> Generation:
+        """Counts one answer for the model `name` resolves to, while it is generated."""
+        spec = self.find_spec(name)
+        return Generation(self, spec.key if spec is not None else name)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -100,7 +138,7 @@ class Catalog:
             else spec.max_context_length
         }
         if spec.type == "llm":
-            config.update(LLM_LOAD_DEFAULTS)
+            config.update(LLM_LOAD_DEFAULTS, parallel=spec.parallel)
         for name, value in overrides.items():
             if name == "context_length" or (spec.type == "llm" and name != "ttl"):
                 config[name] = value
@@ -134,6 +172,8 @@ class Catalog:
             if instance.id == instance_id:
                 self.instances.remove(instance)
                 self.unloads += 1
+                if self.generating.get(instance.spec.key):
+                    self.busy_unloads += 1
                 return instance
         return None
 

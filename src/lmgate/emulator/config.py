@@ -35,6 +35,7 @@ class ModelSpec:
     format: Literal["gguf", "mlx"] = "gguf"
     vision: bool = False
     trained_for_tool_use: bool = False
+    parallel: int = 4  # answers at once per instance (LLMs), reported in the load config
 
     def __post_init__(self) -> None:
         if self.type not in ("llm", "embedding"):

@@ -4,6 +4,8 @@ surfaces, unauthenticated and left out of the request log.
   GET    /__emulator/requests   JSON array of the last requests received, oldest first
   DELETE /__emulator/requests   forget them
   GET    /__emulator/stats      stream and load counters
+  GET    /__emulator/generations  answers generating now and the most at once, per model;
+                                 unloads of a model while it was generating
   POST   /__emulator/load       {"model", "context_length"?} load as if from LM Studio's UI
   POST   /__emulator/unload     {"instance_id"} unload as if from LM Studio's UI
   POST   /__emulator/reset      back to the startup state (instances, log, counters)
@@ -32,6 +34,10 @@ async def clear_requests(request: Request) -> Response:
 
 async def stats(request: Request) -> Response:
     return json_response(state_of(request).stats())
+
+
+async def generations(request: Request) -> Response:
+    return json_response(state_of(request).generations())
 
 
 async def load(request: Request) -> Response:
@@ -67,6 +73,7 @@ def routes() -> list[Route]:
         Route("/__emulator/requests", list_requests, methods=["GET"]),
         Route("/__emulator/requests", clear_requests, methods=["DELETE"]),
         Route("/__emulator/stats", stats, methods=["GET"]),
+        Route("/__emulator/generations", generations, methods=["GET"]),
         Route("/__emulator/load", load, methods=["POST"]),
         Route("/__emulator/unload", unload, methods=["POST"]),
         Route("/__emulator/reset", reset, methods=["POST"]),

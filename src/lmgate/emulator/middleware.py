@@ -8,6 +8,7 @@ Pure ASGI so streamed bodies pass through untouched and disconnects reach the ha
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -21,6 +22,17 @@ from lmgate.emulator.state import EmulatorState
 from lmgate.emulator.streaming import StreamDropped
 
 HOOK_PREFIX = "/__emulator/"
+GENERATING = frozenset(  # answers counted per model, for `/__emulator/stats`
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/api/v0/chat/completions",
+        "/api/v0/completions",
+        "/api/v1/chat",
+    }
+)
 
 
 class FrontDoor:
@@ -92,8 +104,21 @@ class FrontDoor:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
+        model = parsed.get("model") if isinstance(parsed, dict) else None
+        if isinstance(model, str) and scope["method"] == "POST" and path in GENERATING:
+            generation = self.state.catalog.generation(model)
+            counted: contextlib.AbstractContextManager[Any] = generation
+            inner_send = stamped_send
+
+            async def stamped_send(message: Message) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    generation.end()
+                await inner_send(message)
+        else:
+            counted = contextlib.nullcontext()
         try:
-            await self.app(scope, replay, stamped_send)
+            with counted:
+                await self.app(scope, replay, stamped_send)
         except StreamDropped:
             if not started:
                 raise

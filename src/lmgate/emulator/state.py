@@ -62,6 +62,14 @@ class EmulatorState:
         while len(self.stored_responses) > MAX_STORED_RESPONSES:
             del self.stored_responses[next(iter(self.stored_responses))]
 
+    def generations(self) -> dict[str, Any]:
+        """Answers being generated per model, the most at once, unloads under an answer."""
+        return {
+            "generating": dict(self.catalog.generating),
+            "peak_generating": dict(self.catalog.peak),
+            "busy_unloads": self.catalog.busy_unloads,
+        }
+
     def stats(self) -> dict[str, int]:
         return {
             "active_streams": self.streams.active,

@@ -1,4 +1,5 @@
-"""Monitoring routes: `/debug/status`, `/debug/metrics`, `/metrics`, `/debug/requests`.
+"""Monitoring routes: `/debug/status`, `/debug/metrics`, `/metrics`, `/debug/requests`,
+`/debug/queue`.
 
 `/debug/stream` lives in its own module and is mounted here. `DELETE /debug/requests/{id}`
 cancels every in-flight request with that id (ids are the `X-Request-ID` a client may choose,
@@ -50,6 +51,12 @@ async def debug_metrics(request: Request) -> dict[str, Any]:
         "system": gw.stats.system(),
     }
     return legacy | gw.obs.snapshot()
+
+
+@router.get("/debug/queue")
+async def debug_queue(request: Request) -> dict[str, Any]:
+    """The scheduler's queue and each model's slots (this worker's)."""
+    return gateway_of(request).scheduler.queue_json()
 
 
 @router.get("/metrics")

@@ -31,6 +31,7 @@ class UpstreamModel:
     quantization: str | None = None
     format: str | None = None
     display_name: str | None = None
+    size_bytes: int | None = None  # on disk (REST v1), for the scheduler's memory budget
 
     @property
     def loaded(self) -> bool:
@@ -64,6 +65,7 @@ def _from_v1(entry: dict[str, Any]) -> UpstreamModel:
         quantization=quant.get("name") if isinstance(quant, dict) else quant,
         format=entry.get("format"),
         display_name=entry.get("display_name"),
+        size_bytes=size if isinstance(size := entry.get("size_bytes"), int) else None,
     )
 
 

@@ -40,6 +40,7 @@ class UpstreamWatcher:
         self.synced_at: float | None = None
         self.last_error: str | None = None
         self.listeners: list[Listener] = []
+        self.synced: list[Callable[[], None]] = []  # told after every successful poll
         self._lock = asyncio.Lock()
 
     async def capabilities(self, *, refresh: bool = False) -> Capabilities:
@@ -85,6 +86,7 @@ class UpstreamWatcher:
                     model.quantization,
                     model.format,
                     model.display_name,
+                    model.size_bytes,
                 )
 
     async def poll(self) -> None:
@@ -98,6 +100,8 @@ class UpstreamWatcher:
             self.models = {m.key: m for m in models}
             self.synced_at = time.time()
             self.last_error = None
+        for after in self.synced:
+            after()
         if first:
             return
         for iid in fresh.keys() - previous.keys():

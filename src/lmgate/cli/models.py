@@ -21,7 +21,8 @@ Key = Annotated[
 ]
 
 
-def _call(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+def call_gateway(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+    """One admin API call; any failure ends the command with a line that names the fix."""
     import httpx  # here, not at the top: `lmgate serve` loads this module and never calls it
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -40,6 +41,13 @@ def _call(url: str, key: str | None, method: str, path: str, body: Any = None) -
         error = data.get("error", {}) if isinstance(data, dict) else {}
         message = error.get("message") if isinstance(error, dict) else error
         typer.echo(f"lmgate: {resp.status_code}: {message}", err=True)
+        if resp.status_code == 401:
+            given = "no admin key was given" if not key else "the admin key given was refused"
+            typer.echo(
+                f"lmgate: {given}: pass the gateway's admin key with --admin-key KEY "
+                "or set LMGATE_ADMIN_KEY",
+                err=True,
+            )
         raise typer.Exit(1)
     return data
 
@@ -51,7 +59,7 @@ def _config_text(config: dict[str, Any]) -> str:
 @models_app.command("list")
 def list_models(url: Url = "http://127.0.0.1:1235", admin_key: Key = None) -> None:
     """Every model the upstream knows: loaded instances, active model, stored profile."""
-    data = _call(url, admin_key, "GET", "/admin/models")
+    data = call_gateway(url, admin_key, "GET", "/admin/models")
     table = Table(title=f"models ({data.get('upstream')})")
     for column in ("model", "type", "loaded instances", "active", "profile"):
         table.add_column(column)
@@ -100,7 +108,7 @@ def load(
         "newInstance": new_instance,
         "loadConfig": {k: v for k, v in config.items() if v is not None},
     }
-    data = _call(url, admin_key, "POST", "/admin/models/load", body)
+    data = call_gateway(url, admin_key, "POST", "/admin/models/load", body)
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
     for field, reason in (data.get("notApplied") or {}).items():
         console.print(f"[yellow]not applied[/yellow] {field}: {reason}")
@@ -127,7 +135,7 @@ def unload(
         if instance
         else {"modelKey": model}
     )
-    data = _call(url, admin_key, "POST", "/admin/models/unload", body)
+    data = call_gateway(url, admin_key, "POST", "/admin/models/unload", body)
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
 
 
@@ -147,5 +155,5 @@ def activate(
     body: dict[str, Any] = {"modelKey": model}
     if given:
         body["defaultInference"] = given
-    data = _call(url, admin_key, "POST", "/admin/models/activate", body)
+    data = call_gateway(url, admin_key, "POST", "/admin/models/activate", body)
     console.print(f"[green]{data['status']}[/green]: {data['message']} {data['defaultInference']}")

@@ -30,7 +30,8 @@ router.include_router(stream_router)
 @router.get("/debug/status")
 async def debug_status(request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
-    return gw.stats.status(gw.state.state.active_model) | {"worker": gw.worker.as_json()}
+    status = gw.stats.status(gw.state.state.active_model)
+    return status | {"blocks": gw.security.damper.blocks(), "worker": gw.worker.as_json()}
 
 
 @router.get("/debug/metrics")

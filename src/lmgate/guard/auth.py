@@ -41,6 +41,7 @@ _PROBLEMS = {
     Problem.UNKNOWN: "the API key is not valid",
     Problem.REVOKED: "the API key was revoked",
     Problem.EXPIRED: "the API key has expired",
+    Problem.ROTATED: "the API key was rotated: use the new key it was replaced with",
 }
 log = structlog.get_logger("lmgate.guard")
 

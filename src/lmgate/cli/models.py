@@ -92,7 +92,13 @@ def load(
     eval_batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
     gpu_ratio: Annotated[float | None, typer.Option(help="GPU offload ratio 0-1.")] = None,
     new_instance: Annotated[bool, typer.Option(help="Load another instance.")] = False,
-    activate: Annotated[bool, typer.Option(help="Make it the active model.")] = True,
+    activate: Annotated[
+        bool | None,
+        typer.Option(
+            "--activate/--no-activate",
+            help="Make it the active model [default: only when no other model is active].",
+        ),
+    ] = None,
 ) -> None:
     """Load MODEL upstream (or, on older LM Studio, store it and print the manual steps)."""
     config: dict[str, Any] = {
@@ -104,7 +110,7 @@ def load(
         config["gpu"] = {"ratio": gpu_ratio}
     body = {
         "modelKey": model,
-        "activate": activate,
+        **({"activate": activate} if activate is not None else {}),
         "newInstance": new_instance,
         "loadConfig": {k: v for k, v in config.items() if v is not None},
     }
@@ -148,6 +154,9 @@ def activate(
     max_tokens: Annotated[int | None, typer.Option(help="Default max tokens (-1: none).")] = None,
     top_p: Annotated[float | None, typer.Option(help="Default top-p.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Default top-k.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Activate even a model the upstream does not list.")
+    ] = False,
 ) -> None:
     """Make MODEL the active model, optionally with default sampling parameters."""
     defaults = {"temperature": temperature, "maxTokens": max_tokens, "topP": top_p, "topK": top_k}
@@ -155,5 +164,7 @@ def activate(
     body: dict[str, Any] = {"modelKey": model}
     if given:
         body["defaultInference"] = given
+    if force:
+        body["force"] = True
     data = call_gateway(url, admin_key, "POST", "/admin/models/activate", body)
     console.print(f"[green]{data['status']}[/green]: {data['message']} {data['defaultInference']}")

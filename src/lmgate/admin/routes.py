@@ -22,15 +22,29 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.post("/models/activate")
 async def activate(body: ActivateRequest, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
-    warning = None if body.force else await check_known(gw.watcher, body.model_key)
+    embedding = (
+        body.default_embedding_model if "default_embedding_model" in body.model_fields_set else ...
+    )
+    warning = None
+    if not body.force:
+        for name in (body.model_key, embedding):
+            if isinstance(name, str) and (problem := await check_known(gw.watcher, name)):
+                warning = problem
     given = body.default_inference.wire() if body.default_inference else None
-    defaults = (await gw.state.activate(body.model_key, given)).default_inference
-    gw.bus.publish("model_activate", modelKey=body.model_key, defaultInference=defaults)
+    state = await gw.state.activate(body.model_key, given, embedding_model=embedding)
+    defaults = state.default_inference
+    gw.bus.publish(
+        "model_activate",
+        modelKey=body.model_key,
+        defaultInference=defaults,
+        defaultEmbeddingModel=state.embedding_model,
+    )
     answer: dict[str, Any] = {
         "status": "activated",
         "message": f"'{body.model_key}' is now the active model.",
         "modelKey": body.model_key,
         "defaultInference": defaults,
+        "defaultEmbeddingModel": state.embedding_model,
     }
     if warning:
         answer["warning"] = warning

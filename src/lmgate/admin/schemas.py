@@ -70,6 +70,8 @@ class EditionFields(Schema):
 class ActivateRequest(EditionFields, ModelKey):
     default_inference: DefaultInference | None = None
     force: bool = False  # activate even a model the upstream does not list
+    # injected into embeddings requests without a model; null clears it, absent keeps it
+    default_embedding_model: str | None = Field(None, min_length=1, max_length=512)
 
 
 class LoadRequest(EditionFields, ModelKey):

@@ -157,6 +157,10 @@ def activate(
     force: Annotated[
         bool, typer.Option(help="Activate even a model the upstream does not list.")
     ] = False,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(help="Model for embeddings requests that name none ('' clears it)."),
+    ] = None,
 ) -> None:
     """Make MODEL the active model, optionally with default sampling parameters."""
     defaults = {"temperature": temperature, "maxTokens": max_tokens, "topP": top_p, "topK": top_k}
@@ -166,5 +170,7 @@ def activate(
         body["defaultInference"] = given
     if force:
         body["force"] = True
+    if embedding_model is not None:
+        body["defaultEmbeddingModel"] = embedding_model or None
     data = call_gateway(url, admin_key, "POST", "/admin/models/activate", body)
     console.print(f"[green]{data['status']}[/green]: {data['message']} {data['defaultInference']}")

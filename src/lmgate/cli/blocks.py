@@ -7,9 +7,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from lmgate.cli.models import Key, Url, call_gateway
+from lmgate.cli.tables import print_table, text
 
 blocks_app = typer.Typer(
     help="List and lift blocks of addresses that sent too many bad keys (admin key needed)."
@@ -27,12 +27,9 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
     if not blocks:
         console.print("no address is blocked")
         return
-    table = Table(title="blocked addresses")
-    for column in ("address", "retry after (s)", "offences"):
-        table.add_column(column, overflow="fold")
-    for block in blocks:
-        table.add_row(str(block["address"]), str(block["retryAfter"]), str(block["offences"]))
-    console.print(table)
+    rows = [[text(b["address"]), text(b["retryAfter"]), text(b["offences"])] for b in blocks]
+    columns = ("address", "retry after (s)", "offences")
+    print_table("blocked addresses", columns, rows, keep=("address",))
 
 
 @blocks_app.command("list")

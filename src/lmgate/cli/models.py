@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from lmgate.cli.tables import pairs, print_table, text
 
 models_app = typer.Typer(help="Manage models through a running gateway (admin key needed).")
 console = Console()
@@ -52,32 +54,37 @@ def call_gateway(url: str, key: str | None, method: str, path: str, body: Any = 
     return data
 
 
-def _config_text(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(config.items())) or "-"
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @models_app.command("list")
-def list_models(url: Url = "http://127.0.0.1:1235", admin_key: Key = None) -> None:
+def list_models(
+    url: Url = "http://127.0.0.1:1235", admin_key: Key = None, as_json: Json = False
+) -> None:
     """Every model the upstream knows: loaded instances, active model, stored profile."""
     data = call_gateway(url, admin_key, "GET", "/admin/models")
-    table = Table(title=f"models ({data.get('upstream')})")
-    for column in ("model", "type", "loaded instances", "active", "profile"):
-        table.add_column(column)
+    if as_json:
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = []
     for model in data["models"]:
         instances = "\n".join(
-            f"{i['id']} ({_config_text(i.get('config') or {})})" for i in model.get("instances", [])
+            f"{i['id']} ({pairs(i.get('config') or {})})" for i in model.get("instances", [])
         )
         profile = model.get("profile") or {}
-        table.add_row(
-            model["key"],
-            str(model.get("type") or "-"),
-            instances or "-",
-            "yes" if model.get("active") else "",
-            _config_text(
-                {**(profile.get("loadConfig") or {}), **(profile.get("defaultInference") or {})}
-            ),
+        rows.append(
+            [
+                model["key"],
+                text(model.get("type")),
+                instances or "-",
+                "yes" if model.get("active") else "",
+                pairs(
+                    {**(profile.get("loadConfig") or {}), **(profile.get("defaultInference") or {})}
+                ),
+            ]
         )
-    console.print(table)
+    columns = ("model", "type", "loaded instances", "active", "profile")
+    print_table(f"models ({data.get('upstream')})", columns, rows, keep=("model",))
     if data.get("error"):
         console.print(f"[yellow]upstream: {data['error']}[/yellow]")
 
@@ -118,8 +125,8 @@ def load(
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
     for field, reason in (data.get("notApplied") or {}).items():
         console.print(f"[yellow]not applied[/yellow] {field}: {reason}")
-    for step, text in (data.get("workflow") or {}).items():
-        console.print(f"{step}: {text}")
+    for step, line in (data.get("workflow") or {}).items():
+        console.print(f"{step}: {line}")
 
 
 @models_app.command("unload")
@@ -173,4 +180,9 @@ def activate(
     if embedding_model is not None:
         body["defaultEmbeddingModel"] = embedding_model or None
     data = call_gateway(url, admin_key, "POST", "/admin/models/activate", body)
-    console.print(f"[green]{data['status']}[/green]: {data['message']} {data['defaultInference']}")
+    console.print(f"[green]{data['status']}[/green]: {data['message']}")
+    console.print(f"default inference: {pairs(data.get('defaultInference') or {})}")
+    if data.get("defaultEmbeddingModel"):
+        console.print(f"default embedding model: {data['defaultEmbeddingModel']}")
+    if data.get("warning"):
+        console.print(f"[yellow]warning[/yellow]: {data['warning']}")

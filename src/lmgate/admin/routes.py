@@ -120,7 +120,7 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     return {
         "status": "loaded",
         "message": f"'{key}' {what} as instance '{outcome.instance_id}'."
-        + (" It is now the active model." if activate else _activation_note(gw, activate)),
+        + _activation_note(gw, activate),
         "modelKey": key,
         "instanceId": outcome.instance_id,
         "loadTimeSeconds": outcome.load_seconds,

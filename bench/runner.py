@@ -41,7 +41,8 @@ from bench.processes import (
 from lmgate.settings import LEGACY_ENV
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = {"modelKey": "qwen/qwen3-4b", "defaultInference": {"temperature": 0.2}}
+# the fake upstreams list one name and serve any: the activation is forced
+MODEL = {"modelKey": "qwen/qwen3-4b", "defaultInference": {"temperature": 0.2}, "force": True}
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

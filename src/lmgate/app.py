@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from lmgate.admin.blocks_routes import router as blocks_router
 from lmgate.admin.inventory_routes import router as inventory_router
 from lmgate.admin.keys_routes import router as keys_router
 from lmgate.admin.routes import router as admin_router
@@ -76,6 +77,7 @@ def _control_plane(gw: Gateway) -> FastAPI:
     app.include_router(service_router)
     app.include_router(admin_router)
     app.include_router(keys_router)
+    app.include_router(blocks_router)
     app.include_router(inventory_router)
     app.include_router(monitoring_router)
     app.include_router(usage_router)

@@ -95,6 +95,7 @@ class Gateway:
         upstream = UpstreamClient(settings)
         stats = obs.stats
         watcher = UpstreamWatcher(upstream, bus, interval=settings.sync_interval)
+        watcher.on_embedding = state.use_loaded_embedding
         models = ModelManager(
             upstream, watcher, state, bus, stats, load_timeout=settings.load_timeout
         )

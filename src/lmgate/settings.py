@@ -229,6 +229,12 @@ class Settings(BaseSettings):
     auth_block_seconds: float = Field(
         60.0, gt=0, description="First block after too many bad keys; doubles on repeats."
     )
+    auth_fail_exempt: CommaList = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="Client CIDRs whose bad keys are never damped (never blocked); default "
+        "this machine's loopback address, so a local script cannot lock the operator out; "
+        "empty = none.",
+    )
 
     # observability
     debug_history: int = Field(
@@ -295,6 +301,11 @@ class Settings(BaseSettings):
     @field_validator("admin_allow", mode="before")
     @classmethod
     def _admin_cidrs(cls, value: Any) -> Any:
+        return _cidrs_or_star(value)
+
+    @field_validator("auth_fail_exempt", mode="before")
+    @classmethod
+    def _exempt_cidrs(cls, value: Any) -> Any:
         return _cidrs_or_star(value)
 
     @field_validator("metrics_allow", mode="before")

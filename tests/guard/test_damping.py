@@ -59,3 +59,31 @@ def test_ipv6_counts_per_64() -> None:
     assert a == b != c
     assert bucket(ipaddress.ip_address("192.0.2.1")) == "192.0.2.1"
     assert bucket(None) == "unknown"
+
+
+def test_exempt_addresses_are_not_counted() -> None:
+    from lmgate.guard.allowlist import NetworkSet
+
+    d = Damper(limit=1, block_s=10, exempt=NetworkSet(["127.0.0.1/32", "::1/128"]))
+    assert not d.counts(ipaddress.ip_address("127.0.0.1"))
+    assert not d.counts(ipaddress.ip_address("::1"))
+    assert d.counts(ipaddress.ip_address("127.0.0.2"))
+    assert not Damper(limit=0, block_s=10).counts(ipaddress.ip_address("10.0.0.1"))
+
+
+def test_blocks_are_listed_and_lifted() -> None:
+    from lmgate.guard.damping import bucket_of_text
+
+    d = Damper(limit=1, block_s=10)
+    d.failed("10.0.0.1", now=0)
+    d.failed("10.0.0.2", now=5)
+    d.failed("10.0.0.3", now=-100)  # long over
+    assert [b["address"] for b in d.blocks(now=6)] == ["10.0.0.2", "10.0.0.1"]
+    assert d.clear("10.0.0.9", now=6) == []
+    assert d.clear("10.0.0.1", now=6) == ["10.0.0.1"]
+    assert d.blocked_for("10.0.0.1", now=6) == 0
+    assert d.clear(now=6) == ["10.0.0.2"] and d.tracked() == 0
+    assert bucket_of_text("2001:db8::5") == "2001:db8::/64"
+    assert bucket_of_text("2001:db8::/64") == "2001:db8::/64"
+    assert bucket_of_text("10.0.0.1") == "10.0.0.1"
+    assert bucket_of_text("nonsense") is None and bucket_of_text("1.2.3.4/99") is None

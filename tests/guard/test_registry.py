@@ -66,8 +66,13 @@ def test_rotation_elsewhere(data: Path) -> None:
     cli = _cli_store(data)
     _, old = cli.create(NewKey(name="svc"))
     _, new = cli.rotate("svc")
-    assert reg.identify(old.encode()) is Problem.UNKNOWN
+    assert reg.identify(old.encode()) is Problem.ROTATED
     assert isinstance(reg.identify(new.encode()), Principal)
+    _, newest = cli.rotate("svc")
+    assert reg.identify(new.encode()) is Problem.ROTATED
+    assert reg.identify(old.encode()) is Problem.ROTATED
+    assert isinstance(reg.identify(newest.encode()), Principal)
+    assert reg.identify(b"never-issued") is Problem.UNKNOWN
 
 
 def test_expired_key(data: Path) -> None:

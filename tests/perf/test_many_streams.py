@@ -81,7 +81,11 @@ def slow_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
         try:
             activated = httpx.post(
                 gateway.url + "/admin/models/activate",
-                json={"modelKey": "qwen/qwen3-4b", "defaultInference": {"temperature": 0.2}},
+                json={  # the bench upstream lists one name and serves any: force
+                    "modelKey": "qwen/qwen3-4b",
+                    "defaultInference": {"temperature": 0.2},
+                    "force": True,
+                },
                 headers={"Authorization": f"Bearer {ADMIN_KEY}"},
                 timeout=10,
             )

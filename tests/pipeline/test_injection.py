@@ -53,7 +53,8 @@ def test_responses_messages_and_embeddings_names() -> None:
     assert messages["max_tokens"] == 64
     assert messages["stop_sequences"] == ["END"]
     assert "repeat_penalty" not in messages
-    assert _run("embeddings", {"input": "x"}) == {"input": "x", "model": "qwen/qwen3-4b"}
+    # no chat model, no sampling defaults: embeddings get only an embedding model
+    assert _run("embeddings", {"input": "x"}) == {"input": "x"}
 
 
 def test_unlimited_max_tokens_only_where_the_wire_accepts_it() -> None:
@@ -76,3 +77,24 @@ def test_injected_lists_are_copies() -> None:
     first = _run("chat", {})
     first["stop"].append("X")
     assert _run("chat", {})["stop"] == ["END"]
+
+
+def test_embeddings_get_the_embedding_model_or_none() -> None:
+    chat_only = compile_injection("qwen/qwen3-4b", {"temperature": 0.2})
+    body: dict[str, object] = {"input": "x"}
+    assert inject(body, "embeddings", chat_only) is False and "model" not in body
+    both = compile_injection("qwen/qwen3-4b", {}, embedding_model="nomic-embed")
+    added: dict[str, object] = {}
+    assert inject(body, "embeddings", both, added) is True
+    assert body["model"] == "nomic-embed" and added == {"model": "nomic-embed"}
+    chat: dict[str, object] = {"messages": []}
+    inject(chat, "chat", both)
+    assert chat["model"] == "qwen/qwen3-4b"
+
+
+def test_added_names_what_was_filled_in() -> None:
+    inj = compile_injection("m", {"temperature": 0.2, "maxTokens": 5, "stopStrings": ["END"]})
+    body: dict[str, object] = {"messages": [], "temperature": 1.0}
+    added: dict[str, object] = {}
+    inject(body, "chat", inj, added)
+    assert added == {"model": "m", "max_tokens": 5, "stop": ["END"]}

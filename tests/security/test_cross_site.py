@@ -159,7 +159,9 @@ def test_the_gateway_own_pages_and_plain_clients_still_work(keyless: ServerProce
         resp = httpx.post(url + "/admin/models/activate", json=body, headers=headers)
         assert resp.status_code == 200, (headers, resp.text)
     charset = {"Content-Type": "application/json; charset=utf-8"}
-    resp = httpx.post(url + "/admin/models/activate", content=b'{"modelKey": "x"}', headers=charset)
+    resp = httpx.post(
+        url + "/admin/models/activate", content=b'{"modelKey": "qwen/qwen3-4b"}', headers=charset
+    )
     assert resp.status_code == 200, resp.text
     # Bodiless writes need no content type.
     assert httpx.delete(url + "/debug/requests/nothing-here").status_code == 404

@@ -27,7 +27,8 @@ def test_cli_changes_apply_on_the_next_request(target: ServerProcess, tmp_root: 
     rotated = lmgate_cli("keys", "rotate", "cli-alice", data_dir=tmp_root / "target")
     new = rotated.stdout.strip()
     resp = httpx.get(target.url + "/v1/models", headers=bearer(key))
-    assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+    assert resp.status_code == 401 and resp.json()["error"]["code"] == "rotated_api_key"
+    assert "rotated" in resp.json()["error"]["message"]
     assert _status(target, new) == 200
     revoked = lmgate_cli("keys", "revoke", "cli-alice", data_dir=tmp_root / "target")
     assert revoked.returncode == 0

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from lmgate.admin import edition
+from lmgate.admin.model_check import check_known
 from lmgate.admin.schemas import ActivateRequest, LoadRequest, UnloadRequest
 from lmgate.admin.workflow import load_workflow, unload_workflow
 from lmgate.gateway import Gateway, gateway_of
@@ -21,25 +22,62 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.post("/models/activate")
 async def activate(body: ActivateRequest, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
+    embedding = (
+        body.default_embedding_model if "default_embedding_model" in body.model_fields_set else ...
+    )
+    warning = None
+    if not body.force:
+        for name in (body.model_key, embedding):
+            if isinstance(name, str) and (problem := await check_known(gw.watcher, name)):
+                warning = problem
     given = body.default_inference.wire() if body.default_inference else None
-    defaults = (await gw.state.activate(body.model_key, given)).default_inference
-    gw.bus.publish("model_activate", modelKey=body.model_key, defaultInference=defaults)
-    answer = {
+    state = await gw.state.activate(body.model_key, given, embedding_model=embedding)
+    defaults = state.default_inference
+    gw.bus.publish(
+        "model_activate",
+        modelKey=body.model_key,
+        defaultInference=defaults,
+        defaultEmbeddingModel=state.embedding_model,
+    )
+    answer: dict[str, Any] = {
         "status": "activated",
         "message": f"'{body.model_key}' is now the active model.",
         "modelKey": body.model_key,
         "defaultInference": defaults,
+        "defaultEmbeddingModel": state.embedding_model,
     }
+    if warning:
+        answer["warning"] = warning
     if not_applied := edition.activate_not_applied(body):
         answer["notApplied"] = not_applied
     return answer
 
 
+def _activates(gw: Gateway, body: LoadRequest) -> bool:
+    """Whether a load makes its model the active one: as asked, else only when no other
+    model is active, so loading a second model never silently replaces the first."""
+    if body.activate is not None:
+        return body.activate
+    active = gw.state.state.active_model
+    return active is None or active == body.model_key
+
+
+def _activation_note(gw: Gateway, activated: bool) -> str:
+    active = gw.state.state.active_model
+    if activated or active is None:
+        return ""
+    return f" Not activated: '{active}' stays the active model (send \"activate\": true to switch)."
+
+
 async def _remember(
-    gw: Gateway, body: LoadRequest, config: dict[str, Any], given: dict[str, Any] | None
+    gw: Gateway,
+    body: LoadRequest,
+    config: dict[str, Any],
+    given: dict[str, Any] | None,
+    activate: bool,
 ) -> dict[str, Any]:
     """Store the load config (and activate); returns the defaults now in force for the model."""
-    if body.activate:
+    if activate:
         state = await gw.state.activate(body.model_key, given, config)
         gw.bus.publish(
             "model_activate", modelKey=body.model_key, defaultInference=state.default_inference
@@ -55,20 +93,23 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     key = body.model_key
     config = edition.with_ttl(body, body.load_config.wire() if body.load_config else {})
     given = body.default_inference.wire() if body.default_inference else None
+    activate = _activates(gw, body)
     if not (await gw.watcher.capabilities()).model_management:
         gw.bus.publish("model_load_start", modelKey=key, loadConfig=config)
-        defaults = await _remember(gw, body, config, given)
-        gw.bus.publish("model_load_complete", modelKey=key, activated=body.activate, loaded=False)
+        defaults = await _remember(gw, body, config, given, activate)
+        gw.bus.publish("model_load_complete", modelKey=key, activated=activate, loaded=False)
         answer = {
-            "status": "activated" if body.activate else "stored",
+            "status": "activated" if activate else "stored",
             "message": (
-                f"'{key}' is {'now the active model' if body.activate else 'stored'} in lmgate. "
+                f"'{key}' is {'now the active model' if activate else 'stored'} in lmgate. "
                 "This upstream cannot be told to load models, so load it in LM Studio by hand."
+                + _activation_note(gw, activate)
             ),
             "modelKey": key,
+            "activated": activate,
             "loadConfig": config,
             "defaultInference": defaults,
-            "workflow": load_workflow(key, config, body.activate, edition.wanted_identifier(body)),
+            "workflow": load_workflow(key, config, activate, edition.wanted_identifier(body)),
         }
         if not_applied := edition.stored_not_applied(body):
             answer["notApplied"] = not_applied
@@ -76,11 +117,12 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     outcome = await gw.models.load(key, config, new_instance=body.new_instance)
     if not outcome.already_loaded:
         gw.scheduler.loaded(key)  # lmgate's own: its idle TTL applies
-    defaults = await _remember(gw, body, config, given)
+    defaults = await _remember(gw, body, config, given, activate)
     what = "was already loaded" if outcome.already_loaded else "is loaded"
     return {
         "status": "loaded",
-        "message": f"'{key}' {what} as instance '{outcome.instance_id}'.",
+        "message": f"'{key}' {what} as instance '{outcome.instance_id}'."
+        + _activation_note(gw, activate),
         "modelKey": key,
         "instanceId": outcome.instance_id,
         "loadTimeSeconds": outcome.load_seconds,
@@ -88,7 +130,8 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         "replacedInstances": outcome.replaced,
         "applied": outcome.applied,
         "notApplied": edition.load_not_applied(body, outcome.not_applied, outcome.instance_id),
-        "activated": body.activate,
+        "activated": activate,
+        "activeModel": gw.state.state.active_model,
         "defaultInference": defaults,
     }
 

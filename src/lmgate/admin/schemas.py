@@ -69,10 +69,13 @@ class EditionFields(Schema):
 
 class ActivateRequest(EditionFields, ModelKey):
     default_inference: DefaultInference | None = None
+    force: bool = False  # activate even a model the upstream does not list
+    # injected into embeddings requests without a model; null clears it, absent keeps it
+    default_embedding_model: str | None = Field(None, min_length=1, max_length=512)
 
 
 class LoadRequest(EditionFields, ModelKey):
-    activate: bool = True
+    activate: bool | None = None  # None: only when no other model is active
     default_inference: DefaultInference | None = None
     load_config: LoadConfig | None = None
     new_instance: bool = False

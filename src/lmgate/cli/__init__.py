@@ -10,6 +10,7 @@ import sqlite3
 
 import typer
 
+from lmgate.cli.blocks import blocks_app
 from lmgate.cli.doctor import doctor
 from lmgate.cli.keys import keys_app
 from lmgate.cli.models import models_app
@@ -41,6 +42,7 @@ def root() -> None:
 app.command()(serve)
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(blocks_app, name="blocks")
 app.add_typer(tls_app, name="tls")
 app.command()(doctor)
 app.command()(reset)

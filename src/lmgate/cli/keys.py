@@ -15,9 +15,9 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from lmgate.cli.serve import check_state, load_settings
+from lmgate.cli.tables import print_table
 from lmgate.store.db import Database
 from lmgate.store.keys import KeyProblem, KeyRow, KeyStore, NewKey, load_secret, parse_expiry
 
@@ -132,19 +132,17 @@ def list_keys(
     if json:
         typer.echo(orjson.dumps([r.as_json() for r in rows], option=orjson.OPT_INDENT_2))
         return
-    table = Table(title=f"{len(rows)} key(s)")
     columns = ("name", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "tools", "expires")
-    for column in columns:
-        table.add_column(column)
-    table.add_column("status")
     now = time.time()
-    for r in rows:
-        table.add_row(
+    cells = [
+        [
             r.name, r.id, r.hint + "...", r.scope, ",".join(r.models) or "*",
             *(str(v) if v is not None else "-" for v in (r.rpm, r.tpm, r.max_concurrent)),
             _tools(r), _when(r.expires_at), r.status(now),
-        )  # fmt: skip
-    Console().print(table)
+        ]
+        for r in rows
+    ]  # fmt: skip
+    print_table(f"{len(rows)} key(s)", (*columns, "status"), cells, keep=("id", "hint"))
 
 
 @keys_app.command("revoke")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from lmgate.cli.tables import pairs, print_table, text
 
 models_app = typer.Typer(help="Manage models through a running gateway (admin key needed).")
 console = Console()
@@ -21,7 +23,8 @@ Key = Annotated[
 ]
 
 
-def _call(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+def call_gateway(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+    """One admin API call; any failure ends the command with a line that names the fix."""
     import httpx  # here, not at the top: `lmgate serve` loads this module and never calls it
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -40,36 +43,48 @@ def _call(url: str, key: str | None, method: str, path: str, body: Any = None) -
         error = data.get("error", {}) if isinstance(data, dict) else {}
         message = error.get("message") if isinstance(error, dict) else error
         typer.echo(f"lmgate: {resp.status_code}: {message}", err=True)
+        if resp.status_code == 401:
+            given = "no admin key was given" if not key else "the admin key given was refused"
+            typer.echo(
+                f"lmgate: {given}: pass the gateway's admin key with --admin-key KEY "
+                "or set LMGATE_ADMIN_KEY",
+                err=True,
+            )
         raise typer.Exit(1)
     return data
 
 
-def _config_text(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(config.items())) or "-"
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @models_app.command("list")
-def list_models(url: Url = "http://127.0.0.1:1235", admin_key: Key = None) -> None:
+def list_models(
+    url: Url = "http://127.0.0.1:1235", admin_key: Key = None, as_json: Json = False
+) -> None:
     """Every model the upstream knows: loaded instances, active model, stored profile."""
-    data = _call(url, admin_key, "GET", "/admin/models")
-    table = Table(title=f"models ({data.get('upstream')})")
-    for column in ("model", "type", "loaded instances", "active", "profile"):
-        table.add_column(column)
+    data = call_gateway(url, admin_key, "GET", "/admin/models")
+    if as_json:
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = []
     for model in data["models"]:
         instances = "\n".join(
-            f"{i['id']} ({_config_text(i.get('config') or {})})" for i in model.get("instances", [])
+            f"{i['id']} ({pairs(i.get('config') or {})})" for i in model.get("instances", [])
         )
         profile = model.get("profile") or {}
-        table.add_row(
-            model["key"],
-            str(model.get("type") or "-"),
-            instances or "-",
-            "yes" if model.get("active") else "",
-            _config_text(
-                {**(profile.get("loadConfig") or {}), **(profile.get("defaultInference") or {})}
-            ),
+        rows.append(
+            [
+                model["key"],
+                text(model.get("type")),
+                instances or "-",
+                "yes" if model.get("active") else "",
+                pairs(
+                    {**(profile.get("loadConfig") or {}), **(profile.get("defaultInference") or {})}
+                ),
+            ]
         )
-    console.print(table)
+    columns = ("model", "type", "loaded instances", "active", "profile")
+    print_table(f"models ({data.get('upstream')})", columns, rows, keep=("model",))
     if data.get("error"):
         console.print(f"[yellow]upstream: {data['error']}[/yellow]")
 
@@ -84,7 +99,13 @@ def load(
     eval_batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
     gpu_ratio: Annotated[float | None, typer.Option(help="GPU offload ratio 0-1.")] = None,
     new_instance: Annotated[bool, typer.Option(help="Load another instance.")] = False,
-    activate: Annotated[bool, typer.Option(help="Make it the active model.")] = True,
+    activate: Annotated[
+        bool | None,
+        typer.Option(
+            "--activate/--no-activate",
+            help="Make it the active model [default: only when no other model is active].",
+        ),
+    ] = None,
 ) -> None:
     """Load MODEL upstream (or, on older LM Studio, store it and print the manual steps)."""
     config: dict[str, Any] = {
@@ -96,16 +117,16 @@ def load(
         config["gpu"] = {"ratio": gpu_ratio}
     body = {
         "modelKey": model,
-        "activate": activate,
+        **({"activate": activate} if activate is not None else {}),
         "newInstance": new_instance,
         "loadConfig": {k: v for k, v in config.items() if v is not None},
     }
-    data = _call(url, admin_key, "POST", "/admin/models/load", body)
+    data = call_gateway(url, admin_key, "POST", "/admin/models/load", body)
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
     for field, reason in (data.get("notApplied") or {}).items():
         console.print(f"[yellow]not applied[/yellow] {field}: {reason}")
-    for step, text in (data.get("workflow") or {}).items():
-        console.print(f"{step}: {text}")
+    for step, line in (data.get("workflow") or {}).items():
+        console.print(f"{step}: {line}")
 
 
 @models_app.command("unload")
@@ -127,7 +148,7 @@ def unload(
         if instance
         else {"modelKey": model}
     )
-    data = _call(url, admin_key, "POST", "/admin/models/unload", body)
+    data = call_gateway(url, admin_key, "POST", "/admin/models/unload", body)
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
 
 
@@ -140,6 +161,13 @@ def activate(
     max_tokens: Annotated[int | None, typer.Option(help="Default max tokens (-1: none).")] = None,
     top_p: Annotated[float | None, typer.Option(help="Default top-p.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Default top-k.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Activate even a model the upstream does not list.")
+    ] = False,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(help="Model for embeddings requests that name none ('' clears it)."),
+    ] = None,
 ) -> None:
     """Make MODEL the active model, optionally with default sampling parameters."""
     defaults = {"temperature": temperature, "maxTokens": max_tokens, "topP": top_p, "topK": top_k}
@@ -147,5 +175,14 @@ def activate(
     body: dict[str, Any] = {"modelKey": model}
     if given:
         body["defaultInference"] = given
-    data = _call(url, admin_key, "POST", "/admin/models/activate", body)
-    console.print(f"[green]{data['status']}[/green]: {data['message']} {data['defaultInference']}")
+    if force:
+        body["force"] = True
+    if embedding_model is not None:
+        body["defaultEmbeddingModel"] = embedding_model or None
+    data = call_gateway(url, admin_key, "POST", "/admin/models/activate", body)
+    console.print(f"[green]{data['status']}[/green]: {data['message']}")
+    console.print(f"default inference: {pairs(data.get('defaultInference') or {})}")
+    if data.get("defaultEmbeddingModel"):
+        console.print(f"default embedding model: {data['defaultEmbeddingModel']}")
+    if data.get("warning"):
+        console.print(f"[yellow]warning[/yellow]: {data['warning']}")

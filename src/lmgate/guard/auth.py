@@ -28,7 +28,7 @@ from lmgate.guard.keys import KeyRegistry, Principal, Problem
 from lmgate.guard.origin import OriginPolicy
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.paths import normalise, quote_path, required_scope
-from lmgate.observe.events import EventBus, auth_denied
+from lmgate.observe.events import EventBus, address_blocked, auth_denied
 
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
 _READ_METHODS = ("GET",)
@@ -41,6 +41,7 @@ _PROBLEMS = {
     Problem.UNKNOWN: "the API key is not valid",
     Problem.REVOKED: "the API key was revoked",
     Problem.EXPIRED: "the API key has expired",
+    Problem.ROTATED: "the API key was rotated: use the new key it was replaced with",
 }
 log = structlog.get_logger("lmgate.guard")
 
@@ -145,8 +146,8 @@ class GuardMiddleware:
 
         if needed is KeyScope.PUBLIC or not self.keys.required:
             return needed
-        who = bucket(addr)
-        wait = self.damper.blocked_for(who)
+        who = bucket(addr) if self.damper.counts(addr) else None
+        wait = self.damper.blocked_for(who) if who is not None else 0.0
         if wait:
             raise TooManyRequests(
                 "too many invalid API keys from this address; try again later",
@@ -204,7 +205,17 @@ class GuardMiddleware:
                 code="address_not_allowed",
             )
 
-    def _identify(self, scope: Scope, who: str) -> Principal:
+    def _failed(self, who: str | None) -> None:
+        """Count a bad key against `who` (None: an exempt address); announce a new block."""
+        if who is None:
+            return
+        block = self.damper.failed(who)
+        if block:
+            log.warning("address_blocked", address=who, seconds=block)
+            if self.bus is not None:
+                address_blocked(self.bus, who, block)
+
+    def _identify(self, scope: Scope, who: str | None) -> Principal:
         tokens = presented_keys(scope)
         if not tokens:
             raise Unauthorized(
@@ -212,13 +223,13 @@ class GuardMiddleware:
                 code="missing_api_key",
             )
         if len(tokens) > 1:
-            self.damper.failed(who)
+            self._failed(who)
             raise Unauthorized(
                 "the request carries more than one API key; send exactly one",
                 code="conflicting_api_keys",
             )
         found = self.keys.identify(tokens.pop())
         if isinstance(found, Problem):
-            self.damper.failed(who)
+            self._failed(who)
             raise Unauthorized(_PROBLEMS[found], code=found.value)
         return found

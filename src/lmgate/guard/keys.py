@@ -68,6 +68,7 @@ class Problem(StrEnum):
     UNKNOWN = "invalid_api_key"
     REVOKED = "revoked_api_key"
     EXPIRED = "expired_api_key"
+    ROTATED = "rotated_api_key"
 
 
 _SELECT = (
@@ -94,6 +95,7 @@ class KeyRegistry:
         }
         self._managed: dict[bytes, Principal] = {}
         self._revoked: dict[bytes, str] = {}
+        self._rotated: frozenset[bytes] = frozenset()
         self._ever_managed = False
         self._interval = interval
         self._checked = 0.0
@@ -123,7 +125,9 @@ class KeyRegistry:
         if found is None and digest not in self._revoked and self.refresh():
             found = self._managed.get(digest)
         if found is None:
-            return Problem.REVOKED if digest in self._revoked else Problem.UNKNOWN
+            if digest in self._revoked:
+                return Problem.REVOKED
+            return Problem.ROTATED if digest in self._rotated else Problem.UNKNOWN
         if found.expires_at is not None and found.expires_at <= time.time():
             return Problem.EXPIRED
         return found
@@ -142,11 +146,13 @@ class KeyRegistry:
             if generation == self._generation and not force:
                 return False
             rows = self._conn.execute(_SELECT).fetchall()
+            retired = self._conn.execute("SELECT digest FROM api_keys_retired").fetchall()
         except sqlite3.Error as exc:  # keep serving the last good table; retry next time
             log.warning("key_table_unreadable", error=str(exc))
             return False
         self._generation = generation
         self._load(rows)
+        self._rotated = frozenset(bytes(r[0]) for r in retired)
         return True
 
     def _load(self, rows: list[sqlite3.Row]) -> None:

@@ -23,6 +23,7 @@ from lmgate.errors import TooManyRequests
 from lmgate.exchange import Exchange
 from lmgate.guard.auth import principal_of
 from lmgate.guard.keys import Principal
+from lmgate.guard.rate_headers import Headers, HeaderTap, rate_headers
 from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 
 WINDOW_S = 60.0
@@ -88,6 +89,38 @@ def refusal(
     return None
 
 
+def window_headers(
+    principal: Principal,
+    now: float,
+    *,
+    admitted: int,
+    oldest: float | None,
+    tokens: int,
+    oldest_tokens: float | None,
+    tokens_free_at: Callable[[], float],
+) -> Headers:
+    """`x-ratelimit-*` from the window as this request leaves it (counted when admitted)."""
+    if principal.rpm is None and principal.tpm is None:
+        return []
+    tpm = principal.tpm
+    if tpm is not None and tokens >= tpm:
+        tokens_reset = tokens_free_at() - now
+    else:
+        tokens_reset = oldest_tokens + WINDOW_S - now if oldest_tokens is not None else 0.0
+    return rate_headers(
+        principal,
+        used_requests=admitted,
+        requests_reset=oldest + WINDOW_S - now if oldest is not None else 0.0,
+        used_tokens=tokens,
+        tokens_reset=tokens_reset,
+    )
+
+
+def with_headers(error: TooManyRequests, headers: Headers) -> TooManyRequests:
+    error.headers.update((k.decode(), v.decode()) for k, v in headers)
+    return error
+
+
 class RateLimiter:
     """A proxy hook (admission) and an exchange observer (release, token metering)."""
 
@@ -98,14 +131,30 @@ class RateLimiter:
     async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
         principal = principal_of(request.scope)
         if principal is not None and principal.limited:
-            self.admit(principal, ex, inference=request.kind is not None)
+            headers = self.admit(principal, ex, inference=request.kind is not None)
+            if headers:
+                return HeaderTap(headers)
         return None
 
-    def admit(self, principal: Principal, ex: Exchange, *, inference: bool) -> None:
-        """Check every limit, then record the request; raises TooManyRequests when over one."""
+    def admit(self, principal: Principal, ex: Exchange, *, inference: bool) -> Headers:
+        """Check every limit, then record the request; raises TooManyRequests when over one.
+        Returns the `x-ratelimit-*` headers for the answer (the 429 carries them too)."""
         now = self.clock()
         usage = self._usage.setdefault(principal.id, _Usage())
         usage.prune(now)
+        tpm = principal.tpm
+
+        def headers() -> Headers:
+            return window_headers(
+                principal,
+                now,
+                admitted=len(usage.admitted),
+                oldest=usage.admitted[0] if usage.admitted else None,
+                tokens=usage.token_total,
+                oldest_tokens=usage.tokens[0][0] if usage.tokens else None,
+                tokens_free_at=lambda: usage.tokens_free_at(tpm or 0),
+            )
+
         over = refusal(
             principal,
             now,
@@ -113,19 +162,20 @@ class RateLimiter:
             admitted=len(usage.admitted),
             oldest=usage.admitted[0] if usage.admitted else now,
             tokens=usage.token_total,
-            tokens_free_at=lambda: usage.tokens_free_at(principal.tpm or 0),
+            tokens_free_at=lambda: usage.tokens_free_at(tpm or 0),
             in_flight=usage.in_flight,
         )
         if over is not None:
-            raise over
+            raise with_headers(over, headers())
         limit = principal.max_concurrent
         if principal.rpm is not None:
             usage.admitted.append(now)
         if inference and limit is not None:
             usage.in_flight += 1
             ex.attributes[_HELD] = principal.id
-        if inference and principal.tpm is not None:
+        if inference and tpm is not None:
             ex.attributes[_METERED] = principal.id
+        return headers()
 
     def record_tokens(self, key_id: str, tokens: int) -> None:
         if tokens <= 0:

@@ -74,7 +74,11 @@ class Security:
             settings=settings,
             keys=KeyRegistry(secret, bootstrap_keys(settings), db.path),
             store=KeyStore(db, secret),
-            damper=Damper(limit=settings.auth_fail_limit, block_s=settings.auth_block_seconds),
+            damper=Damper(
+                limit=settings.auth_fail_limit,
+                block_s=settings.auth_block_seconds,
+                exempt=NetworkSet(settings.auth_fail_exempt),
+            ),
             limiter=limiter,
             access=Access(
                 allow=NetworkSet(settings.allow),

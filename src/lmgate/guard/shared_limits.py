@@ -25,7 +25,16 @@ from pathlib import Path
 
 from lmgate.exchange import Exchange
 from lmgate.guard.keys import Principal
-from lmgate.guard.ratelimit import _HELD, _METERED, WINDOW_S, RateLimiter, refusal
+from lmgate.guard.rate_headers import Headers
+from lmgate.guard.ratelimit import (
+    _HELD,
+    _METERED,
+    WINDOW_S,
+    RateLimiter,
+    refusal,
+    window_headers,
+    with_headers,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS admitted (key_id TEXT NOT NULL, at REAL NOT NULL);
@@ -87,7 +96,7 @@ class SharedRateLimiter(RateLimiter):
                 raise
             db.execute("COMMIT")
 
-    def admit(self, principal: Principal, ex: Exchange, *, inference: bool) -> None:
+    def admit(self, principal: Principal, ex: Exchange, *, inference: bool) -> Headers:
         now = self.clock()
         key, horizon = principal.id, now - WINDOW_S
         rpm, tpm, limit = principal.rpm, principal.tpm, principal.max_concurrent
@@ -108,11 +117,21 @@ class SharedRateLimiter(RateLimiter):
                 tokens_free_at=lambda: self._tokens_free_at(db, key, tpm or 0, tokens),
                 in_flight=in_flight,
             )
-            if over is not None:
-                raise over
-            if rpm is not None:
+            if over is None and rpm is not None:
                 db.execute("INSERT INTO admitted (key_id, at) VALUES (?, ?)", (key, now))
                 db.execute("UPDATE totals SET admitted = admitted + 1 WHERE key_id=?", (key,))
+                admitted, oldest = admitted + 1, min(oldest, now)
+            headers = window_headers(
+                principal,
+                now,
+                admitted=admitted,
+                oldest=oldest if admitted else None,
+                tokens=tokens,
+                oldest_tokens=self._oldest_tokens(db, key, horizon) if tpm is not None else None,
+                tokens_free_at=lambda: self._tokens_free_at(db, key, tpm or 0, tokens),
+            )
+            if over is not None:
+                raise with_headers(over, headers)
             if held:
                 db.execute(
                     "INSERT INTO held (key_id, pid, n) VALUES (?, ?, 1)"
@@ -123,6 +142,13 @@ class SharedRateLimiter(RateLimiter):
             ex.attributes[_HELD] = key
         if metered:
             ex.attributes[_METERED] = key
+        return headers
+
+    @staticmethod
+    def _oldest_tokens(db: sqlite3.Connection, key: str, horizon: float) -> float | None:
+        sql = "SELECT MIN(at) FROM tokens WHERE key_id=? AND at>?"
+        first = db.execute(sql, (key, horizon)).fetchone()[0]
+        return float(first) if first is not None else None
 
     @staticmethod
     def _window(

@@ -295,3 +295,14 @@ def auth_denied(bus: EventBus, ex: Exchange, error: GatewayError) -> Event:
         status=error.status,
         key=ex.key_name,
     )
+
+
+def address_blocked(bus: EventBus, address: str, seconds: float) -> Event:
+    """Too many bad keys from one address (IPv6: its /64): every keyed request from it is
+    refused for `seconds`, until then or until an admin lifts it (`DELETE /admin/blocks/...`)."""
+    return bus.publish("address_blocked", address=address, seconds=round(seconds, 1))
+
+
+def address_unblocked(bus: EventBus, addresses: list[str], by: str | None) -> Event:
+    """An admin lifted blocks before they ran out."""
+    return bus.publish("address_unblocked", addresses=addresses, key=by)

@@ -12,6 +12,7 @@ from typing import Any
 from lmgate.exchange import Exchange
 from lmgate.observe.events import EventBus
 from lmgate.observe.windows import ms
+from lmgate.pipeline.injection import INJECTED
 
 
 def _about(ex: Exchange) -> dict[str, Any]:
@@ -36,6 +37,7 @@ class InferenceEvents:
     def started(self, ex: Exchange) -> None:
         data = _about(ex)
         data["streaming"] = ex.streamed
+        data["injected"] = ex.attributes.get(INJECTED) or {}
         self.bus.emit("inference_start", data)
 
     def on_finish(self, ex: Exchange) -> None:

@@ -24,7 +24,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.values import MutexValue
 
+from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
+from lmgate.guard.paths import normalise
 from lmgate.observe.cardinality import ModelNames
 from lmgate.observe.windows import is_quiet, route_label
 
@@ -175,6 +177,19 @@ class _InferenceSeries:
         self.tps.observe(tokens_per_second)
 
 
+def _is_scrape(ex: Exchange) -> bool:
+    """Whether this is a `/metrics` scrape (however spelled), left out of in-flight requests:
+    else an idle gateway reads 1, the scrape counting itself. Only quiet paths are looked at."""
+    scrape = False
+    if is_quiet(ex):
+        try:
+            scrape = normalise(ex.path) == "/metrics"
+        except GatewayError:
+            scrape = False
+    ex.attributes["scrape"] = scrape
+    return scrape
+
+
 class PrometheusMetrics:
     def __init__(self, *, multiprocess: bool = False, models: ModelNames | None = None) -> None:
         self.multiprocess = multiprocess
@@ -249,7 +264,8 @@ class PrometheusMetrics:
         self._inference: dict[tuple[str, str, str, str], _InferenceSeries] = {}
 
     def on_start(self, ex: Exchange) -> None:
-        self.in_flight.inc()
+        if not _is_scrape(ex):
+            self.in_flight.inc()
 
     def _route(self, route: str, status: str) -> _RouteSeries:
         """The children for one label combination, looked up once: `labels()` costs more than
@@ -273,7 +289,8 @@ class PrometheusMetrics:
         return series
 
     def on_finish(self, ex: Exchange) -> None:
-        self.in_flight.dec()
+        if not ex.attributes.get("scrape"):
+            self.in_flight.dec()
         status = str(ex.status)
         route = self._route(route_label(ex), status)
         seconds = ex.latency_ms / 1000.0

@@ -21,6 +21,7 @@ from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
 from lmgate.observe.events import CURRENT_REQUEST
 from lmgate.observe.windows import is_quiet, ms
+from lmgate.pipeline.injection import INJECTED
 
 
 class RequestCancelled(GatewayError):
@@ -54,6 +55,7 @@ def describe(ex: Exchange, now: float) -> dict[str, Any]:
         "tokensEstimated": ex.tokens_estimated,
         "error": ex.error,
         "cancelled": ex.cancelled,
+        "injected": ex.attributes.get(INJECTED) or {},
     }
 
 

@@ -31,7 +31,9 @@ router.include_router(stream_router)
 @router.get("/debug/status")
 async def debug_status(request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
-    return gw.stats.status(gw.state.state.active_model) | {"worker": gw.worker.as_json()}
+    status = gw.stats.status(gw.state.state.active_model)
+    blocks = gw.security.damper.blocks()[:100]  # all of them: GET /admin/blocks
+    return status | {"blocks": blocks, "worker": gw.worker.as_json()}
 
 
 @router.get("/debug/metrics")

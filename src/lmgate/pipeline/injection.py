@@ -2,7 +2,8 @@
 
 Pure functions on an already parsed body. Defaults are compiled once per activation into
 `(wire_name, value)` pairs per endpoint kind, so a request pays a dict lookup per field.
-A field present in the request always wins, even an explicit `null`.
+A field present in the request always wins, even an explicit `null`. Embeddings get the
+embedding model (never the active chat model, which cannot serve them) or no model at all.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ WIRE_NAMES: dict[str, dict[str, str]] = {
     },
 }
 
+# Exchange.attributes: the fields lmgate filled in (wire name: value), shown in
+# `inference_start` events and `/debug/requests` so an answer's cause can be traced.
+INJECTED = "injected"
+
 # `maxTokens: -1` means "no limit": only OpenAI-style endpoints accept -1 on the wire.
 _UNLIMITED_OK = frozenset({"chat", "completions"})
 
@@ -64,6 +69,7 @@ class Injection:
 
     model: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    embedding_model: str | None = None
     by_kind: Compiled = field(default_factory=dict)
     by_model: Mapping[str, Compiled] = field(default_factory=dict)
 
@@ -72,6 +78,8 @@ def compile_injection(
     model: str | None,
     defaults: Mapping[str, Any] | None,
     profiles: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    embedding_model: str | None = None,
 ) -> Injection:
     base = {k: v for k, v in (defaults or {}).items() if v is not None}
     by_model = {
@@ -79,7 +87,13 @@ def compile_injection(
         for key, own in (profiles or {}).items()
         if key != model
     }
-    return Injection(model=model, defaults=base, by_kind=_compile(base), by_model=by_model)
+    return Injection(
+        model=model,
+        defaults=base,
+        by_kind=_compile(base),
+        by_model=by_model,
+        embedding_model=embedding_model,
+    )
 
 
 def _compile(defaults: Mapping[str, Any]) -> Compiled:
@@ -97,12 +111,18 @@ def _compile(defaults: Mapping[str, Any]) -> Compiled:
     return by_kind
 
 
-def inject(body: dict[str, Any], kind: str, injection: Injection) -> bool:
-    """Fill in what `body` lacks; return whether anything changed."""
+def inject(
+    body: dict[str, Any], kind: str, injection: Injection, added: dict[str, Any] | None = None
+) -> bool:
+    """Fill in what `body` lacks; return whether anything changed. `added`, when given,
+    receives each field filled in (wire name: value), for events and the request list."""
     changed = False
-    if injection.model is not None and "model" not in body:
-        body["model"] = injection.model
+    model = injection.embedding_model if kind == "embeddings" else injection.model
+    if model is not None and "model" not in body:
+        body["model"] = model
         changed = True
+        if added is not None:
+            added["model"] = model
     named = body.get("model")
     compiled = injection.by_kind
     if isinstance(named, str):
@@ -111,4 +131,6 @@ def inject(body: dict[str, Any], kind: str, injection: Injection) -> bool:
         if wire not in body:
             body[wire] = list(value) if isinstance(value, list) else value
             changed = True
+            if added is not None:
+                added[wire] = value
     return changed

@@ -22,7 +22,7 @@ from lmgate.guard.paths import quote_path
 from lmgate.heap import LARGE_BODY, release_soon
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.requests import INTERRUPTED, RequestCancelled
-from lmgate.pipeline.injection import inject
+from lmgate.pipeline.injection import INJECTED, inject
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.proxy.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.store.state import StateStore
@@ -219,7 +219,10 @@ class ProxyApp:
         """An inference body: parsed, injected, and what the exchange records of it."""
         ex.endpoint = kind
         request.body = obj = parse_object(request.raw)
-        request.changed = inject(obj, kind, self.state.injection)
+        added: dict[str, Any] = {}
+        request.changed = inject(obj, kind, self.state.injection, added)
+        if added:
+            ex.attributes[INJECTED] = added
         model = obj.get("model")
         ex.model = model if isinstance(model, str) else None
         ex.streamed = obj.get("stream") is True

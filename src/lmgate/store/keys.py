@@ -271,8 +271,18 @@ class KeyStore:
         """A new secret for the same key (name, limits); the old one stops working at once."""
         row = self._require_active(name_or_id)
         key = generate_key()
-        self.db.execute(
-            "UPDATE api_keys SET digest=?, hint=?, rotated_at=? WHERE id=?",
-            (key_digest(self.secret, key.encode()), _hint(key), time.time(), row.id),
+        now = time.time()
+        self.db.transaction(
+            [
+                (
+                    "INSERT OR IGNORE INTO api_keys_retired (digest, key_id, retired_at)"
+                    " SELECT digest, id, ? FROM api_keys WHERE id=?",
+                    (now, row.id),
+                ),
+                (
+                    "UPDATE api_keys SET digest=?, hint=?, rotated_at=? WHERE id=?",
+                    (key_digest(self.secret, key.encode()), _hint(key), now, row.id),
+                ),
+            ]
         )
         return self.get(row.id), key

@@ -3,7 +3,9 @@
 Persisted in SQLite and mirrored in memory: the proxy reads `injection` (a precompiled value)
 without awaiting anything; admin writes update the database first, then swap the value.
 A profile is a model's stored load config and defaults; its defaults take precedence over
-the active ones for requests naming that model.
+the active ones for requests naming that model. Embeddings get a model by capability: the
+stored default embedding model, else the one embedding model loaded upstream (told by the
+upstream watcher through `use_loaded_embedding`), never the active chat model.
 
 With several workers (`follow=True`) another process may write: the store then keeps its own
 read connection and, as an exchange observer, asks it for `PRAGMA data_version` when each
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import EllipsisType
 from typing import Any
 
 import orjson
@@ -47,6 +50,7 @@ class ModelState:
     default_inference: dict[str, Any] = field(default_factory=dict)
     activated_at: float | None = None
     profiles: dict[str, Profile] = field(default_factory=dict)
+    embedding_model: str | None = None
 
     @property
     def load_configs(self) -> dict[str, dict[str, Any]]:
@@ -59,6 +63,7 @@ class ModelState:
             "activatedAt": self.activated_at,
             "loadConfigs": self.load_configs,
             "profiles": {k: p.as_json() for k, p in self.profiles.items()},
+            "defaultEmbeddingModel": self.embedding_model,
         }
 
 
@@ -84,6 +89,7 @@ class StateStore:
         self.db = db
         self.state = ModelState()
         self.injection = Injection()
+        self.loaded_embedding: str | None = None
         self._follow: sqlite3.Connection | None = None
         self._version: int | None = None
         if follow:
@@ -127,7 +133,7 @@ class StateStore:
             self._follow = None
 
     def _read(self, query: Any) -> ModelState:
-        sql = "SELECT model_key, default_inference, activated_at FROM active_model"
+        sql = "SELECT model_key, default_inference, activated_at, embedding_model FROM active_model"
         row = query(sql)[0]
         profiles = {
             r["model_key"]: Profile(_load(r["load_config"]), _load(r["default_inference"]))
@@ -138,6 +144,7 @@ class StateStore:
             default_inference=orjson.loads(row["default_inference"]),
             activated_at=row["activated_at"],
             profiles=profiles,
+            embedding_model=row["embedding_model"],
         )
 
     def _swap(self, state: ModelState) -> None:
@@ -146,7 +153,15 @@ class StateStore:
             state.active_model,
             state.default_inference,
             {k: p.default_inference for k, p in state.profiles.items() if p.default_inference},
+            embedding_model=state.embedding_model or self.loaded_embedding,
         )
+
+    def use_loaded_embedding(self, model: str | None) -> None:
+        """The embedding model to inject when none is stored: the one loaded upstream, or
+        None when none or several are."""
+        if model != self.loaded_embedding:
+            self.loaded_embedding = model
+            self._swap(self.state)
 
     def profile(self, model_key: str) -> Profile:
         return self.state.profiles.get(model_key, Profile())
@@ -167,8 +182,11 @@ class StateStore:
         model_key: str,
         default_inference: dict[str, Any] | None,
         load_config: dict[str, Any] | None = None,
+        *,
+        embedding_model: str | EllipsisType | None = ...,
     ) -> ModelState:
-        """Make `model_key` active. Defaults or load config not given: the stored ones stay."""
+        """Make `model_key` active. Defaults, load config or embedding model not given (the
+        last: `...`; None clears it): the stored ones stay."""
         self.refresh()  # the stored ones may have been changed by another worker
         now = time.time()
         old = self.profile(model_key)
@@ -178,11 +196,13 @@ class StateStore:
             load_config if load_config is not None else old.load_config, default_inference
         )
         upsert, profiles = self._with_profile(model_key, profile, now)
+        embedding = self.state.embedding_model if embedding_model is ... else embedding_model
         activate = (
-            "UPDATE active_model SET model_key=?, default_inference=?, activated_at=?",
-            (model_key, _dump(default_inference), now),
+            "UPDATE active_model SET model_key=?, default_inference=?, activated_at=?,"
+            " embedding_model=?",
+            (model_key, _dump(default_inference), now, embedding),
         )
-        state = ModelState(model_key, dict(default_inference), now, profiles)
+        state = ModelState(model_key, dict(default_inference), now, profiles, embedding)
         return await self._write([activate, upsert], state)
 
     async def set_profile(
@@ -212,7 +232,7 @@ class StateStore:
             statements.append(
                 ("UPDATE active_model SET default_inference=?", (_dump(default_inference),))
             )
-        state = ModelState(s.active_model, defaults, s.activated_at, profiles)
+        state = replace(s, default_inference=defaults, profiles=profiles)
         return await self._write(statements, state)
 
     async def delete_profile(self, model_key: str) -> bool:
@@ -222,9 +242,7 @@ class StateStore:
         profiles = {k: p for k, p in self.state.profiles.items() if k != model_key}
         s = self.state
         delete = ("DELETE FROM model_profiles WHERE model_key=?", (model_key,))
-        await self._write(
-            [delete], ModelState(s.active_model, s.default_inference, s.activated_at, profiles)
-        )
+        await self._write([delete], replace(s, profiles=profiles))
         return True
 
     async def clear(self, model_key: str | None = None) -> bool:
@@ -233,5 +251,6 @@ class StateStore:
         active = self.state.active_model
         if active is None or (model_key is not None and active != model_key):
             return False
-        await self._write([(_CLEAR_ACTIVE, ())], ModelState(None, {}, None, self.state.profiles))
+        cleared = replace(self.state, active_model=None, default_inference={}, activated_at=None)
+        await self._write([(_CLEAR_ACTIVE, ())], cleared)
         return True

@@ -41,6 +41,8 @@ class UpstreamWatcher:
         self.last_error: str | None = None
         self.listeners: list[Listener] = []
         self.synced: list[Callable[[], None]] = []  # told after every successful poll
+        # told the one loaded embedding model (None: none or several) whenever the view changes
+        self.on_embedding: Callable[[str | None], None] | None = None
         self._lock = asyncio.Lock()
 
     async def capabilities(self, *, refresh: bool = False) -> Capabilities:
@@ -74,7 +76,20 @@ class UpstreamWatcher:
             self.instances.pop(removed, None)
         self._rebuild_models()
 
+    def sole_embedding(self) -> str | None:
+        """The embedding model loaded upstream, when exactly one is."""
+        loaded = [m.key for m in self.models.values() if m.type == "embedding" and m.loaded]
+        return loaded[0] if len(loaded) == 1 else None
+
+    def _tell_embedding(self) -> None:
+        if self.on_embedding is not None:
+            self.on_embedding(self.sole_embedding())
+
     def _rebuild_models(self) -> None:
+        self._rebuild()
+        self._tell_embedding()
+
+    def _rebuild(self) -> None:
         for key, model in list(self.models.items()):
             own = tuple(i for i in self.instances.values() if i.model_key == key)
             if own != model.instances:
@@ -100,6 +115,7 @@ class UpstreamWatcher:
             self.models = {m.key: m for m in models}
             self.synced_at = time.time()
             self.last_error = None
+            self._tell_embedding()
         for after in self.synced:
             after()
         if first:

@@ -2,6 +2,7 @@
 // usage per day, stacked by key or by model.
 
 import { api, explain, NotAvailable } from "./api.js";
+import { createBlocks } from "./blocks.js";
 import { stackedBars } from "./charts.js";
 import { confirmButton, fill, fmtCount, fmtDateTime, h } from "./dom.js";
 
@@ -46,6 +47,7 @@ export function createKeys(root, ctx) {
     h("option", { value: "requests" }, "requests"),
   );
   const form = createForm();
+  const blocks = createBlocks(ctx);
   fill(
     root,
     h("h1", { class: "view-title" }, "Keys and usage"),
@@ -57,6 +59,7 @@ export function createKeys(root, ctx) {
       keysBox,
     ),
     h("section", { class: "card" }, h("h2", {}, "New key"), form.el),
+    blocks.el,
     h(
       "section",
       { class: "card" },
@@ -383,9 +386,11 @@ export function createKeys(root, ctx) {
     show() {
       loadKeys();
       loadUsage();
+      blocks.load();
     },
     hide() {},
     onEvent(ev) {
+      if (root.hidden === false) blocks.onEvent(ev);
       if (ev.replayed) return;
       if (ev.type === "key_created" || ev.type === "key_revoked" || ev.type === "key_rotated") {
         if (root.hidden === false) loadKeys();

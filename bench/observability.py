@@ -50,8 +50,9 @@ NO_USAGE = {"LMGATE_USAGE_ACCOUNTING": "false", "LMGATE_LMSTUDIO_LOG_DIR": "off"
 SETTINGS: dict[str, dict[str, str]] = {OFF: NO_USAGE, USAGE: {}, ON: {}, CONTROL: NO_USAGE}
 METRICS = ("requests_per_s", "streams_per_s", "events_per_s")
 CPU_METRICS = ("cpu_us_per_request", "cpu_us_per_stream")
-# the fake upstreams list one name and serve any: the activation is forced
-MODEL = {"modelKey": "qwen/qwen3-4b", "defaultInference": {"temperature": 0.2}, "force": True}
+# The one model the fake upstreams list (they serve any name): activating it needs no `force`,
+# which revisions before that field would refuse (`bench.revisions` activates older ones too).
+MODEL = {"modelKey": "bench-model", "defaultInference": {"temperature": 0.2}}
 Slot = tuple[str, int]  # a variant and the index of one of its instances
 
 

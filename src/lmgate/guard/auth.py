@@ -146,15 +146,17 @@ class GuardMiddleware:
 
         if needed is KeyScope.PUBLIC or not self.keys.required:
             return needed
-        who = bucket(addr) if self.damper.counts(addr) else None
-        wait = self.damper.blocked_for(who) if who is not None else 0.0
+        # An exempt address is never counted, so never blocked: whether it is exempt is asked
+        # only when one of its keys fails, not on every request.
+        who = bucket(addr)
+        wait = self.damper.blocked_for(who)
         if wait:
             raise TooManyRequests(
                 "too many invalid API keys from this address; try again later",
                 retry_after=wait,
                 code="too_many_failed_attempts",
             )
-        principal = self._identify(scope, who)
+        principal = self._identify(scope, who, addr)
         ex.key_name = principal.name
         scope["headers"] = [h for h in scope["headers"] if h[0] not in _CREDENTIAL_HEADERS]
         if not principal.may(needed):
@@ -205,9 +207,9 @@ class GuardMiddleware:
                 code="address_not_allowed",
             )
 
-    def _failed(self, who: str | None) -> None:
-        """Count a bad key against `who` (None: an exempt address); announce a new block."""
-        if who is None:
+    def _failed(self, who: str, addr: IPAddress | None) -> None:
+        """Count a bad key against `who` (not from an exempt address); announce a new block."""
+        if not self.damper.counts(addr):
             return
         block = self.damper.failed(who)
         if block:
@@ -215,7 +217,7 @@ class GuardMiddleware:
             if self.bus is not None:
                 address_blocked(self.bus, who, block)
 
-    def _identify(self, scope: Scope, who: str | None) -> Principal:
+    def _identify(self, scope: Scope, who: str, addr: IPAddress | None) -> Principal:
         tokens = presented_keys(scope)
         if not tokens:
             raise Unauthorized(
@@ -223,13 +225,13 @@ class GuardMiddleware:
                 code="missing_api_key",
             )
         if len(tokens) > 1:
-            self._failed(who)
+            self._failed(who, addr)
             raise Unauthorized(
                 "the request carries more than one API key; send exactly one",
                 code="conflicting_api_keys",
             )
         found = self.keys.identify(tokens.pop())
         if isinstance(found, Problem):
-            self._failed(who)
+            self._failed(who, addr)
             raise Unauthorized(_PROBLEMS[found], code=found.value)
         return found

@@ -10,29 +10,17 @@ import httpx
 import pytest
 
 from lmgate.errors import TooManyRequests
-from lmgate.exchange import Exchange
 from lmgate.guard.keys import Principal
 from lmgate.guard.paths import Scope
 from lmgate.guard.rate_headers import duration
 from lmgate.guard.ratelimit import RateLimiter
 from lmgate.guard.shared_limits import SharedRateLimiter
+from tests.guard.test_ratelimit import Clock, _ex
 from tests.security.tools import bearer, make_key
 from tests.servers import API_KEY, ServerProcess
 
 DURATION = re.compile(r"^(?:\d+h)?(?:\d+m)?(?:\d+(?:\.\d+)?(?:ms|s))$")
 CHAT = {"model": "qwen/qwen3-4b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _ex() -> Exchange:
-    return Exchange(request_id="r", method="POST", path="/v1/chat/completions", client=None)
 
 
 def _key(**limits: int) -> Principal:

@@ -75,10 +75,20 @@ async def _run(gw: Gateway, fn: Any, *args: Any) -> Any:
 async def list_keys(
     request: Request, include_revoked: bool = Query(False, alias="includeRevoked")
 ) -> dict[str, Any]:
-    """Every key (never the secret): scope, model patterns, limits, expiry, status."""
+    """Every key (never the secret): scope, model patterns, limits, expiry, status; and the
+    keys from settings (name and scope), read-only."""
     gw = gateway_of(request)
     rows = await _run(gw, lambda: gw.security.store.list(include_revoked=include_revoked))
-    return {"keys": [row.as_json() for row in rows]}
+    from_settings = [
+        {
+            "name": p.name,
+            "scope": p.scope.value,
+            "source": "settings",
+            "tools": "allow" if p.tools else "deny",
+        }
+        for p in gw.security.keys.settings_keys
+    ]
+    return {"keys": [row.as_json() for row in rows], "settingsKeys": from_settings}
 
 
 @router.post("", status_code=201)

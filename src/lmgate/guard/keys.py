@@ -113,6 +113,12 @@ class KeyRegistry:
         return bool(self._bootstrap) or self._ever_managed
 
     @property
+    def settings_keys(self) -> list[Principal]:
+        """Keys from settings, by name and scope only: they cannot be changed over HTTP, but an
+        operator should see that they exist."""
+        return sorted(self._bootstrap.values(), key=lambda p: p.name)
+
+    @property
     def managed_count(self) -> int:
         return len(self._managed)
 

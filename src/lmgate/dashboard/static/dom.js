@@ -148,3 +148,14 @@ export function confirmButton(label, confirmLabel, action, attrs = {}) {
   });
   return button;
 }
+
+// Give each cell its column's heading as data-label, so a narrow screen can show the table's
+// rows as cards (style.css, table.cards) with every column still labelled and in view.
+export function labelCells(body, headings) {
+  for (const row of body.rows) {
+    [...row.cells].forEach((cell, i) => {
+      if (!cell.colSpan || cell.colSpan === 1) cell.dataset.label = headings[i] ?? "";
+    });
+  }
+  return body;
+}

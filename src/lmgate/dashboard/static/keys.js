@@ -1,15 +1,23 @@
-// Keys and usage: list, create (the new key is shown once) and revoke managed keys; token
-// usage per day, stacked by key or by model.
+// Keys and usage: list keys (those from settings read-only), create and rotate (the new key is
+// shown once) and revoke managed keys; token usage per day, stacked by key or by model.
 
 import { api, explain, NotAvailable } from "./api.js";
 import { createBlocks } from "./blocks.js";
 import { stackedBars } from "./charts.js";
-import { confirmButton, fill, fmtCount, fmtDateTime, h } from "./dom.js";
+import { confirmButton, fill, fmtCount, fmtDateTime, h, labelCells } from "./dom.js";
 
 const DAY_S = 86400;
 
 function utcDay(ts) {
   return new Date(ts * 1000).toISOString().slice(0, 10);
+}
+
+// A usage group's key or model: null means the requests had none (a keyless request, a route
+// that names no model); undefined means the gateway could not group by it at all.
+export function groupLabel(group, by) {
+  const value = group[by];
+  if (value === undefined) return "all";
+  return value || (by === "model" ? "(no model)" : "(no key)");
 }
 
 function intOrNull(text) {
@@ -83,7 +91,7 @@ export function createKeys(root, ctx) {
       const body = await api(`admin/keys${showRevoked.checked ? "?includeRevoked=true" : ""}`);
       if (ask !== keysAsked) return;
       keysAvailable = true;
-      renderKeys(body.keys || []);
+      renderKeys(body.keys || [], body.settingsKeys || []);
     } catch (err) {
       if (ask !== keysAsked) return;
       keysAvailable = !(err instanceof NotAvailable);
@@ -102,15 +110,61 @@ export function createKeys(root, ctx) {
     form.el.hidden = !keysAvailable;
   }
 
-  function renderKeys(keys) {
-    if (!keys.length) {
-      fill(keysBox, h("p", { class: "muted" }, "No managed keys yet. Keys from the environment are not listed."));
+  const KEY_COLUMNS = ["Name", "Scope", "Key", "Models", "Limits", "Tools", "Created", "Expires", "Status", ""];
+
+  function renderKeys(keys, fromSettings) {
+    if (!keys.length && !fromSettings.length) {
+      fill(keysBox, h("p", { class: "muted" }, "No keys yet."));
       return;
     }
     const limits = (k) =>
       [k.rpm ? `${k.rpm} rpm` : null, k.tpm ? `${k.tpm} tpm` : null, k.maxConcurrent ? `${k.maxConcurrent} at once` : null]
         .filter(Boolean)
         .join(", ") || "none";
+    const managedRow = (k) =>
+      h(
+        "tr",
+        { dataset: { key: k.name }, class: k.status === "active" ? null : "inactive" },
+        h("td", {}, k.name),
+        h("td", {}, k.scope),
+        h("td", { class: "mono" }, k.hint || "\u2014"),
+        h("td", { class: "mono" }, (k.models || []).join(", ") || "all"),
+        h("td", {}, limits(k)),
+        h("td", {}, k.tools || "deny"),
+        h("td", {}, fmtDateTime(k.createdAt)),
+        h("td", {}, k.expiresAt ? fmtDateTime(k.expiresAt) : "never"),
+        h("td", {}, h("span", { class: `badge ${k.status === "active" ? "ok" : "bad"}` }, k.status)),
+        h(
+          "td",
+          { class: "row-actions" },
+          k.status === "active"
+            ? [
+                confirmButton("Rotate", "Confirm rotate", () => rotate(k), { class: "small" }),
+                confirmButton("Revoke", "Confirm revoke", () => revoke(k), { class: "small danger" }),
+              ]
+            : null,
+        ),
+      );
+    // Keys from settings (LMGATE_ADMIN_KEY, LMGATE_METRICS_KEY, LMGATE_API_KEYS) are named in
+    // usage as admin, metrics, api-key-N; they are listed so those names mean something, and
+    // changed only in the settings.
+    const settingsRow = (k) =>
+      h(
+        "tr",
+        { dataset: { key: k.name, source: "settings" } },
+        h("td", {}, k.name),
+        h("td", {}, k.scope),
+        h("td", { class: "muted" }, "from settings"),
+        h("td", { class: "mono" }, "all"),
+        h("td", {}, "none"),
+        h("td", {}, k.tools || "deny"),
+        h("td", {}, "\u2014"),
+        h("td", {}, "never"),
+        h("td", {}, h("span", { class: "badge ok" }, "active")),
+        h("td", { class: "muted" }, "read-only"),
+      );
+    const body = h("tbody", {}, fromSettings.map(settingsRow), keys.map(managedRow));
+    labelCells(body, KEY_COLUMNS);
     fill(
       keysBox,
       h(
@@ -118,41 +172,26 @@ export function createKeys(root, ctx) {
         { class: "table-wrap" },
         h(
           "table",
-          { id: "keys-table" },
-          h(
-            "thead",
-            {},
-            h("tr", {}, ["Name", "Scope", "Key", "Models", "Limits", "Tools", "Created", "Expires", "Status", ""].map((c) => h("th", { scope: "col" }, c))),
-          ),
-          h(
-            "tbody",
-            {},
-            keys.map((k) =>
-              h(
-                "tr",
-                { dataset: { key: k.name }, class: k.status === "active" ? null : "inactive" },
-                h("td", {}, k.name),
-                h("td", {}, k.scope),
-                h("td", { class: "mono" }, k.hint || "\u2014"),
-                h("td", { class: "mono" }, (k.models || []).join(", ") || "all"),
-                h("td", {}, limits(k)),
-                h("td", {}, k.tools || "deny"),
-                h("td", {}, fmtDateTime(k.createdAt)),
-                h("td", {}, k.expiresAt ? fmtDateTime(k.expiresAt) : "never"),
-                h("td", {}, h("span", { class: `badge ${k.status === "active" ? "ok" : "bad"}` }, k.status)),
-                h(
-                  "td",
-                  {},
-                  k.status === "active"
-                    ? confirmButton("Revoke", "Confirm revoke", () => revoke(k), { class: "small danger" })
-                    : null,
-                ),
-              ),
-            ),
-          ),
+          { id: "keys-table", class: "cards" },
+          h("thead", {}, h("tr", {}, KEY_COLUMNS.map((c) => h("th", { scope: "col" }, c)))),
+          body,
         ),
       ),
+      fromSettings.length
+        ? h("p", { class: "hint" }, "Keys marked \u201cfrom settings\u201d come from the environment and are changed there.")
+        : null,
     );
+  }
+
+  async function rotate(key) {
+    try {
+      const answer = await api(`admin/keys/${encodeURIComponent(key.id)}/rotate`, { method: "POST" });
+      showNewKey(answer, "Rotated key");
+      ctx.notify(`Key '${key.name}' rotated: the old secret no longer works`, "ok");
+    } catch (err) {
+      ctx.notify(`Rotate failed: ${explain(err)}`, "error");
+    }
+    loadKeys();
   }
 
   async function revoke(key) {
@@ -165,7 +204,7 @@ export function createKeys(root, ctx) {
     loadKeys();
   }
 
-  function showNewKey(answer) {
+  function showNewKey(answer, what = "New key") {
     const code = h("code", { class: "secret", id: "new-key-value" }, answer.key);
     const copy = h("button", { type: "button", class: "small" }, "Copy");
     copy.addEventListener("click", async () => {
@@ -186,7 +225,7 @@ export function createKeys(root, ctx) {
       h(
         "div",
         { class: "card notice secret-box" },
-        h("p", {}, h("strong", {}, `New key for '${answer.name}' (${answer.scope}). `), answer.message || "It is shown only once."),
+        h("p", {}, h("strong", {}, `${what} for '${answer.name}' (${answer.scope}). `), answer.message || "It is shown only once."),
         h("div", { class: "secret-row" }, code, copy),
         h("button", { type: "button", class: "small", onclick: () => newKeyBox.replaceChildren() }, "I have stored it"),
       ),
@@ -208,7 +247,7 @@ export function createKeys(root, ctx) {
     const rpm = h("input", { id: "key-rpm", type: "text", inputmode: "numeric", autocomplete: "off" });
     const tpm = h("input", { id: "key-tpm", type: "text", inputmode: "numeric", autocomplete: "off" });
     const conc = h("input", { id: "key-concurrent", type: "text", inputmode: "numeric", autocomplete: "off" });
-    const expires = h("input", { id: "key-expires", type: "text", autocomplete: "off", placeholder: "30d" });
+    const expires = h("input", { id: "key-expires", type: "text", autocomplete: "off", placeholder: "never" });
     // Whether requests may have LM Studio use tools itself (mcp.json servers, plugins, remote MCP).
     const tools = h(
       "select",
@@ -238,7 +277,7 @@ export function createKeys(root, ctx) {
         field("key-rpm", "Requests / minute", rpm),
         field("key-tpm", "Tokens / minute", tpm),
         field("key-concurrent", "At once", conc),
-        field("key-expires", "Expires", expires, "30d, 12h, or a date"),
+        field("key-expires", "Expires", expires, "empty = never; or 30d, 12h, a date"),
         field("key-tools", "Tools", tools, "MCP servers, plugins"),
       ),
       errors,
@@ -317,12 +356,12 @@ export function createKeys(root, ctx) {
     const what = metric.value;
     const categories = [];
     for (let d = since; d <= now; d += DAY_S) categories.push(utcDay(d));
-    const names = [...new Set(groups.map((g) => g[by] || (g[by] === undefined ? "all" : "-")))].sort();
+    const names = [...new Set(groups.map((g) => groupLabel(g, by)))].sort();
     const stacks = names.map((label) => ({
       label,
       values: categories.map((day) =>
         groups
-          .filter((g) => g.day === day && (g[by] || (g[by] === undefined ? "all" : "-")) === label)
+          .filter((g) => g.day === day && groupLabel(g, by) === label)
           .reduce((sum, g) => sum + (g[what] || 0), 0),
       ),
     }));
@@ -344,8 +383,10 @@ export function createKeys(root, ctx) {
   function renderUsageTable(groups) {
     const rows = new Map();
     for (const g of groups) {
-      const id = `${g.key ?? "all"}\u0000${g.model ?? "all"}`;
-      const row = rows.get(id) || { key: g.key ?? "all", model: g.model ?? "all", requests: 0, tokensIn: 0, tokensOut: 0, errors: 0 };
+      const key = groupLabel(g, "key");
+      const model = groupLabel(g, "model");
+      const id = `${key}\u0000${model}`;
+      const row = rows.get(id) || { key, model, requests: 0, tokensIn: 0, tokensOut: 0, errors: 0 };
       row.requests += g.requests || 0;
       row.errors += g.errors || 0;
       row.tokensIn += g.tokensIn || 0;
@@ -356,29 +397,27 @@ export function createKeys(root, ctx) {
       fill(usageTable, h("p", { class: "muted" }, "No usage in this period."));
       return;
     }
-    fill(
-      usageTable,
-      h(
-        "table",
-        {},
-        h("thead", {}, h("tr", {}, ["Key", "Model", "Requests", "Errors", "Tokens in", "Tokens out"].map((c) => h("th", { scope: "col" }, c)))),
+    const columns = ["Key", "Model", "Requests", "Errors", "Tokens in", "Tokens out"];
+    const body = h(
+      "tbody",
+      {},
+      [...rows.values()].map((r) =>
         h(
-          "tbody",
+          "tr",
           {},
-          [...rows.values()].map((r) =>
-            h(
-              "tr",
-              {},
-              h("td", {}, r.key || "-"),
-              h("td", { class: "mono" }, r.model || "-"),
-              h("td", {}, fmtCount(r.requests)),
-              h("td", {}, fmtCount(r.errors)),
-              h("td", {}, fmtCount(r.tokensIn)),
-              h("td", {}, fmtCount(r.tokensOut)),
-            ),
-          ),
+          h("td", {}, r.key),
+          h("td", { class: r.model.startsWith("(") ? "muted" : "mono" }, r.model),
+          h("td", {}, fmtCount(r.requests)),
+          h("td", {}, fmtCount(r.errors)),
+          h("td", {}, fmtCount(r.tokensIn)),
+          h("td", {}, fmtCount(r.tokensOut)),
         ),
       ),
+    );
+    labelCells(body, columns);
+    fill(
+      usageTable,
+      h("table", { class: "cards" }, h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))), body),
     );
   }
 

@@ -3,7 +3,7 @@
 // with type filters and pause.
 
 import { api, explain, NotAvailable } from "./api.js";
-import { confirmButton, fill, fmtCount, fmtMs, fmtTime, h, shortId } from "./dom.js";
+import { confirmButton, fill, fmtCount, fmtMs, fmtTime, h, labelCells, shortId } from "./dom.js";
 
 const POLL_MS = 2000;
 const LOG_LIMIT = 400;
@@ -20,6 +20,18 @@ const CATEGORIES = [
   ["lmstudio", (t) => t.startsWith("lmstudio_")],
   ["other", () => true],
 ];
+
+const INFLIGHT_COLUMNS = ["Request", "Key", "Model", "Endpoint", "Age", "Tokens so far", "Client", ""];
+const RECENT_COLUMNS = ["Finished", "Request", "Key", "Model", "Endpoint", "Status", "Latency", "TTFT", "Tokens in/out"];
+
+// When a finished request finished (unix seconds): the list is ordered by it and shows it, so
+// a slow request that started first but finished last is not out of place.
+export function finishedAt(r) {
+  if (typeof r.finishedAt === "number") return r.finishedAt;
+  if (typeof r.startedAt === "number" && typeof r.ageMs === "number") return r.startedAt + r.ageMs / 1000;
+  if (typeof r.startedAt === "number" && typeof r.latencyMs === "number") return r.startedAt + r.latencyMs / 1000;
+  return r.timestamp ?? null;
+}
 
 export function categoryOf(type) {
   return CATEGORIES.find(([, test]) => test(type))[0];
@@ -72,19 +84,15 @@ export function createLive(root, ctx) {
     h(
       "div",
       { class: "table-wrap" },
-      h("table", {}, h("caption", {}, caption), h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))), body),
+      h("table", { class: "cards" }, h("caption", {}, caption), h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))), body),
     );
   fill(
     root,
     h("h1", { class: "view-title" }, "Live requests"),
     sourceNote,
     h("label", { class: "muted toggle" }, showAll, " include admin and dashboard requests"),
-    table("In flight", ["Request", "Key", "Model", "Endpoint", "Age", "Tokens so far", "Client", ""], inflightBody),
-    table(
-      "Recent",
-      ["Time", "Request", "Key", "Model", "Endpoint", "Status", "Latency", "TTFT", "Tokens in/out"],
-      recentBody,
-    ),
+    table("In flight", INFLIGHT_COLUMNS, inflightBody),
+    table("Recent (newest finished first)", RECENT_COLUMNS, recentBody),
     h(
       "section",
       { class: "card" },
@@ -145,7 +153,11 @@ export function createLive(root, ctx) {
         client: d.client,
         ageMs: (now - d.timestamp) * 1000,
       })),
-      recent: streamRecent.map((d) => ({ ...d, startedAt: d.timestamp - (d.latencyMs || 0) / 1000 })),
+      recent: streamRecent.map((d) => ({
+        ...d,
+        startedAt: d.timestamp - (d.latencyMs || 0) / 1000,
+        finishedAt: d.timestamp,
+      })),
     };
   }
 
@@ -154,7 +166,9 @@ export function createLive(root, ctx) {
 
   function renderRequests() {
     const all = serverRequests ? snapshot : fromStream();
-    const view = { inFlight: all.inFlight.filter(worthShowing), recent: all.recent.filter(worthShowing) };
+    const recent = all.recent.filter(worthShowing).map((r) => ({ ...r, finishedAt: finishedAt(r) }));
+    recent.sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0));
+    const view = { inFlight: all.inFlight.filter(worthShowing), recent };
     const canCancel = serverRequests === true;
     if (!view.inFlight.length) {
       fill(inflightBody, h("tr", {}, h("td", { colspan: 8, class: "muted" }, "Nothing in flight.")));
@@ -187,6 +201,7 @@ export function createLive(root, ctx) {
           ),
         ),
       );
+      labelCells(inflightBody, INFLIGHT_COLUMNS);
     }
     if (!view.recent.length) {
       fill(recentBody, h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No requests yet.")));
@@ -199,7 +214,7 @@ export function createLive(root, ctx) {
         return h(
           "tr",
           { class: failed ? "failed" : null, dataset: { request: r.requestId || "" } },
-          h("td", {}, fmtTime(r.startedAt || r.timestamp)),
+          h("td", { title: r.startedAt ? `started ${fmtTime(r.startedAt)}` : "" }, fmtTime(r.finishedAt)),
           h("td", { class: "mono", title: r.requestId }, shortId(r.requestId)),
           h("td", {}, r.key || "\u2014"),
           h("td", { class: "mono" }, r.model || "\u2014"),
@@ -211,6 +226,7 @@ export function createLive(root, ctx) {
         );
       }),
     );
+    labelCells(recentBody, RECENT_COLUMNS);
   }
 
   async function cancel(requestId) {

@@ -23,8 +23,13 @@ const CAPABILITIES = [
   ["nativeV0", "REST v0"],
   ["openai", "OpenAI API"],
   ["modelManagement", "load/unload"],
-  ["authRequired", "upstream token"],
 ];
+
+// Whether LM Studio asks lmgate for a token is a setting, not a feature: said in words.
+function upstreamAuth(caps) {
+  if (caps.authRequired === undefined) return "\u2014";
+  return caps.authRequired ? "token required (LM Studio's own)" : "none needed";
+}
 
 export function createOverview(root, ctx) {
   const upstreamCard = h("section", { class: "card upstream", "aria-labelledby": "up-title" });
@@ -134,6 +139,8 @@ export function createOverview(root, ctx) {
         h("dd", { class: "mono" }, upstream.url || "\u2014"),
         h("dt", {}, "Kind"),
         h("dd", {}, upstream.kind || "\u2014"),
+        h("dt", {}, "Upstream auth"),
+        h("dd", { id: "upstream-auth" }, upstreamAuth(caps)),
         h("dt", {}, "Answer time"),
         h("dd", {}, fmtMs(upstream.latencyMs)),
         h("dt", {}, "Models synced"),
@@ -146,7 +153,11 @@ export function createOverview(root, ctx) {
         "ul",
         { class: "chips", "aria-label": "capabilities" },
         CAPABILITIES.map(([name, label]) =>
-          h("li", { class: `chip ${caps[name] ? "on" : "off"}`, title: name }, label),
+          h(
+            "li",
+            { class: `chip ${caps[name] ? "on" : "off"}`, title: `${label}: ${caps[name] ? "available" : "not available"}` },
+            label,
+          ),
         ),
       ),
       upstream.lastError || upstream.syncError
@@ -173,6 +184,7 @@ export function createOverview(root, ctx) {
       ttft99: local.ttftMs.p99,
       decode: local.decodeTokensPerSecond,
       requests: local.requests,
+      errors: local.errors,
     };
   }
 
@@ -197,8 +209,9 @@ export function createOverview(root, ctx) {
     }),
   );
   tilesNote.textContent =
-    "Rates, percentiles and speed: inference requests of the last minute, from the live stream. " +
-    "* Since start: every route, as the gateway counts them.";
+    "Rates, error rate, percentiles and speed: inference requests of the last minute, from the " +
+    "live stream. Since start (under Uptime): every route, admin and dashboard included, as the " +
+    "gateway counts them.";
 
   function setTile(id, value, sub = "") {
     const parts = tileParts[id];
@@ -216,9 +229,19 @@ export function createOverview(root, ctx) {
     const inFlight = metrics.inFlight ?? (status ? status.inFlight : null);
     const total = metrics.requestsTotal ?? perf.totalRequests;
     const errors = metrics.errorsTotal ?? perf.totalErrors;
-    setTile("uptime", fmtDuration(uptime));
+    setTile(
+      "uptime",
+      fmtDuration(uptime),
+      total === undefined
+        ? ""
+        : `${fmtCount(total)} request${total === 1 ? "" : "s"}, ${fmtCount(errors)} error${errors === 1 ? "" : "s"} since start`,
+    );
     setTile("rps", fmtRate(f.rps, "/s"), `${fmtCount(f.requests)} in the last minute`);
-    setTile("errors", fmtPercent(f.errorRate), `${fmtCount(errors)} of ${fmtCount(total)} since start*`);
+    setTile(
+      "errors",
+      f.requests ? fmtPercent(f.errorRate) : "\u2014",
+      `${fmtCount(f.errors)} of ${fmtCount(f.requests)} in the last minute`,
+    );
     setTile("inflight", inFlight === null || inFlight === undefined ? "\u2014" : String(inFlight));
     setTile("latency", `${fmtMs(f.p50)} / ${fmtMs(f.p99)}`);
     setTile("ttft", `${fmtMs(f.ttft50)} / ${fmtMs(f.ttft99)}`);

@@ -1,9 +1,9 @@
-// The last 15 minutes of finished inference requests, in 15-second buckets, built from the
+// The last 15 minutes of finished inference requests, in 10-second buckets, built from the
 // `inference_complete` events of the debug stream (including the ones the gateway replays on
 // connect). Feeds the Overview charts.
 
 export const WINDOW_S = 15 * 60;
-export const BUCKET_S = 15;
+export const BUCKET_S = 10;
 
 function quantile(sorted, q) {
   if (!sorted.length) return null;
@@ -52,8 +52,10 @@ export class Timeline {
     for (const start of this.buckets.keys()) if (start < oldest) this.buckets.delete(start);
   }
 
-  // One point per bucket over the window: [bucketMiddle, figures]; empty buckets count zero
-  // requests and have no latency.
+  // One point per bucket over the window: [bucketMiddle, figures]. Empty buckets count zero
+  // requests and have no latency (null: a gap in the chart, not a drop to zero). Rates divide
+  // by the whole bucket, so the bucket still filling reads low for a few seconds rather than
+  // spiking (one request in its first half second would otherwise read as 2/s).
   points() {
     this.prune();
     const now = Date.now() / 1000;
@@ -61,7 +63,7 @@ export class Timeline {
     const out = [];
     for (let start = first; start <= now; start += BUCKET_S) {
       const b = this.buckets.get(start);
-      const span = Math.min(BUCKET_S, now - start) || BUCKET_S;
+      const span = BUCKET_S;
       const lat = b ? [...b.latency].sort((x, y) => x - y) : [];
       const ttft = b ? [...b.ttft].sort((x, y) => x - y) : [];
       out.push({
@@ -101,6 +103,7 @@ export class Timeline {
     lat.sort((x, y) => x - y);
     ttft.sort((x, y) => x - y);
     return {
+      errors,
       requestsPerSecond: requests / seconds,
       errorRate: requests ? errors / requests : 0,
       latencyMs: { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) },

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lmgate.exchange import Exchange
 from lmgate.gateway import Gateway
-from lmgate.proxy.hooks import ProxyRequest
+from lmgate.hooks import ProxyRequest
 from lmgate.schedule import Request, Scheduler, SchedulerConfig, UpstreamSpec
 from lmgate.settings import Settings
 from lmgate.upstream.capabilities import Capabilities

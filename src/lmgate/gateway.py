@@ -13,12 +13,12 @@ from lmgate.admin.models import ModelManager
 from lmgate.admin.on_demand import ActiveModelKeeper
 from lmgate.exchange import Observer
 from lmgate.guard.security import Security
+from lmgate.hooks import ProxyHook
 from lmgate.observe.events import EventBus
 from lmgate.observe.hub import Observability
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.prometheus import PrometheusMetrics
 from lmgate.observe.stats import Stats
-from lmgate.proxy.hooks import ProxyHook
 from lmgate.schedule.metrics import ScheduleMetrics
 from lmgate.schedule.shell import SchedulerShell
 from lmgate.settings import Settings

@@ -22,8 +22,8 @@ import structlog
 from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
 from lmgate.guard.protocol import GuardedHttpProtocol
+from lmgate.hooks import ProxyRequest, ResponseTap
 from lmgate.observe.requests import RequestTracker
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 from lmgate.settings import Settings
 
 # Time past the grace for the interrupted requests to write their error and finish, and for

@@ -17,7 +17,7 @@ from lmgate.errors import BadRequest
 from lmgate.exchange import Exchange
 from lmgate.guard.budget import BodyBudget
 from lmgate.guard.limits import InputLimits, JsonDepthLimit, json_depth
-from lmgate.proxy.hooks import ProxyRequest
+from lmgate.hooks import ProxyRequest
 
 
 class Recorder:

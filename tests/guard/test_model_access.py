@@ -12,7 +12,7 @@ from lmgate.exchange import Exchange
 from lmgate.guard.keys import Principal
 from lmgate.guard.model_access import ListingFilter, ModelAccess
 from lmgate.guard.paths import Scope
-from lmgate.proxy.hooks import ProxyRequest
+from lmgate.hooks import ProxyRequest
 
 KEY = Principal("key_1", "alice", Scope.INFERENCE, models=("qwen*", "nomic-*"))
 

@@ -15,7 +15,7 @@ from lmgate.guard.keys import KeyRegistry, Principal
 from lmgate.guard.paths import Scope
 from lmgate.guard.security import bootstrap_keys
 from lmgate.guard.tools import ToolAccess, upstream_tools
-from lmgate.proxy.hooks import ProxyRequest
+from lmgate.hooks import ProxyRequest
 from lmgate.settings import Settings
 from lmgate.store.db import DB_NAME, Database, _migrations
 from lmgate.store.keys import KeyProblem, KeyStore, NewKey, key_digest, load_secret

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmgate.exchange import Exchange
+from lmgate.hooks import ProxyRequest
 from lmgate.observe.answers import FrameSplitter, says_output
 from lmgate.observe.usage_tap import UsageHook, UsageTap
-from lmgate.proxy.hooks import ProxyRequest
 
 SSE = [(b"content-type", b"text/event-stream"), (b"content-length", b"999")]
 JSON = [(b"content-type", b"application/json")]

@@ -33,7 +33,7 @@ from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.budget import BodyBudget, Hold
 from lmgate.guard.paths import PUBLIC_PATHS, PUBLIC_PREFIXES, required_scope
 from lmgate.guard.paths import Scope as KeyScope
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import ProxyRequest, ResponseTap
 
 # Methods whose requests carry no content that lmgate (or LM Studio) would read.
 BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})

@@ -19,7 +19,7 @@ from lmgate.errors import Forbidden, UpstreamError
 from lmgate.exchange import Exchange, clip
 from lmgate.guard.auth import principal_of
 from lmgate.guard.keys import Principal
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import ProxyRequest, ResponseTap
 
 _MAX_LISTING = 16 * 1024 * 1024
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lmgate.errors import BadRequest
 from lmgate.exchange import Exchange
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import ProxyRequest, ResponseTap
 
 MAX_MODEL_CHARS = 256
 

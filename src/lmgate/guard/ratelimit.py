@@ -24,7 +24,7 @@ from lmgate.exchange import Exchange
 from lmgate.guard.auth import principal_of
 from lmgate.guard.keys import Principal
 from lmgate.guard.rate_headers import Headers, HeaderTap, rate_headers
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import ProxyRequest, ResponseTap
 
 WINDOW_S = 60.0
 _HELD = "lmgate.limits.held"

@@ -27,8 +27,8 @@ from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.ratelimit import RateLimiter
 from lmgate.guard.shared_limits import SharedRateLimiter
 from lmgate.guard.tools import ToolAccess
+from lmgate.hooks import ProxyHook
 from lmgate.observe.events import EventBus
-from lmgate.proxy.hooks import ProxyHook
 from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.keys import KeyStore, load_secret

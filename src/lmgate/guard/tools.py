@@ -24,7 +24,7 @@ from lmgate.errors import Forbidden
 from lmgate.exchange import Exchange
 from lmgate.guard.auth import principal_of
 from lmgate.guard.keys import Principal
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import ProxyRequest, ResponseTap
 
 # Tool types whose calls the client runs itself. An entry without a type is one too: a tool
 # the upstream runs needs its type for the upstream to know it.

@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from lmgate.classify import is_proxied
 from lmgate.exchange import Observer
+from lmgate.hooks import ProxyHook
 from lmgate.observe.cardinality import ModelNames
 from lmgate.observe.config_watch import ConfigWatch, model_state
 from lmgate.observe.events import EventBus
@@ -37,7 +38,6 @@ from lmgate.observe.stats import Stats
 from lmgate.observe.usage_recorder import UsageRecorder
 from lmgate.observe.usage_tap import UsageHook
 from lmgate.observe.windows import Metrics
-from lmgate.proxy.hooks import ProxyHook
 from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore

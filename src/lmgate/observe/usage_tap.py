@@ -17,9 +17,9 @@ from typing import Protocol
 import orjson
 
 from lmgate.exchange import Exchange
+from lmgate.hooks import ProxyRequest, ResponseTap
 from lmgate.observe.answers import USAGE_KEYS, Reading, read_body
 from lmgate.observe.stream_scan import StreamScanner
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 
 BODY_LIMIT = 8 << 20  # larger plain answers (huge embedding batches) go unread
 _ASKS_FOR_USAGE = ("chat", "completions")

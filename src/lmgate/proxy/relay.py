@@ -20,11 +20,11 @@ from lmgate.errors import BadRequest, GatewayError, PayloadTooLarge
 from lmgate.exchange import Exchange, exchange_of
 from lmgate.guard.paths import quote_path
 from lmgate.heap import LARGE_BODY, release_soon
+from lmgate.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.requests import INTERRUPTED, RequestCancelled
 from lmgate.pipeline.injection import INJECTED, inject
 from lmgate.proxy.headers import request_headers, response_headers
-from lmgate.proxy.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse, is_event_stream
 

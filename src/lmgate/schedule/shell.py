@@ -24,8 +24,8 @@ import structlog
 from lmgate.admin.models import ModelManager
 from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
+from lmgate.hooks import ProxyRequest, ResponseTap
 from lmgate.observe.events import EventBus
-from lmgate.proxy.hooks import ProxyRequest, ResponseTap
 from lmgate.schedule.core import Scheduler
 from lmgate.schedule.errors import SchedulerRefusal
 from lmgate.schedule.metrics import ScheduleMetrics

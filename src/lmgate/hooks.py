@@ -1,4 +1,6 @@
-"""Seams of the proxy: hooks run before a request goes upstream, taps watch the answer.
+"""The seams the proxy offers, on neutral ground: hooks run before a request goes upstream,
+taps watch the answer. The guard, the observers, the scheduler and the shutdown drain
+implement them and import this module, never the proxy, which stays a leaf only the app wires.
 
 Hooks run in order on every proxied request (checks that may refuse it, loading a model on
 demand, asking the upstream for usage...). A hook may edit the parsed body and return a tap.

@@ -26,7 +26,7 @@ from lmgate.observe.requests import INTERRUPTED, RequestCancelled
 from lmgate.pipeline.injection import INJECTED, inject
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.store.state import StateStore
-from lmgate.upstream.client import UpstreamClient, UpstreamResponse, is_event_stream
+from lmgate.upstream.client import UpstreamClient, UpstreamResponse
 
 _COPY_BELOW = 64 * 1024
 
@@ -202,7 +202,7 @@ class ProxyApp:
             # memory all that time (the body was the upstream client's alone).
             del headers
             if not ex.streamed:
-                ex.streamed = is_event_stream(resp.headers)
+                ex.streamed = resp.event_stream
             out_headers = response_headers(resp.headers)
             for tap in taps:
                 out_headers = tap.start(resp.status, out_headers)

@@ -52,6 +52,9 @@ class UpstreamResponse:
     # Neither: aiohttp's own idle timer, set for declared streams, is all there is.
     deadline: Deadline | None = None
     idle: float | None = None
+    # Known for an answer to a request that did not ask for a stream: whether it is SSE anyway
+    # (read once here, for the timeouts and for the relay alike).
+    event_stream: bool = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Bytes as they arrive: no coalescing, no waiting for a full buffer."""
@@ -263,8 +266,10 @@ class UpstreamClient:
         answer = UpstreamResponse(
             raw.status, [(k.lower(), v) for k, v in raw.raw_headers], raw, describe
         )
+        if not streaming:
+            answer.event_stream = is_event_stream(answer.headers)
         if deadline is not None:
-            if is_event_stream(answer.headers):  # a stream after all: silences are what count
+            if answer.event_stream:  # a stream after all: silences are what count
                 deadline.cancel()
                 answer.idle = self.stream_timeout
             else:

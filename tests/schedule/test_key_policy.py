@@ -128,8 +128,10 @@ def test_a_key_that_may_not_load_gets_409_for_an_unloaded_model_and_uses_loaded_
     # An inference key that never chose follows the setting's default (allow): it loads.
     allowed = _key(gw, "default-loads")
     assert _chat(gw, allowed, GEMMA).status_code == 200
-    # Now the model is loaded: the key that may not load uses it like any other.
+    # Now the model is loaded (and the gateway has seen it): the key that may not load uses
+    # it like any other.
     _until(lambda: GEMMA in _loaded(emu))
+    _until(lambda: any(m["model"] == GEMMA for m in _queue(gw)["models"]))
     assert _chat(gw, denied, GEMMA).status_code == 200
 
 
@@ -448,3 +450,46 @@ def test_a_profile_change_reaches_every_workers_scheduler(tmp_root: Path) -> Non
         if gw is not None:
             gw.stop()
         emu.stop()
+
+
+def test_a_flood_of_refused_loads_costs_the_upstream_almost_nothing(servers: Any) -> None:
+    """A key that may not load, hammering an unloaded model where LM Studio would JIT-load it:
+    every request is a 409, the model list is read again at most about once a second (not per
+    refusal), memory stays flat, and another key is served meanwhile."""
+    import psutil
+
+    emu, gw = servers((), {"LMGATE_SYNC_INTERVAL": "30"})
+    denied = _key(gw, "flood", loads="deny")
+    normal = _key(gw, "normal")
+    assert _chat(gw, denied, GEMMA).status_code == 409  # warm up
+    proc = psutil.Process(gw.proc.pid)  # type: ignore[union-attr]
+    rss_before = proc.memory_info().rss
+    httpx.delete(emu.url + "/__emulator/requests")
+    body = {"model": GEMMA, "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def hammer(_: int) -> None:
+        with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {denied}"}) as c:
+            for _ in range(40):
+                code = c.post("/v1/chat/completions", json=body).status_code
+                with lock:
+                    statuses[code] += 1
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        flood = pool.map(hammer, range(10))
+        served = []
+        while len(served) < 5:
+            t = time.monotonic()
+            assert _chat(gw, normal, QWEN).status_code == 200
+            served.append(time.monotonic() - t)
+        list(flood)
+    elapsed = time.monotonic() - started
+    assert statuses == Counter({409: 400}), statuses
+    assert max(served) < 5.0, served
+    with httpx.Client(base_url=emu.url) as up:
+        listings = [r for r in upstream_requests(up) if r["path"].endswith("/models")]
+        assert not any(GEMMA in str(r.get("body")) for r in upstream_requests(up))
+    assert len(listings) <= 2 * (elapsed + 2), (len(listings), elapsed)
+    assert proc.memory_info().rss - rss_before < 30 * 2**20

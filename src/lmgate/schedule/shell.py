@@ -59,6 +59,7 @@ _ID = "sched_id"  # the core's id for an exchange, in `Exchange.attributes`
 TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 PRINCIPAL = "lmgate.principal"  # where the guard leaves the caller's key in the scope
+RELIST_MIN_S = 1.0  # refusals read the model list again at most this often
 PRELOAD_TRIES = 3  # a preload refused because a load runs is tried again this often
 
 
@@ -129,6 +130,7 @@ class SchedulerShell:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._preload_pending = bool(settings.preload)
+        self._relist: asyncio.Task[None] | None = None  # one model-list read shared by refusals
         state.listeners.append(self._state_changed)
 
     # -- the upstream as the core sees it -------------------------------------------------------
@@ -242,13 +244,19 @@ class SchedulerShell:
         """A key that may not cause loads, where lmgate does not load models itself: LM
         Studio's JIT loading would load an unloaded model for it, so it is refused here, as
         the core refuses it when lmgate loads. The listing may be a few seconds old: it is
-        read again before a refusal."""
-        if self.spec.can_load or self.watcher.is_loaded(model):
+        read again before a refusal, at most once a second whatever the refusals."""
+        watcher = self.watcher
+        if self.spec.can_load or watcher.is_loaded(model):
             return
-        with contextlib.suppress(GatewayError):
-            await self.watcher.poll()
-        if self.watcher.is_loaded(model):
-            return
+        synced = watcher.synced_at
+        if synced is None or time.time() - synced > RELIST_MIN_S:  # a flood costs one read
+            relist = self._relist
+            if relist is None or relist.done():
+                relist = self._relist = asyncio.get_running_loop().create_task(watcher.poll())
+            with contextlib.suppress(GatewayError):
+                await asyncio.shield(relist)  # a client leaving does not cancel the others'
+            if watcher.is_loaded(model):
+                return
         raise SchedulerRefusal(
             Reject(
                 "",

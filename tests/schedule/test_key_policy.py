@@ -471,7 +471,7 @@ def test_a_flood_of_refused_loads_costs_the_upstream_almost_nothing(servers: Any
 
     def hammer(_: int) -> None:
         with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {denied}"}) as c:
-            for _ in range(40):
+            for _ in range(120):
                 code = c.post("/v1/chat/completions", json=body).status_code
                 with lock:
                     statuses[code] += 1
@@ -486,7 +486,7 @@ def test_a_flood_of_refused_loads_costs_the_upstream_almost_nothing(servers: Any
             served.append(time.monotonic() - t)
         list(flood)
     elapsed = time.monotonic() - started
-    assert statuses == Counter({409: 400}), statuses
+    assert statuses == Counter({409: 1200}), statuses
     assert max(served) < 5.0, served
     with httpx.Client(base_url=emu.url) as up:
         listings = [r for r in upstream_requests(up) if r["path"].endswith("/models")]

@@ -269,7 +269,7 @@ def test_a_profile_with_one_slot_serialises_its_model(servers: Any) -> None:
     assert stored["slots"] == 1 and stored["defaultInference"] == {"temperature": 0.3}
     _until(lambda: any(m["slots"] == 1 for m in _queue(gw)["models"] if m["model"] == QWEN))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: _chat(gw, key, tokens=10), range(4)))
+        results = list(pool.map(lambda _: _chat(gw, key, tokens=10, stream=True), range(4)))
     assert all(r.status_code == 200 for r in results)
     assert _stats(emu)["peak_generating"][QWEN] == 1  # the upstream's 4 slots, used one by one
     assert any("x-queue-position" in r.headers for r in results)

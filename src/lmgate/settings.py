@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import platformdirs
@@ -177,6 +177,15 @@ class Settings(BaseSettings):
     )
     keep_active_loaded: bool = Field(
         False, description="Load the active model again after an idle unload."
+    )
+    key_loads_default: Literal["allow", "deny"] = Field(
+        "allow",
+        description="Whether inference keys that never chose (`keys create --loads`) may make "
+        "lmgate load a model; admin keys may unless told otherwise.",
+    )
+    preload: CommaList = Field(
+        default_factory=list,
+        description="Model keys loaded at start through the scheduler (primary worker only).",
     )
 
     # security hardening
@@ -351,6 +360,23 @@ class Settings(BaseSettings):
             if value.strip().lower() == name.lower():
                 return name
         raise ValueError(f"forwarded header must be one of {', '.join(FORWARDED_HEADERS)}")
+
+    @field_validator("key_loads_default", mode="before")
+    @classmethod
+    def _loads_default(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _preload(cls, value: Any) -> Any:
+        items = _split_list(value)
+        if isinstance(items, list):
+            items = [str(item).strip() for item in items]
+            for item in items:
+                if not item or len(item) > 256 or not item.isprintable():
+                    raise ValueError(f"preload entry {item!r} must be a model key")
+            items = list(dict.fromkeys(items))  # each model once, in the order given
+        return items
 
     @field_validator("api_keys", mode="before")
     @classmethod

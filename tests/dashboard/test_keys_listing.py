@@ -26,7 +26,8 @@ def test_settings_keys_are_listed_read_only(
     by_name = {k["name"]: k for k in listed["settingsKeys"]}
     assert by_name["admin"]["scope"] == "admin" and by_name["admin"]["source"] == "settings"
     assert by_name["api-key-1"]["scope"] == "inference"
-    assert all(set(k) == {"name", "scope", "source", "tools"} for k in listed["settingsKeys"])
+    shown = {"name", "scope", "source", "tools", "weight", "priority", "loads", "loadsDefault"}
+    assert all(set(k) == shown | {"maxLoadsPerHour"} for k in listed["settingsKeys"])
 
     sign_in(page, dash_gateway.url)
     view(page, "keys")
@@ -47,7 +48,7 @@ def test_rotate_a_key_on_the_page(
 ) -> None:
     require_route(dash_admin, "/admin/keys")
     name = f"rot-{uuid.uuid4().hex[:6]}"
-    made = dash_admin.post("/admin/keys", json={"name": name, "rpm": 100})
+    made = dash_admin.post("/admin/keys", json={"name": name, "rpm": 100, "weight": 2})
     assert made.status_code == 201, made.text
     old = made.json()["key"]
     url = f"{dash_gateway.url}/v1/chat/completions"
@@ -64,6 +65,8 @@ def test_rotate_a_key_on_the_page(
     new = secret.inner_text().strip()
     assert len(new) > 30 and new != old
     expect(row).to_contain_text("100 rpm")  # same key, same limits
+    for line in ("weight 2", "priority 0", "loads allow*"):
+        expect(row.locator("td[data-label='Limits']")).to_contain_text(line)
     assert new not in row.inner_text()
     shot(page, artifacts, "11-keys-rotated")
 

@@ -76,12 +76,25 @@ async def get_profile(model_key: str, request: Request) -> dict[str, Any]:
 @router.put("/models/{model_key:path}/profile")
 async def put_profile(model_key: str, body: ProfileRequest, request: Request) -> dict[str, Any]:
     """Store a model's load config and defaults, used when it is loaded on demand and for
-    requests naming it (its defaults take precedence over the active ones)."""
+    requests naming it (its defaults take precedence over the active ones), and its scheduling
+    policy (`slots`, `ttl`, `pinned`), which applies at once."""
+    return await _store_profile(model_key, body, request, merge=False)
+
+
+@router.patch("/models/{model_key:path}/profile")
+async def patch_profile(model_key: str, body: ProfileRequest, request: Request) -> dict[str, Any]:
+    """Change only the parts of a model's profile that are sent."""
+    return await _store_profile(model_key, body, request, merge=True)
+
+
+async def _store_profile(
+    model_key: str, body: ProfileRequest, request: Request, *, merge: bool
+) -> dict[str, Any]:
     gw = gateway_of(request)
     params.text(model_key, "model_key")
     load_config = body.load_config.wire() if body.load_config else None
     defaults = body.default_inference.wire() if body.default_inference else None
-    await gw.state.set_profile(model_key, load_config, defaults)
+    await gw.state.set_profile(model_key, load_config, defaults, merge=merge, policy=body.policy())
     gw.bus.publish("config_changed", what="profile", modelKey=model_key)
     return {"status": "stored", "modelKey": model_key, **gw.state.profile(model_key).as_json()}
 

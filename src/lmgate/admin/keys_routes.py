@@ -17,7 +17,19 @@ from starlette.responses import JSONResponse
 
 from lmgate.errors import BadRequest, GatewayError, NotFound
 from lmgate.gateway import Gateway, gateway_of
-from lmgate.store.keys import KeyProblem, NameTaken, NewKey, UnknownKey, parse_expiry
+from lmgate.store.keys import (
+    KEEP,
+    MAX_LOADS_PER_HOUR,
+    MAX_WEIGHT,
+    PRIORITIES,
+    KeyProblem,
+    KeyRow,
+    KeyUpdate,
+    NameTaken,
+    NewKey,
+    UnknownKey,
+    parse_expiry,
+)
 
 router = APIRouter(prefix="/admin/keys", tags=["keys"])
 
@@ -30,9 +42,60 @@ class Conflict(GatewayError):
     code = "key_name_taken"
 
 
-class CreateKey(BaseModel):
+class Scheduling(BaseModel):
+    """How the scheduler treats the key's requests (the same bounds as `lmgate keys`)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
+    weight: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_WEIGHT,
+        allow_inf_nan=False,
+        description="Share among waiting requests of the same priority (default 1).",
+    )
+    priority: int | None = Field(
+        None,
+        ge=PRIORITIES[0],
+        le=PRIORITIES[-1],
+        description="Higher classes are served first (default 0; above 0: admin keys only).",
+    )
+    loads: Literal["allow", "deny"] | None = Field(
+        None,
+        description="Whether requests may make lmgate load a model; null or absent: the "
+        "default (admin keys allow, others LMGATE_KEY_LOADS_DEFAULT).",
+    )
+    max_loads_per_hour: int | None = Field(
+        None, ge=1, le=MAX_LOADS_PER_HOUR, description="Model loads it may cause per hour."
+    )
+    tools: Literal["allow", "deny"] | None = Field(
+        None,
+        description="Whether requests may have LM Studio use tools (MCP servers, plugins); "
+        "by default allow for admin keys, deny for others.",
+    )
+
+
+class UpdateKey(Scheduling):
+    """`PATCH /admin/keys/{key}`: only the fields sent change; `loads: null` goes back to the
+    default, `maxLoadsPerHour: null` lifts the cap."""
+
+    def change(self) -> KeyUpdate:
+        given = self.model_fields_set
+        nulls = {"weight", "priority", "tools"} & {f for f in given if getattr(self, f) is None}
+        if nulls:
+            raise BadRequest(
+                f"{', '.join(sorted(nulls))}: give a value; null is not one", code="invalid_value"
+            )
+        return KeyUpdate(
+            weight=self.weight if self.weight is not None else KEEP,
+            priority=self.priority if self.priority is not None else KEEP,
+            loads=self.loads if "loads" in given else KEEP,
+            max_loads_per_hour=self.max_loads_per_hour if "max_loads_per_hour" in given else KEEP,
+            tools=self.tools if self.tools is not None else KEEP,
+        )
+
+
+class CreateKey(Scheduling):
     name: str = Field(min_length=1, max_length=64, description="Unique among active keys.")
     scope: Literal["inference", "metrics", "admin"] = "inference"
     models: list[str] | None = Field(
@@ -45,11 +108,6 @@ class CreateKey(BaseModel):
     )
     expires: str | None = Field(
         None, max_length=40, description="Lifetime (30d, 12h, 90m) or an ISO date."
-    )
-    tools: Literal["allow", "deny"] | None = Field(
-        None,
-        description="Whether requests may have LM Studio use tools (MCP servers, plugins); "
-        "by default allow for admin keys, deny for others.",
     )
 
 
@@ -71,6 +129,11 @@ async def _run(gw: Gateway, fn: Any, *args: Any) -> Any:
     return result
 
 
+def _json(gw: Gateway, row: KeyRow) -> dict[str, Any]:
+    """A key as listed: `loads` is what applies now, its default included."""
+    return row.as_json(gw.settings.key_loads_default == "allow")
+
+
 @router.get("")
 async def list_keys(
     request: Request, include_revoked: bool = Query(False, alias="includeRevoked")
@@ -85,10 +148,15 @@ async def list_keys(
             "scope": p.scope.value,
             "source": "settings",
             "tools": "allow" if p.tools else "deny",
+            "weight": p.weight,
+            "priority": p.priority,
+            "loads": "allow" if p.may_load else "deny",
+            "loadsDefault": True,
+            "maxLoadsPerHour": p.max_loads_per_hour,
         }
         for p in gw.security.keys.settings_keys
     ]
-    return {"keys": [row.as_json() for row in rows], "settingsKeys": from_settings}
+    return {"keys": [_json(gw, row) for row in rows], "settingsKeys": from_settings}
 
 
 @router.post("", status_code=201)
@@ -108,12 +176,17 @@ async def create_key(body: CreateKey, request: Request) -> JSONResponse:
         max_concurrent=body.max_concurrent,
         expires_at=expires_at,
         tools=body.tools,
+        weight=body.weight if body.weight is not None else 1.0,
+        priority=body.priority if body.priority is not None else 0,
+        loads=body.loads,
+        max_loads_per_hour=body.max_loads_per_hour,
     )
     row, key = await _run(gw, gw.security.store.create, spec)
+    shown = _json(gw, row)
     gw.bus.publish(
-        "key_created", keyId=row.id, name=row.name, scope=row.scope, tools=row.as_json()["tools"]
+        "key_created", keyId=row.id, name=row.name, scope=row.scope, tools=shown["tools"]
     )
-    return JSONResponse({"key": key, "message": _ONCE, **row.as_json()}, status_code=201)
+    return JSONResponse({"key": key, "message": _ONCE, **shown}, status_code=201)
 
 
 @router.get("/{key_ref}")
@@ -123,8 +196,19 @@ async def get_key(key_ref: str, request: Request) -> dict[str, Any]:
     row = await _run(gw, gw.security.store.find, key_ref)
     if row is None:
         raise NotFound(f"no key named or with id '{key_ref}'", code="key_not_found")
-    result: dict[str, Any] = row.as_json()
-    return result
+    return _json(gw, row)
+
+
+@router.patch("/{key_ref}")
+async def update_key(key_ref: str, body: UpdateKey, request: Request) -> dict[str, Any]:
+    """Change an active key's weight, priority, loads, loads per hour or tools in place; the
+    gateway applies them from the next request on."""
+    gw = gateway_of(request)
+    row = await _run(gw, gw.security.store.update, key_ref, body.change())
+    shown = _json(gw, row)
+    changed = {k: shown[k] for k in body.model_dump(by_alias=True, exclude_unset=True)}
+    gw.bus.publish("key_updated", keyId=row.id, name=row.name, changes=changed)
+    return shown
 
 
 @router.delete("/{key_ref}")
@@ -133,8 +217,7 @@ async def revoke_key(key_ref: str, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
     row = await _run(gw, gw.security.store.revoke, key_ref)
     gw.bus.publish("key_revoked", keyId=row.id, name=row.name)
-    result: dict[str, Any] = row.as_json()
-    return result
+    return _json(gw, row)
 
 
 @router.post("/{key_ref}/rotate")
@@ -143,4 +226,4 @@ async def rotate_key(key_ref: str, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
     row, key = await _run(gw, gw.security.store.rotate, key_ref)
     gw.bus.publish("key_rotated", keyId=row.id, name=row.name)
-    return {"key": key, "message": _ONCE, **row.as_json()}
+    return {"key": key, "message": _ONCE, **_json(gw, row)}

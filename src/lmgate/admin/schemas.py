@@ -105,5 +105,21 @@ class UnloadRequest(Schema):
 
 
 class ProfileRequest(Schema):
+    """A model's profile. `PUT` replaces it (what is left out goes back to its default);
+    `PATCH` changes what is sent (`slots: null` / `ttl: null` back to the default)."""
+
     load_config: LoadConfig | None = None
     default_inference: DefaultInference | None = None
+    slots: int | None = Field(None, ge=1, le=1024, description="Answers at once.")
+    ttl: float | None = Field(
+        None, ge=0, le=_MAX_INT, allow_inf_nan=False, description="Idle seconds; 0 = never."
+    )
+    pinned: bool | None = Field(None, description="Never evicted nor unloaded for idleness.")
+
+    def policy(self) -> dict[str, Any]:
+        """The policy fields the request sent, for `StateStore.set_profile`."""
+        names: tuple[str, ...] = ("slots", "ttl", "pinned")
+        given: dict[str, Any] = {f: getattr(self, f) for f in names if f in self.model_fields_set}
+        if "pinned" in given:
+            given["pinned"] = bool(given["pinned"])
+        return given

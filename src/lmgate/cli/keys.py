@@ -1,4 +1,4 @@
-"""`lmgate keys create|list|revoke|rotate`: managed API keys, straight in the data dir.
+"""`lmgate keys create|list|update|revoke|rotate`: managed API keys, straight in the data dir.
 
 No gateway needs to be running; one that is picks the change up on its next request. A new
 key is printed once, alone on stdout (so `KEY=$(lmgate keys create --name x)` works); every
@@ -18,10 +18,22 @@ from rich.console import Console
 
 from lmgate.cli.serve import check_state, load_settings
 from lmgate.cli.tables import print_table
+from lmgate.settings import Settings
 from lmgate.store.db import Database
-from lmgate.store.keys import KeyProblem, KeyRow, KeyStore, NewKey, load_secret, parse_expiry
+from lmgate.store.keys import (
+    KEEP,
+    KeyProblem,
+    KeyRow,
+    KeyStore,
+    KeyUpdate,
+    NewKey,
+    load_secret,
+    parse_expiry,
+)
 
-keys_app = typer.Typer(help="Create, list, revoke and rotate API keys (works on the data dir).")
+keys_app = typer.Typer(
+    help="Create, list, update, revoke and rotate API keys (works on the data dir)."
+)
 err = Console(stderr=True)
 
 DataDir = Annotated[
@@ -29,13 +41,25 @@ DataDir = Annotated[
     typer.Option(help="State directory [LMGATE_DATA_DIR, config, or the per-user data dir]."),
 ]
 Config = Annotated[Path | None, typer.Option(help="TOML config file (LMGATE_CONFIG).")]
+WEIGHT_HELP = "Share among waiting requests of the same priority (above 0, at most 1000)."
+PRIORITY_HELP = "Class: higher is served first (-100 to 100; above 0: admin keys only)."
+LOADS_HELP = (
+    "allow or deny: whether its requests may make lmgate load a model "
+    "[default: allow for admin keys, LMGATE_KEY_LOADS_DEFAULT for others]."
+)
+MAX_LOADS_HELP = "Model loads its requests may cause per hour [default: no cap]."
 
 
 def _store(data_dir: Path | None, config: Path | None) -> KeyStore:
+    return _open(data_dir, config)[0]
+
+
+def _open(data_dir: Path | None, config: Path | None) -> tuple[KeyStore, Settings]:
     settings = load_settings(data_dir=data_dir, config=config)
     check_state(settings)  # never make keys in a fresh database over a lost one
     try:
-        return KeyStore(Database(settings.data_dir), load_secret(settings.data_dir))
+        store = KeyStore(Database(settings.data_dir), load_secret(settings.data_dir))
+        return store, settings
     except (OSError, KeyProblem) as exc:
         typer.echo(f"lmgate: cannot open the key store in {settings.data_dir}: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -52,7 +76,7 @@ def _when(stamp: float | None) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _describe(row: KeyRow) -> str:
+def _describe(row: KeyRow, settings: Settings) -> str:
     limits = [
         f"{label} {value}"
         for label, value in (("rpm", row.rpm), ("tpm", row.tpm), ("concurrent", row.max_concurrent))
@@ -62,7 +86,20 @@ def _describe(row: KeyRow) -> str:
     return (
         f"{row.name} ({row.id}), scope {row.scope}, {models}, "
         f"{', '.join(limits) or 'no limits'}, tools {_tools(row)}, "
-        f"expires {_when(row.expires_at)}"
+        f"{_scheduling(row, settings)}, expires {_when(row.expires_at)}"
+    )
+
+
+def _loads(row: KeyRow, settings: Settings) -> str:
+    """What applies now; `(default)` when the key follows the default for its scope."""
+    shown = "allow" if row.may_load(settings.key_loads_default == "allow") else "deny"
+    return f"{shown} (default)" if row.loads is None else shown
+
+
+def _scheduling(row: KeyRow, settings: Settings) -> str:
+    per_hour = row.max_loads_per_hour
+    return f"weight {row.weight:g}, priority {row.priority}, loads {_loads(row, settings)}" + (
+        f" (at most {per_hour}/h)" if per_hour is not None else ""
     )
 
 
@@ -70,8 +107,8 @@ def _tools(row: KeyRow) -> str:
     return "allow" if row.tools else "deny"
 
 
-def _print_key(key: str, row: KeyRow, verb: str) -> None:
-    typer.echo(f"{verb} key {_describe(row)}.", err=True)
+def _print_key(key: str, row: KeyRow, verb: str, settings: Settings) -> None:
+    typer.echo(f"{verb} key {_describe(row, settings)}.", err=True)
     typer.echo("Store it now: it is shown only this once.", err=True)
     typer.echo(key)
 
@@ -98,11 +135,15 @@ def create(
             "plugins, remote MCP servers) [default: allow for admin keys, deny for others]."
         ),
     ] = None,
+    weight: Annotated[float, typer.Option(help=WEIGHT_HELP)] = 1.0,
+    priority: Annotated[int, typer.Option(help=PRIORITY_HELP)] = 0,
+    loads: Annotated[str | None, typer.Option(help=LOADS_HELP)] = None,
+    max_loads_per_hour: Annotated[int | None, typer.Option(help=MAX_LOADS_HELP)] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
     """Make a key; it is printed once, alone on its own line."""
-    store = _store(data_dir, config)
+    store, settings = _open(data_dir, config)
     try:
         spec = NewKey(
             name=name,
@@ -113,11 +154,62 @@ def create(
             max_concurrent=max_concurrent,
             expires_at=parse_expiry(expires, time.time()) if expires else None,
             tools=tools.strip().lower() if tools is not None else None,
+            weight=weight,
+            priority=priority,
+            loads=loads.strip().lower() if loads is not None else None,
+            max_loads_per_hour=max_loads_per_hour,
         )
         row, key = store.create(spec)
     except KeyProblem as exc:
         raise _fail(exc) from exc
-    _print_key(key, row, "Created")
+    _print_key(key, row, "Created", settings)
+
+
+@keys_app.command("update")
+def update(
+    key: Annotated[str, typer.Argument(help="The key's name or id.")],
+    weight: Annotated[float | None, typer.Option(help=WEIGHT_HELP)] = None,
+    priority: Annotated[int | None, typer.Option(help=PRIORITY_HELP)] = None,
+    loads: Annotated[
+        str | None, typer.Option(help="allow, deny, or default (back to the default).")
+    ] = None,
+    max_loads_per_hour: Annotated[
+        str | None, typer.Option(help="Model loads it may cause per hour, or none (no cap).")
+    ] = None,
+    tools: Annotated[str | None, typer.Option(help="allow or deny.")] = None,
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """Change a key's weight, priority, loads, loads per hour or tools in place; a running
+    gateway applies them from its next request on."""
+    store, settings = _open(data_dir, config)
+    try:
+        change = KeyUpdate(
+            weight=KEEP if weight is None else weight,
+            priority=KEEP if priority is None else priority,
+            loads=KEEP if loads is None else _loads_choice(loads),
+            max_loads_per_hour=KEEP if max_loads_per_hour is None else _cap(max_loads_per_hour),
+            tools=KEEP if tools is None else tools.strip().lower(),
+        )
+        row = store.update(key, change)
+    except KeyProblem as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"Updated key {_describe(row, settings)}.", err=True)
+
+
+def _loads_choice(text: str) -> str | None:
+    value = text.strip().lower()
+    return None if value == "default" else value
+
+
+def _cap(text: str) -> int | None:
+    value = text.strip().lower()
+    if value in ("none", "off", "unlimited"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise KeyProblem("max loads per hour must be a whole number, or none") from None
 
 
 @keys_app.command("list")
@@ -127,18 +219,27 @@ def list_keys(
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Every key: name, id, scope, models, limits, tools, expiry, status (never the key)."""
-    rows = _store(data_dir, config).list(include_revoked=all_)
+    """Every key: name, id, scope, models, limits, tools, scheduling (weight, priority, loads,
+    loads per hour), expiry, status (never the key)."""
+    store, settings = _open(data_dir, config)
+    rows = store.list(include_revoked=all_)
+    loads_default = settings.key_loads_default == "allow"
     if json:
-        typer.echo(orjson.dumps([r.as_json() for r in rows], option=orjson.OPT_INDENT_2))
+        shown = [r.as_json(loads_default) for r in rows]
+        typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
         return
-    columns = ("name", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "tools", "expires")
+    columns = (
+        *("name", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "tools"),
+        *("weight", "prio.", "loads", "loads/h", "expires"),
+    )
     now = time.time()
     cells = [
         [
             r.name, r.id, r.hint + "...", r.scope, ",".join(r.models) or "*",
             *(str(v) if v is not None else "-" for v in (r.rpm, r.tpm, r.max_concurrent)),
-            _tools(r), _when(r.expires_at), r.status(now),
+            _tools(r), f"{r.weight:g}", str(r.priority), _loads(r, settings),
+            str(r.max_loads_per_hour) if r.max_loads_per_hour is not None else "-",
+            _when(r.expires_at), r.status(now),
         ]
         for r in rows
     ]  # fmt: skip
@@ -166,8 +267,9 @@ def rotate(
     config: Config = None,
 ) -> None:
     """Replace a key's secret, keeping its name and limits; the old secret stops working."""
+    store, settings = _open(data_dir, config)
     try:
-        row, secret = _store(data_dir, config).rotate(key)
+        row, secret = store.rotate(key)
     except KeyProblem as exc:
         raise _fail(exc) from exc
-    _print_key(secret, row, "Rotated")
+    _print_key(secret, row, "Rotated", settings)

@@ -31,6 +31,7 @@ ACCEPTED: dict[str, str] = {
     "log_level": "error, warn, info or debug (also warning, critical)",
     "workers": "a whole number from 1 to 64",
     "debug_stream_batch_ms": "milliseconds, or a duration such as 50ms or 0.1s",
+    "key_loads_default": "allow or deny",
 }
 # The TypeScript edition's timeouts count milliseconds.
 EDITION_MS = frozenset({"PROXY_TIMEOUT", "PROXY_STREAM_TIMEOUT"})

@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from lmgate.guard.paths import Scope as KeyScope
-from lmgate.store.keys import key_digest
+from lmgate.store.keys import key_digest, scope_may_load
 
 log = structlog.get_logger("lmgate.guard")
 
@@ -40,8 +40,9 @@ _GRANTS: dict[KeyScope, frozenset[KeyScope]] = {
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a key's id and name (never the key), its scope and its limits, and
-    whether it may have the upstream use tools on its behalf (MCP servers, plugins)."""
+    """Who is calling: a key's id and name (never the key), its scope and its limits, whether
+    it may have the upstream use tools on its behalf (MCP servers, plugins), and how the
+    scheduler treats its requests (share, class, whether they may cause model loads)."""
 
     id: str
     name: str
@@ -52,6 +53,10 @@ class Principal:
     max_concurrent: int | None = None
     expires_at: float | None = None
     tools: bool = False
+    weight: float = 1.0
+    priority: int = 0
+    may_load: bool = True
+    max_loads_per_hour: int | None = None
 
     def may(self, needed: KeyScope) -> bool:
         return needed is KeyScope.PUBLIC or self.scope in _GRANTS.get(needed, frozenset())
@@ -73,7 +78,7 @@ class Problem(StrEnum):
 
 _SELECT = (
     "SELECT digest, id, name, scope, models, rpm, tpm, max_concurrent, expires_at, revoked_at,"
-    " tools FROM api_keys"
+    " tools, weight, priority, loads, max_loads_per_hour FROM api_keys"
 )
 
 
@@ -85,11 +90,19 @@ class KeyRegistry:
         db_path: Path | None,
         *,
         interval: float = 0.1,
+        loads_default: bool = True,
     ) -> None:
+        """`loads_default`: whether inference keys that never chose may cause model loads
+        (`LMGATE_KEY_LOADS_DEFAULT`); keys from settings have every other attribute's default."""
         self._secret = secret
+        self._loads_default = loads_default
         self._bootstrap = {
             key_digest(secret, token.encode()): Principal(
-                f"env:{name}", name, scope, tools=scope is KeyScope.ADMIN
+                f"env:{name}",
+                name,
+                scope,
+                tools=scope is KeyScope.ADMIN,
+                may_load=scope_may_load(scope.value, None, loads_default),
             )
             for name, scope, token in bootstrap
         }
@@ -179,6 +192,14 @@ class KeyRegistry:
                 max_concurrent=row["max_concurrent"],
                 expires_at=row["expires_at"],
                 tools=bool(row["tools"]),
+                weight=float(row["weight"]),
+                priority=row["priority"],
+                may_load=scope_may_load(
+                    row["scope"],
+                    None if row["loads"] is None else bool(row["loads"]),
+                    self._loads_default,
+                ),
+                max_loads_per_hour=row["max_loads_per_hour"],
             )
         self._managed, self._revoked = managed, revoked
         self._ever_managed = bool(rows)

@@ -72,7 +72,12 @@ class Security:
             limiter = SharedRateLimiter(worker.run_dir / "limits.sqlite3")
         return cls(
             settings=settings,
-            keys=KeyRegistry(secret, bootstrap_keys(settings), db.path),
+            keys=KeyRegistry(
+                secret,
+                bootstrap_keys(settings),
+                db.path,
+                loads_default=settings.key_loads_default == "allow",
+            ),
             store=KeyStore(db, secret),
             damper=Damper(
                 limit=settings.auth_fail_limit,

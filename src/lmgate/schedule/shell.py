@@ -7,7 +7,9 @@ a later event resolves. Load and Unload actions run in background tasks (the cor
 load at a time per upstream) and report back. As an observer it ends every request exactly
 once, whichever way it left (answered, refused, failed, or its client gone while it waited).
 A tick loop drives timeouts, drains and idle TTL from `next_deadline`; each model-list sync
-feeds `observe`.
+feeds `observe`. A request carries its key's scheduling attributes (weight, priority, whether it
+may cause loads, loads per hour); profiles' policies (slots, TTL, pin) reach the core at start
+and with every state change, and `LMGATE_PRELOAD` is loaded after the first sync.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,6 +32,8 @@ from lmgate.schedule.core import Scheduler
 from lmgate.schedule.errors import SchedulerRefusal
 from lmgate.schedule.metrics import ScheduleMetrics
 from lmgate.schedule.types import (
+    LOAD_DENIED,
+    STATUS,
     Action,
     Admit,
     Load,
@@ -42,8 +46,11 @@ from lmgate.schedule.types import (
     UpstreamSpec,
 )
 from lmgate.settings import Settings
-from lmgate.store.state import StateStore
+from lmgate.store.state import ModelState, StateStore
 from lmgate.upstream.sync import UpstreamWatcher
+
+if TYPE_CHECKING:
+    from lmgate.guard.keys import Principal
 
 log = structlog.get_logger("lmgate.schedule")
 
@@ -51,6 +58,9 @@ UPSTREAM = "upstream"  # one upstream per gateway today
 _ID = "sched_id"  # the core's id for an exchange, in `Exchange.attributes`
 TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
+PRINCIPAL = "lmgate.principal"  # where the guard leaves the caller's key in the scope
+RELIST_MIN_S = 1.0  # refusals read the model list again at most this often
+PRELOAD_TRIES = 3  # a preload refused because a load runs is tried again this often
 
 
 def config_of(settings: Settings, *, alone: bool = True) -> SchedulerConfig:
@@ -98,6 +108,7 @@ class SchedulerShell:
         *,
         clock: Callable[[], float] = time.monotonic,
         alone: bool = True,
+        primary: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.watcher = watcher
@@ -106,14 +117,21 @@ class SchedulerShell:
         self.bus = bus
         self.clock = clock
         self.alone = alone  # the only worker: it sees every request the upstream serves
+        self.primary = primary  # only the primary worker preloads
         self.spec = self._spec()
-        self.core = Scheduler(config_of(settings, alone=alone), [self.spec])
+        self._profiles = state.state.profiles
+        self._policies: dict[str, ModelPolicy] = self._policies_of(state.state)
+        self.core = Scheduler(
+            config_of(settings, alone=alone), [self.spec], policies=self._policies
+        )
         self.metrics: ScheduleMetrics | None = None
         self._waiting: dict[str, asyncio.Future[Admit | Reject]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._policies: dict[str, ModelPolicy] = {}
+        self._preload_pending = bool(settings.preload)
+        self._relist: asyncio.Task[None] | None = None  # one model-list read shared by refusals
+        state.listeners.append(self._state_changed)
 
     # -- the upstream as the core sees it -------------------------------------------------------
 
@@ -152,6 +170,35 @@ class SchedulerShell:
             m.key: m.size_bytes for m in self.watcher.models.values() if m.size_bytes is not None
         }
         self._run(self.core.observe(UPSTREAM, now, loaded, sizes))
+        if self._preload_pending:
+            self._preload_pending = False
+            if self.primary():
+                self._spawn(self.preload(self.settings.preload))
+
+    # -- profiles: the models' policies ---------------------------------------------------------
+
+    def _policies_of(self, state: ModelState) -> dict[str, ModelPolicy]:
+        """The core's policy for every profile that has one. One of several workers takes no
+        idle TTL from a profile: another worker may be answering with the model."""
+        return {
+            key: ModelPolicy(slots=p.slots, ttl=p.ttl if self.alone else None, pinned=p.pinned)
+            for key, p in state.profiles.items()
+            if p.has_policy
+        }
+
+    def _state_changed(self, state: ModelState) -> None:
+        """Told of every new state (an admin change here, or another worker's, read by the
+        state store); profiles are compared by identity first, so most changes cost nothing."""
+        if state.profiles is self._profiles:
+            return
+        self._profiles = state.profiles
+        fresh = self._policies_of(state)
+        old, self._policies = self._policies, fresh
+        now = self.clock()
+        for model in old.keys() | fresh.keys():
+            policy = fresh.get(model)
+            if policy != old.get(model):
+                self._run(self.core.set_policy(model, policy, now))
 
     # -- the request path -----------------------------------------------------------------------
 
@@ -166,10 +213,13 @@ class SchedulerShell:
         model = self._model_key(ex.model)
         if model is None:  # unknown to the upstream: its own answer says so
             return None
+        principal: Principal | None = request.scope.get(PRINCIPAL)
+        if principal is not None and not principal.may_load:
+            await self._refuse_jit_load(principal, model)
         rid = str(next(self._ids))
         ex.attributes[_ID] = rid
         verdict = self._run(
-            self.core.submit(Request(rid, ex.key_name or "-", model), self.clock()), rid
+            self.core.submit(self._request_for(principal, rid, model), self.clock()), rid
         )
         if verdict is None:
             verdict = await self._wait(ex, rid, model)
@@ -179,6 +229,43 @@ class SchedulerShell:
         if verdict.position:
             return QueueTap(verdict.position, verdict.waited)
         return None
+
+    @staticmethod
+    def _request_for(principal: Principal | None, rid: str, model: str) -> Request:
+        """The request as the core sees it, with its key's attributes (no key: the defaults)."""
+        if principal is None:
+            return Request(rid, "-", model)
+        p = principal
+        return Request(
+            rid, p.name, model, p.weight, p.priority, None, p.may_load, p.max_loads_per_hour
+        )
+
+    async def _refuse_jit_load(self, principal: Principal, model: str) -> None:
+        """A key that may not cause loads, where lmgate does not load models itself: LM
+        Studio's JIT loading would load an unloaded model for it, so it is refused here, as
+        the core refuses it when lmgate loads. The listing may be a few seconds old: it is
+        read again before a refusal, at most once a second whatever the refusals."""
+        watcher = self.watcher
+        if self.spec.can_load or watcher.is_loaded(model):
+            return
+        synced = watcher.synced_at
+        if synced is None or time.time() - synced > RELIST_MIN_S:  # a flood costs one read
+            relist = self._relist
+            if relist is None or relist.done():
+                relist = self._relist = asyncio.get_running_loop().create_task(watcher.poll())
+            with contextlib.suppress(GatewayError):
+                await asyncio.shield(relist)  # a client leaving does not cancel the others'
+            if watcher.is_loaded(model):
+                return
+        raise SchedulerRefusal(
+            Reject(
+                "",
+                STATUS[LOAD_DENIED],
+                LOAD_DENIED,
+                f"{model} is not loaded and key '{principal.name}' may not load models; "
+                "use a loaded model",
+            )
+        )
 
     async def _wait(self, ex: Exchange, rid: str, model: str) -> Admit | Reject:
         future: asyncio.Future[Admit | Reject] = asyncio.get_running_loop().create_future()
@@ -272,7 +359,7 @@ class SchedulerShell:
         if self.settings.keep_active_loaded and active == unload.model:
             self.load(active)
 
-    async def _switch(self, load: Load, evicting: list[Unload]) -> None:
+    async def _switch(self, load: Load, evicting: list[Unload]) -> bool:
         started = time.monotonic()
         victims = [u.model for u in evicting]
         self.bus.publish(
@@ -286,7 +373,7 @@ class SchedulerShell:
                 self.bus.publish(
                     "model_switch_complete", modelKey=load.model, victims=victims, ok=False
                 )
-                return
+                return False
         try:
             profile = self.state.profile(load.model)
             await self.models.load(load.model, profile.load_config or {})
@@ -299,7 +386,7 @@ class SchedulerShell:
                 ok=False,
                 error=exc.message,
             )
-            return
+            return False
         if self.metrics is not None:
             self.metrics.switched(load.model, load.reason)
         slots = self._slots(load.model)
@@ -311,6 +398,7 @@ class SchedulerShell:
             ok=True,
             seconds=round(time.monotonic() - started, 3),
         )
+        return True
 
     def _slots(self, model: str) -> int | None:
         total = 0
@@ -334,6 +422,56 @@ class SchedulerShell:
             self._run(self.core.request_load(model, self.clock()))
         except LoadRefused as exc:
             log.info("model_load_refused", model=model, reason=exc.message)
+
+    # -- preload ------------------------------------------------------------------------------
+
+    async def preload(self, names: Sequence[str]) -> None:
+        """`LMGATE_PRELOAD`, in order, once the upstream has been listed: each load obeys the
+        scheduler's rules like an admin load; a refusal or a failure is logged and published
+        (`model_preload`), never fatal. Where lmgate does not load on demand, the model is
+        loaded as the admin route loads it (and is lmgate's own all the same)."""
+        for name in names:
+            try:
+                status, reason = await self._preload_one(name)
+            except Exception as exc:  # a bug must not stop the others, nor the gateway
+                log.exception("model_preload_crashed", model=name)
+                status, reason = "failed", str(exc)
+            level = log.info if status in ("loaded", "already_loaded") else log.warning
+            level("model_preload", model=name, status=status, reason=reason)
+            self.bus.publish("model_preload", modelKey=name, status=status, reason=reason)
+
+    async def _preload_one(self, name: str) -> tuple[str, str | None]:
+        model = self._model_key(name)
+        if model is None:
+            return "refused", "the upstream does not offer this model"
+        if self.watcher.is_loaded(model):
+            return "already_loaded", None
+        if not self.watcher.caps.model_management:
+            return "refused", "this upstream cannot be told to load models; load it there"
+        if not self.spec.can_load:
+            try:
+                await self.models.load(model, self.state.profile(model).load_config or {})
+            except GatewayError as exc:
+                return "failed", exc.message
+            self.loaded(model)
+            return "loaded", None
+        for attempt in range(PRELOAD_TRIES):
+            try:
+                actions = self.core.request_load(model, self.clock())
+            except LoadRefused as exc:
+                if exc.code != "busy" or attempt == PRELOAD_TRIES - 1:
+                    return "refused", exc.message
+                await asyncio.sleep(max(1.0, exc.retry_after or 1.0))
+                if self.watcher.is_loaded(model):
+                    return "already_loaded", None
+                continue
+            load = next(a for a in actions if isinstance(a, Load))
+            evicting = [a for a in actions if isinstance(a, Unload)]
+            ok = await self._switch(load, evicting)
+            return (
+                ("loaded", None) if ok else ("failed", "the load failed; see model_switch_complete")
+            )
+        return "refused", "a load was running"  # not reached: the last try returns
 
     # -- reading -------------------------------------------------------------------------------
 

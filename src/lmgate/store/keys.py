@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -29,10 +31,15 @@ from lmgate.store.integrity import remember_keys
 KEY_PREFIX = "lmg_"
 SCOPES = ("inference", "metrics", "admin")
 TOOLS = ("allow", "deny")
+LOADS = ("allow", "deny")
+MAX_WEIGHT = 1000.0
+PRIORITIES = range(-100, 101)
+MAX_LOADS_PER_HOUR = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _COLUMNS = (
     "id, name, hint, scope, models, rpm, tpm, max_concurrent,"
-    " created_at, expires_at, revoked_at, rotated_at, tools"
+    " created_at, expires_at, revoked_at, rotated_at, tools,"
+    " weight, priority, loads, max_loads_per_hour"
 )
 
 
@@ -124,15 +131,26 @@ class KeyRow:
     revoked_at: float | None
     rotated_at: float | None
     tools: bool = False  # may have the upstream use tools (MCP servers, plugins) for it
+    weight: float = 1.0  # share among waiting requests of the same priority
+    priority: int = 0  # higher classes are served first
+    loads: bool | None = None  # may cause model loads; None: the default for its scope
+    max_loads_per_hour: int | None = None
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> KeyRow:
         models = tuple(orjson.loads(row["models"])) if row["models"] else ()
+        loads = row["loads"]
         return cls(
             row["id"], row["name"], row["hint"], row["scope"], models, row["rpm"], row["tpm"],
             row["max_concurrent"], row["created_at"], row["expires_at"], row["revoked_at"],
-            row["rotated_at"], bool(row["tools"]),
+            row["rotated_at"], bool(row["tools"]), float(row["weight"]), row["priority"],
+            None if loads is None else bool(loads), row["max_loads_per_hour"],
         )  # fmt: skip
+
+    def may_load(self, loads_default: bool) -> bool:
+        """Whether its requests may make lmgate load a model: its own choice, else allow for
+        admin keys, never for metrics keys, `LMGATE_KEY_LOADS_DEFAULT` for the others."""
+        return scope_may_load(self.scope, self.loads, loads_default)
 
     def status(self, now: float) -> str:
         if self.revoked_at is not None:
@@ -141,7 +159,7 @@ class KeyRow:
             return "expired"
         return "active"
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, loads_default: bool = True) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -152,6 +170,11 @@ class KeyRow:
             "tpm": self.tpm,
             "maxConcurrent": self.max_concurrent,
             "tools": "allow" if self.tools else "deny",
+            "weight": self.weight,
+            "priority": self.priority,
+            "loads": "allow" if self.may_load(loads_default) else "deny",
+            "loadsDefault": self.loads is None,  # follows the default for its scope
+            "maxLoadsPerHour": self.max_loads_per_hour,
             "createdAt": self.created_at,
             "expiresAt": self.expires_at,
             "revokedAt": self.revoked_at,
@@ -172,6 +195,10 @@ class NewKey:
     max_concurrent: int | None = None
     expires_at: float | None = None
     tools: str | None = None  # allow or deny; None: allow for admin keys, deny for others
+    weight: float = 1.0
+    priority: int = 0
+    loads: str | None = None  # allow or deny; None: the default for its scope, as it changes
+    max_loads_per_hour: int | None = None
 
     @property
     def allows_tools(self) -> bool:
@@ -196,6 +223,72 @@ class NewKey:
             raise KeyProblem("models: up to 100 non-empty glob patterns")
         if self.expires_at is not None and self.expires_at <= now:
             raise KeyProblem("the expiry is in the past")
+        check_scheduling(
+            self.scope, self.weight, self.priority, self.loads, self.max_loads_per_hour
+        )
+
+
+def scope_may_load(scope: str, loads: bool | None, loads_default: bool) -> bool:
+    if loads is not None:
+        return loads
+    return scope == "admin" or (scope == "inference" and loads_default)
+
+
+def check_scheduling(
+    scope: str, weight: float, priority: int, loads: str | None, max_loads: int | None
+) -> None:
+    """The scheduler's key attributes, the same checks for the CLI and the API. A priority
+    above 0 puts a key's requests before everyone else's, however many wait: only an admin key,
+    whose holder controls the gateway anyway, may have it. A lower class is open to every key
+    (batch jobs that should yield)."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise KeyProblem("weight must be a number")
+    if not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
+        raise KeyProblem(f"weight must be a number above 0 and at most {MAX_WEIGHT:g}")
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITIES:
+        raise KeyProblem(
+            f"priority must be a whole number from {PRIORITIES[0]} to {PRIORITIES[-1]}"
+        )
+    if priority > 0 and scope != "admin":
+        raise KeyProblem("only admin keys may have a priority above 0 (others: 0 or below)")
+    if loads is not None and loads not in LOADS:
+        raise KeyProblem(f"loads must be one of {', '.join(LOADS)}")
+    if max_loads is not None and (
+        isinstance(max_loads, bool)
+        or not isinstance(max_loads, int)
+        or not 1 <= max_loads <= MAX_LOADS_PER_HOUR
+    ):
+        raise KeyProblem(
+            f"max loads per hour must be a whole number from 1 to {MAX_LOADS_PER_HOUR}"
+        )
+    if scope == "metrics" and (
+        weight != 1.0 or priority != 0 or loads == "allow" or max_loads is not None
+    ):
+        raise KeyProblem("a metrics key reaches no model: it takes no scheduling attributes")
+
+
+class Keep(Enum):
+    """A field of `KeyUpdate` left as stored."""
+
+    KEEP = 0
+
+
+KEEP: Final = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """Attributes to change in place on an active key; fields left at KEEP stay as stored."""
+
+    weight: float | Keep = KEEP
+    priority: int | Keep = KEEP
+    loads: str | Keep | None = KEEP  # allow, deny, or None: the default for its scope
+    max_loads_per_hour: int | Keep | None = KEEP  # None: no cap
+    tools: str | Keep = KEEP  # allow or deny
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, f.name) is KEEP for f in fields(self))
 
 
 class KeyStore:
@@ -212,8 +305,8 @@ class KeyStore:
         try:
             self.db.execute(
                 "INSERT INTO api_keys (id, name, digest, hint, scope, models, rpm, tpm,"
-                " max_concurrent, created_at, expires_at, tools)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " max_concurrent, created_at, expires_at, tools, weight, priority, loads,"
+                " max_loads_per_hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key_id,
                     spec.name,
@@ -227,6 +320,10 @@ class KeyStore:
                     now,
                     spec.expires_at,
                     int(spec.allows_tools),
+                    float(spec.weight),
+                    spec.priority,
+                    None if spec.loads is None else int(spec.loads == "allow"),
+                    spec.max_loads_per_hour,
                 ),
             )
         except sqlite3.IntegrityError as exc:
@@ -265,6 +362,41 @@ class KeyStore:
     def revoke(self, name_or_id: str) -> KeyRow:
         row = self._require_active(name_or_id)
         self.db.execute("UPDATE api_keys SET revoked_at=? WHERE id=?", (time.time(), row.id))
+        return self.get(row.id)
+
+    def update(self, name_or_id: str, change: KeyUpdate) -> KeyRow:
+        """Change an active key's scheduling attributes or tools permission in place; a
+        running gateway applies them from its next request on."""
+        if change.empty:
+            raise KeyProblem("nothing to change: give at least one attribute")
+        row = self._require_active(name_or_id)
+        weight = row.weight if change.weight is KEEP else change.weight
+        priority = row.priority if change.priority is KEEP else change.priority
+        stored = None if row.loads is None else ("allow" if row.loads else "deny")
+        loads = stored if change.loads is KEEP else change.loads
+        max_loads = (
+            row.max_loads_per_hour
+            if change.max_loads_per_hour is KEEP
+            else change.max_loads_per_hour
+        )
+        tools = ("allow" if row.tools else "deny") if change.tools is KEEP else change.tools
+        if tools not in TOOLS:
+            raise KeyProblem(f"tools must be one of {', '.join(TOOLS)}")
+        if row.scope == "metrics" and tools == "allow":
+            raise KeyProblem("a metrics key reaches no model: it cannot use tools")
+        check_scheduling(row.scope, weight, priority, loads, max_loads)
+        self.db.execute(
+            "UPDATE api_keys SET weight=?, priority=?, loads=?, max_loads_per_hour=?, tools=?"
+            " WHERE id=?",
+            (
+                float(weight),
+                priority,
+                None if loads is None else int(loads == "allow"),
+                max_loads,
+                int(tools == "allow"),
+                row.id,
+            ),
+        )
         return self.get(row.id)
 
     def rotate(self, name_or_id: str) -> tuple[KeyRow, str]:

@@ -3,7 +3,9 @@
 Persisted in SQLite and mirrored in memory: the proxy reads `injection` (a precompiled value)
 without awaiting anything; admin writes update the database first, then swap the value.
 A profile is a model's stored load config and defaults; its defaults take precedence over
-the active ones for requests naming that model. Embeddings get a model by capability: the
+the active ones for requests naming that model. Its policy (`slots`, `ttl`, `pinned`) is the
+scheduler's: every swap of the state is told to `listeners`, so a change made here or read
+from another worker reaches the scheduler at once. Embeddings get a model by capability: the
 stored default embedding model, else the one embedding model loaded upstream (told by the
 upstream watcher through `use_loaded_embedding`), never the active chat model.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import EllipsisType
 from typing import Any
@@ -35,13 +38,29 @@ Statement = tuple[str, tuple[Any, ...]]
 log = structlog.get_logger("lmgate.state")
 
 
+POLICY_FIELDS = ("slots", "ttl", "pinned")
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     load_config: dict[str, Any] | None = None
     default_inference: dict[str, Any] | None = None
+    slots: int | None = None  # answers at once; None: what the upstream reports
+    ttl: float | None = None  # idle seconds before lmgate unloads it; 0 = never; None: default
+    pinned: bool = False  # never evicted, never unloaded for idleness
+
+    @property
+    def has_policy(self) -> bool:
+        return self.slots is not None or self.ttl is not None or self.pinned
 
     def as_json(self) -> dict[str, Any]:
-        return {"loadConfig": self.load_config, "defaultInference": self.default_inference}
+        return {
+            "loadConfig": self.load_config,
+            "defaultInference": self.default_inference,
+            "slots": self.slots,
+            "ttl": self.ttl,
+            "pinned": self.pinned,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +88,11 @@ class ModelState:
 
 _CLEAR_ACTIVE = "UPDATE active_model SET model_key=NULL, default_inference='{}', activated_at=NULL"
 _UPSERT = (
-    "INSERT INTO model_profiles (model_key, load_config, default_inference, updated_at)"
-    " VALUES (?, ?, ?, ?) ON CONFLICT(model_key) DO UPDATE SET"
+    "INSERT INTO model_profiles (model_key, load_config, default_inference, updated_at, slots,"
+    " ttl, pinned) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model_key) DO UPDATE SET"
     " load_config=excluded.load_config, default_inference=excluded.default_inference,"
-    " updated_at=excluded.updated_at"
+    " updated_at=excluded.updated_at, slots=excluded.slots, ttl=excluded.ttl,"
+    " pinned=excluded.pinned"
 )
 
 
@@ -90,6 +110,7 @@ class StateStore:
         self.state = ModelState()
         self.injection = Injection()
         self.loaded_embedding: str | None = None
+        self.listeners: list[Callable[[ModelState], None]] = []  # told of every new state
         self._follow: sqlite3.Connection | None = None
         self._version: int | None = None
         if follow:
@@ -135,9 +156,16 @@ class StateStore:
     def _read(self, query: Any) -> ModelState:
         sql = "SELECT model_key, default_inference, activated_at, embedding_model FROM active_model"
         row = query(sql)[0]
+        columns = "model_key, load_config, default_inference, slots, ttl, pinned"
         profiles = {
-            r["model_key"]: Profile(_load(r["load_config"]), _load(r["default_inference"]))
-            for r in query("SELECT model_key, load_config, default_inference FROM model_profiles")
+            r["model_key"]: Profile(
+                _load(r["load_config"]),
+                _load(r["default_inference"]),
+                r["slots"],
+                r["ttl"],
+                bool(r["pinned"]),
+            )
+            for r in query(f"SELECT {columns} FROM model_profiles")
         }
         return ModelState(
             active_model=row["model_key"],
@@ -155,6 +183,8 @@ class StateStore:
             {k: p.default_inference for k, p in state.profiles.items() if p.default_inference},
             embedding_model=state.embedding_model or self.loaded_embedding,
         )
+        for listener in self.listeners:
+            listener(state)
 
     def use_loaded_embedding(self, model: str | None) -> None:
         """The embedding model to inject when none is stored: the one loaded upstream, or
@@ -174,7 +204,15 @@ class StateStore:
     def _with_profile(
         self, key: str, profile: Profile, now: float
     ) -> tuple[Statement, dict[str, Profile]]:
-        row = (key, _dump(profile.load_config), _dump(profile.default_inference), now)
+        row = (
+            key,
+            _dump(profile.load_config),
+            _dump(profile.default_inference),
+            now,
+            profile.slots,
+            profile.ttl,
+            int(profile.pinned),
+        )
         return (_UPSERT, row), {**self.state.profiles, key: profile}
 
     async def activate(
@@ -192,8 +230,10 @@ class StateStore:
         old = self.profile(model_key)
         if default_inference is None:
             default_inference = old.default_inference or {}
-        profile = Profile(
-            load_config if load_config is not None else old.load_config, default_inference
+        profile = replace(
+            old,
+            load_config=load_config if load_config is not None else old.load_config,
+            default_inference=default_inference,
         )
         upsert, profiles = self._with_profile(model_key, profile, now)
         embedding = self.state.embedding_model if embedding_model is ... else embedding_model
@@ -212,18 +252,24 @@ class StateStore:
         default_inference: dict[str, Any] | None,
         *,
         merge: bool = False,
+        policy: Mapping[str, Any] | None = None,
     ) -> ModelState:
-        """Store a model's profile; with `merge`, parts given as None keep their stored value."""
+        """Store a model's profile; with `merge`, parts given as None keep their stored value,
+        and so does every policy field (`slots`, `ttl`, `pinned`) not in `policy`; without it,
+        those not in `policy` go back to their defaults."""
         self.refresh()
         old = self.profile(model_key)
+        base = old if merge else Profile()
         if merge:
             load_config = load_config if load_config is not None else old.load_config
             default_inference = (
                 default_inference if default_inference is not None else old.default_inference
             )
-        upsert, profiles = self._with_profile(
-            model_key, Profile(load_config, default_inference), time.time()
+        given = {k: v for k, v in (policy or {}).items() if k in POLICY_FIELDS}
+        profile = replace(
+            base, load_config=load_config, default_inference=default_inference, **given
         )
+        upsert, profiles = self._with_profile(model_key, profile, time.time())
         s = self.state
         statements = [upsert]
         defaults = s.default_inference

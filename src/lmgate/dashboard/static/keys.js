@@ -112,6 +112,20 @@ export function createKeys(root, ctx) {
 
   const KEY_COLUMNS = ["Name", "Scope", "Key", "Models", "Limits", "Tools", "Created", "Expires", "Status", ""];
 
+  // Weight, priority class, whether its requests may load models (a star: the default for its
+  // scope), loads per hour: one short line each under the limits, so the table stays narrow.
+  const scheduling = (k) =>
+    [
+      [`weight ${k.weight ?? 1}`],
+      [`priority ${k.priority ?? 0}`],
+      k.loadsDefault
+        ? [`loads ${k.loads || "allow"}*`, "the default for its scope (LMGATE_KEY_LOADS_DEFAULT)"]
+        : [`loads ${k.loads}`],
+      k.maxLoadsPerHour ? [`${k.maxLoadsPerHour} loads/h`] : null,
+    ]
+      .filter(Boolean)
+      .map(([line, title]) => h("div", title ? { class: "scheduling", title } : { class: "scheduling" }, line));
+
   function renderKeys(keys, fromSettings) {
     if (!keys.length && !fromSettings.length) {
       fill(keysBox, h("p", { class: "muted" }, "No keys yet."));
@@ -129,7 +143,7 @@ export function createKeys(root, ctx) {
         h("td", {}, k.scope),
         h("td", { class: "mono" }, k.hint || "\u2014"),
         h("td", { class: "mono" }, (k.models || []).join(", ") || "all"),
-        h("td", {}, limits(k)),
+        h("td", {}, h("div", {}, limits(k)), scheduling(k)),
         h("td", {}, k.tools || "deny"),
         h("td", {}, fmtDateTime(k.createdAt)),
         h("td", {}, k.expiresAt ? fmtDateTime(k.expiresAt) : "never"),
@@ -156,7 +170,7 @@ export function createKeys(root, ctx) {
         h("td", {}, k.scope),
         h("td", { class: "muted" }, "from settings"),
         h("td", { class: "mono" }, "all"),
-        h("td", {}, "none"),
+        h("td", {}, h("div", {}, "none"), scheduling(k)),
         h("td", {}, k.tools || "deny"),
         h("td", {}, "\u2014"),
         h("td", {}, "never"),
@@ -431,7 +445,7 @@ export function createKeys(root, ctx) {
     onEvent(ev) {
       if (root.hidden === false) blocks.onEvent(ev);
       if (ev.replayed) return;
-      if (ev.type === "key_created" || ev.type === "key_revoked" || ev.type === "key_rotated") {
+      if (ev.type === "key_created" || ev.type === "key_revoked" || ev.type === "key_rotated" || ev.type === "key_updated") {
         if (root.hidden === false) loadKeys();
       }
     },

@@ -174,7 +174,10 @@ class Session:
                 await self.ws.send_text(orjson.dumps(message).decode())
 
     async def _handshake(self) -> bool:
-        raw = await self.ws.receive_text()
+        first = await self.ws.receive()
+        if first["type"] == "websocket.disconnect":
+            return False
+        raw = first.get("text") or first.get("bytes") or b""
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -16,7 +16,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from lmgate.errors import BadRequest, NotFound, UpstreamError, UpstreamUnavailable
+from lmgate.errors import (
+    BadRequest,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from lmgate.loading.sdk import SdkSurface, compare, translate
 from lmgate.loading.surface import LoadSpec
 from lmgate.settings import Settings
@@ -43,12 +49,13 @@ GATEWAY_CONFIG: dict[str, Any] = {
 }
 
 
-def settings(url: str, token: str | None = None, tmp: Path | None = None) -> Settings:
+def settings(url: str, token: str | None = None, *, request_timeout: float = 60) -> Settings:
     return Settings(
         upstream=url,
         upstream_token=SecretStr(token) if token is not None else None,
-        data_dir=tmp or Path("/nonexistent-lmgate-test"),
+        data_dir=Path("/nonexistent-lmgate-test"),
         connect_timeout=2.0,
+        request_timeout=request_timeout,
     )
 
 
@@ -232,6 +239,18 @@ async def test_upstream_killed_mid_load(tmp_path: Path) -> None:
         server.stop()
     surface_after = SdkSurface(settings(server.url))
     assert not await surface_after.available()
+
+
+async def test_a_load_slower_than_the_request_timeout(tmp_path: Path) -> None:
+    server = start_emulator(tmp_path, "--load-delay", "5")
+    try:
+        surface = SdkSurface(settings(server.url, request_timeout=0.5))
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout, match=r"within 0\.5 s"):
+            await surface.load(LoadSpec("google/gemma-3-1b"), lambda _: None)
+        assert time.monotonic() - started < 5
+    finally:
+        server.stop()
 
 
 async def test_loading_does_not_block_the_event_loop(emu: ServerProcess) -> None:

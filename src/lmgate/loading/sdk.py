@@ -321,8 +321,18 @@ class SdkSurface:
         raise NotFound(f'LM Studio has no downloaded model "{model}"', code="model_not_found")
 
     async def load(self, spec: LoadSpec, progress: Progress) -> SurfaceLoad:
+        try:
+            async with asyncio.timeout(self._load_budget):
+                return await self._load(spec, progress)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f'LM Studio did not finish loading "{spec.model}" within '
+                f"{self._load_budget:g} s (LMGATE_REQUEST_TIMEOUT)"
+            ) from None
+
+    async def _load(self, spec: LoadSpec, progress: Progress) -> SurfaceLoad:
         doing = f'loading "{spec.model}"'
-        async with asyncio.timeout(self._load_budget), self._client(doing) as client:
+        async with self._client(doing) as client:
             domain = await self._domain(client, spec.model)
             config, sent, refused = translate(spec.config, domain)
             session = client.llm if domain == "llm" else client.embedding

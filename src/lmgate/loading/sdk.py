@@ -13,8 +13,10 @@ halves (what SDK 1.6 does), so the client's auth message is built from
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -87,15 +89,33 @@ _MISSING_CODES = frozenset(
 )
 
 
+SYSTEM = (_AsyncSessionSystem,)
+MODELS = (_AsyncSessionLlm, _AsyncSessionEmbedding)
+Sessions = tuple[type[_AsyncSessionSystem | _AsyncSessionLlm | _AsyncSessionEmbedding], ...]
+
+
+@functools.cache
+def _probe_tls() -> ssl.SSLContext:
+    """One TLS context for every greeting probe: building one per client is most of the cost
+    of opening a client (the probe itself is plain http)."""
+    return ssl.create_default_context()
+
+
 class _Client(lmstudio.AsyncClient):
-    """The SDK's async client, opening only the namespaces loading needs, and
-    authenticating with the given handshake when there is one."""
+    """The SDK's async client, opening only the namespaces an operation needs (each is a
+    websocket), and authenticating with the given handshake when there is one."""
 
-    _ALL_SESSIONS = (_AsyncSessionEmbedding, _AsyncSessionLlm, _AsyncSessionSystem)
-
-    def __init__(self, api_host: str, auth: dict[str, Any] | None) -> None:
+    def __init__(
+        self, api_host: str, auth: dict[str, Any] | None, sessions: Sessions = SYSTEM
+    ) -> None:
+        self._ALL_SESSIONS = sessions
         self._lmgate_auth = auth  # read by _create_auth_message during __init__
         super().__init__(api_host)
+
+    @staticmethod
+    async def _query_probe_url(url: str) -> httpx.Response:
+        async with httpx.AsyncClient(verify=_probe_tls()) as client:
+            return await client.get(url, timeout=1)
 
     def _create_auth_message(self, *args: Any) -> dict[str, Any]:
         if self._lmgate_auth is not None:
@@ -285,7 +305,7 @@ class SdkSurface:
             now = time.monotonic()
             if self._checked_at is None or now - self._checked_at >= self._recheck_after:
                 try:
-                    async with self._client("connecting"):
+                    async with self._client("connecting", SYSTEM):
                         pass
                     self._ok, self.reason = True, None
                 except GatewayError as exc:
@@ -294,11 +314,11 @@ class SdkSurface:
             return self._ok
 
     @asynccontextmanager
-    async def _client(self, doing: str) -> AsyncIterator[_Client]:
+    async def _client(self, doing: str, sessions: Sessions) -> AsyncIterator[_Client]:
         """An open SDK client; every SDK failure inside leaves as a `GatewayError`."""
         if self._problem is not None or self._host is None:
             raise UpstreamUnavailable(f"LM Studio's SDK cannot be used: {self._problem}")
-        client = _Client(self._host, self._auth)
+        client = _Client(self._host, self._auth, sessions)
         try:
             try:
                 async with asyncio.timeout(self._connect_budget):
@@ -332,7 +352,7 @@ class SdkSurface:
 
     async def _load(self, spec: LoadSpec, progress: Progress) -> SurfaceLoad:
         doing = f'loading "{spec.model}"'
-        async with self._client(doing) as client:
+        async with self._client(doing, SYSTEM + MODELS) as client:
             domain = await self._domain(client, spec.model)
             config, sent, refused = translate(spec.config, domain)
             session = client.llm if domain == "llm" else client.embedding
@@ -363,7 +383,7 @@ class SdkSurface:
 
     async def unload(self, instance_id: str) -> None:
         doing = f'unloading "{instance_id}"'
-        async with self._client(doing) as client:
+        async with self._client(doing, MODELS) as client:
             for session in (client.llm, client.embedding):
                 if any(h.identifier == instance_id for h in await session.list_loaded()):
                     await session.unload(instance_id)

@@ -24,6 +24,7 @@ from lmgate.emulator import (
     native_v1_routes,
     openai_routes,
     responses_routes,
+    sdk_endpoints,
 )
 from lmgate.emulator.config import EmulatorConfig
 from lmgate.emulator.middleware import FrontDoor
@@ -47,6 +48,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         routes += anthropic_routes.routes()
         routes += native_v1_routes.routes()
     routes += hook_routes.routes()
+    routes += sdk_endpoints.routes()  # the SDK's websocket namespaces and their test hook
     for route in routes:
         if isinstance(route, Route):  # Express matches paths whatever their letter case
             route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)

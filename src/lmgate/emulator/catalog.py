@@ -8,6 +8,7 @@ lazily (on the next catalog access after it ran out) rather than by a timer.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ class Instance:
     jit: bool = False
     ttl: float | None = None
     last_used: float = field(default_factory=time.monotonic)
+    # Load settings only the SDK reaches (KV keys to values), and the SDK's opaque handle.
+    extras: dict[str, Any] = field(default_factory=dict)
+    reference: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     @property
     def context_length(self) -> int:
@@ -152,15 +156,23 @@ class Catalog:
         jit: bool = False,
         ttl: float | None = None,
         count: bool = True,
+        identifier: str | None = None,
+        extras: Mapping[str, Any] | None = None,
     ) -> Instance:
-        """Load another instance of `spec` right now (no simulated delay)."""
+        """Load another instance of `spec` right now (no simulated delay); `identifier`
+        names it instead of the `key`, `key:2`… sequence (the caller checks it is free)."""
         taken = {i.id for i in self.instances}
-        instance_id, suffix = spec.key, 1
-        while instance_id in taken:
+        instance_id, suffix = identifier or spec.key, 1
+        while identifier is None and instance_id in taken:
             suffix += 1
             instance_id = f"{spec.key}:{suffix}"
         instance = Instance(
-            instance_id, spec, self.load_config(spec, overrides or {}), jit=jit, ttl=ttl
+            instance_id,
+            spec,
+            self.load_config(spec, overrides or {}),
+            jit=jit,
+            ttl=ttl,
+            extras=dict(extras or {}),
         )
         self.instances.append(instance)
         if count:

@@ -9,6 +9,7 @@ surfaces, unauthenticated and left out of the request log.
   POST   /__emulator/load       {"model", "context_length"?} load as if from LM Studio's UI
   POST   /__emulator/unload     {"instance_id"} unload as if from LM Studio's UI
   POST   /__emulator/reset      back to the startup state (instances, log, counters)
+  GET    /__emulator/load-configs  load configs received over the SDK websocket (sdk_endpoints)
 """
 
 from __future__ import annotations

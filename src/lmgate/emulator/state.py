@@ -29,6 +29,8 @@ class EmulatorState:
         self.config = config
         self.catalog = Catalog(config.models, default_context_length=config.default_context_length)
         self.requests: deque[dict[str, Any]] = deque(maxlen=config.request_log_size)
+        # Every load config that arrived over the SDK websocket, as received and decoded.
+        self.load_configs: deque[dict[str, Any]] = deque(maxlen=config.request_log_size)
         self.streams = StreamCounters()
         self.stored_responses: dict[str, int] = {}
         self.started_at = time.time()
@@ -49,6 +51,7 @@ class EmulatorState:
             self.config.models, default_context_length=self.config.default_context_length
         )
         self.requests.clear()
+        self.load_configs.clear()
         self.streams = StreamCounters()
         self.stored_responses.clear()
         self.preload()

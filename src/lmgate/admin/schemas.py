@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -39,11 +39,18 @@ class DefaultInference(Schema):
 
 
 class GpuConfig(Schema):
-    ratio: Annotated[float, Field(ge=0, le=1)] | Literal["max", "off"] | None = None
+    ratio: float | Literal["max", "off"] | None = None
     layers: int | None = Field(None, ge=0, le=_MAX_INT)
     main_gpu: int | None = Field(None, ge=0, le=1024)
     split_strategy: Literal["evenly", "favorMainGpu"] | None = None
     disabled_gpus: list[int] | None = Field(None, max_length=1024)
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float | int) and not 0 <= value <= 1:
+            raise ValueError("gpu.ratio must be from 0 to 1, or 'max' or 'off'")
+        return value
 
 
 KvCacheQuant = Literal["f32", "f16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]

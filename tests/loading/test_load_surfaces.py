@@ -304,3 +304,28 @@ def test_lm_studio_03_loads_with_lms_and_answers_honestly_without(
         with_lms.stop()
         without.stop()
         emu03.stop()
+
+
+def test_the_scheduler_hears_of_a_failed_lms_load(
+    tmp_root: Path, emu: ServerProcess, up: httpx.Client
+) -> None:
+    fake = make_fake_lms(tmp_root / "lms-on-demand")
+    env = gateway_env(fake, LMGATE_ON_DEMAND_LOAD="true")
+    gw = start_gateway(tmp_root, emu.url, env=env)
+    try:
+        with httpx.Client(base_url=gw.url, headers=admin_headers(), timeout=60) as adm:
+            profile = {"loadConfig": {"contextLength": 4096, "gpu": {"ratio": 0.5}}}
+            assert adm.put(f"/admin/models/{GEMMA}/profile", json=profile).status_code == 200
+            fake.set(fail="before", exit=4)
+            chat = {"model": GEMMA, "messages": [{"role": "user", "content": "hi"}]}
+            started = time.monotonic()
+            first = adm.post("/v1/chat/completions", json=chat)
+            assert first.status_code >= 500, first.text
+            assert "error" in first.json()
+            assert time.monotonic() - started < 30
+            assert _load_calls(fake) and GEMMA not in instances(up)
+            # the failure is remembered: the next request is refused without another load
+            again = adm.post("/v1/chat/completions", json=chat)
+            assert again.status_code >= 500 and len(_load_calls(fake)) == 1
+    finally:
+        gw.stop()

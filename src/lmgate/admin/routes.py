@@ -160,10 +160,9 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         gw.scheduler.loaded(key)  # lmgate's own: its idle TTL applies
     defaults = await _remember(gw, body, config, given, activate)
     what = "was already loaded" if outcome.already_loaded else "is loaded"
-    how = f" through {outcome.surface}" if outcome.surface else ""
     return {
         "status": "loaded",
-        "message": f"'{key}' {what} as instance '{outcome.instance_id}'{how}."
+        "message": f"'{key}' {what} as instance '{outcome.instance_id}'."
         + _activation_note(gw, activate),
         "modelKey": key,
         "instanceId": outcome.instance_id,

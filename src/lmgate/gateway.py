@@ -14,6 +14,7 @@ from lmgate.admin.on_demand import ActiveModelKeeper
 from lmgate.exchange import Observer
 from lmgate.guard.security import Security
 from lmgate.hooks import ProxyHook
+from lmgate.loading.choose import build_surfaces
 from lmgate.observe.events import EventBus
 from lmgate.observe.hub import Observability
 from lmgate.observe.inference_events import InferenceEvents
@@ -97,7 +98,13 @@ class Gateway:
         watcher = UpstreamWatcher(upstream, bus, interval=settings.sync_interval)
         watcher.on_embedding = state.use_loaded_embedding
         models = ModelManager(
-            upstream, watcher, state, bus, stats, load_timeout=settings.load_timeout
+            upstream,
+            watcher,
+            state,
+            bus,
+            stats,
+            load_timeout=settings.load_timeout,
+            surfaces=build_surfaces(settings, upstream, watcher),
         )
         watcher.listeners.append(
             ActiveModelKeeper(

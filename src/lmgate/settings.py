@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     # model management
     sync_interval: float = Field(5.0, gt=0, description="Seconds between model-list polls.")
     load_timeout: float = Field(600.0, gt=0, description="Longest wait for a model load (s).")
+    lms_path: str | None = Field(
+        None,
+        description="LM Studio's `lms` CLI, used to load what REST cannot; default: PATH, then "
+        "LM Studio's install folders; 'off' = never.",
+    )
     on_demand_load: bool = Field(
         False, description="Load a requested, unloaded model with its profile before forwarding."
     )
@@ -296,6 +301,13 @@ class Settings(BaseSettings):
         description="Model names the upstream does not offer that statistics, Prometheus and "
         "usage keep by name; further ones are counted as 'other'.",
     )
+
+    @field_validator("lms_path", mode="before")
+    @classmethod
+    def _lms_path(cls, value: Any) -> Any:
+        if value is not None and str(value).strip().lower() in ("", "off", "none", "false"):
+            return "off"
+        return value
 
     @field_validator("lmstudio_log_dir", mode="before")
     @classmethod

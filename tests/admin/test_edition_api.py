@@ -62,9 +62,9 @@ def test_edition_load_body_is_applied_or_reported(adm04: httpx.Client) -> None:
     body = resp.json()
     assert body["status"] == "loaded" and body["applied"]["contextLength"] == 4096
     assert body["instanceId"] == GEMMA  # LM Studio names the instance itself
-    assert {"ttlSeconds", "instanceId", "identifier"} <= set(body["notApplied"])
-    assert "ttl" not in body["notApplied"]  # reported in the name the request used
-    assert "--identifier" in body["notApplied"]["identifier"]
+    assert body["surface"] == "rest" and body["applied"]["ttl"] == 600  # REST carries a TTL
+    assert {"instanceId", "identifier"} <= set(body["notApplied"])
+    assert "needs the SDK or lms" in body["notApplied"]["identifier"]
     state = adm04.get("/admin/state").json()
     assert state["activeModel"] == GEMMA
     assert state["loadConfigs"][GEMMA] == {"contextLength": 4096, "ttl": 600}  # for later loads

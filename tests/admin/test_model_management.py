@@ -108,14 +108,17 @@ def test_load_applies_echoes_and_reports_what_it_could_not_set(
     assert body["loadTimeSeconds"] > 0
     assert body["applied"]["contextLength"] == 8192
     assert body["applied"]["flashAttention"] is True
-    assert set(body["notApplied"]) == {"gpu.ratio", "cpuThreads", "ropeFrequencyBase", "ttl"}
-    assert all(reason for reason in body["notApplied"].values())
+    assert body["surface"] == "rest" and body["applied"]["ttl"] == 300
+    assert set(body["notApplied"]) == {"gpu.ratio", "ropeFrequencyBase"}
+    assert "needs the SDK or lms" in body["notApplied"]["gpu.ratio"]
+    assert body["applied"]["cpuThreads"] == 4 and "per-request" in body["appliedAs"]["cpuThreads"]
     sent = [r for r in upstream_requests(up) if r["path"] == "/api/v1/models/load"][-1]["body"]
     assert sent == {
         "model": GEMMA,
         "context_length": 8192,
         "flash_attention": True,
         "eval_batch_size": 256,
+        "ttl": 300,
         "echo_load_config": True,
     }
     assert _instances(up, GEMMA)[0]["config"]["context_length"] == 8192  # type: ignore[index]

@@ -11,6 +11,7 @@ from lmgate.admin.edition import edition_listing
 from lmgate.admin.schemas import ProfileRequest
 from lmgate.errors import GatewayError, NotFound
 from lmgate.gateway import gateway_of
+from lmgate.loading.choose import load_surfaces
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -25,6 +26,7 @@ async def upstream(request: Request, refresh: bool = False) -> dict[str, Any]:
         "lastSync": gw.watcher.synced_at,
         "syncError": gw.watcher.last_error,
         "loadedInstances": sorted(gw.watcher.instances),
+        "loadSurfaces": await load_surfaces(gw.models.chooser),
     }
 
 

@@ -1,7 +1,8 @@
 """Admin model state: activate, load, unload, and the state itself (admin scope only).
 
-Load and unload act on the upstream for real when it has LM Studio's REST v1 API; otherwise
-they store the intent and answer with the steps to do by hand (see `workflow.py`).
+Load and unload act on the upstream for real when a load surface works there (LM Studio's SDK,
+its `lms` CLI, or its REST v1 API; see `lmgate.loading`); otherwise they store the intent and
+answer with the steps to do by hand (see `workflow.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from lmgate.admin import edition
 from lmgate.admin.model_check import check_known
+from lmgate.admin.models import LoadOutcome
 from lmgate.admin.schemas import ActivateRequest, LoadRequest, UnloadRequest
 from lmgate.admin.workflow import load_workflow, unload_workflow
 from lmgate.gateway import Gateway, gateway_of
@@ -87,14 +89,47 @@ async def _remember(
     return gw.state.profile(body.model_key).default_inference or {}
 
 
+def _with_threads(
+    gw: Gateway, key: str, config: dict[str, Any], given: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """A load's `cpuThreads` becomes the model's per-request default (LM Studio sets CPU
+    threads per prediction), kept beside the defaults already in force for it."""
+    threads = config.get("cpuThreads")
+    if threads is None:
+        return given
+    if given is None:
+        state = gw.state.state
+        given = dict(
+            state.default_inference
+            if key == state.active_model
+            else gw.state.profile(key).default_inference or {}
+        )
+    return {**given, "cpuThreads": threads}
+
+
+def _not_applied(body: LoadRequest, outcome: LoadOutcome) -> dict[str, str]:
+    """`notApplied` in the names the request used (`ttlSeconds`, `instanceId`...)."""
+    reasons = dict(outcome.not_applied)
+    named = reasons.pop("identifier", None)
+    out = edition.load_not_applied(body, reasons, outcome.instance_id)
+    if named is not None:
+        for name, value in (("instanceId", body.instance_id), ("identifier", body.identifier)):
+            if value is not None:
+                out[name] = named
+    return out
+
+
 @router.post("/models/load")
 async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
     key = body.model_key
     config = edition.with_ttl(body, body.load_config.wire() if body.load_config else {})
     given = body.default_inference.wire() if body.default_inference else None
+    given = _with_threads(gw, key, config, given)
     activate = _activates(gw, body)
-    if not (await gw.watcher.capabilities()).model_management:
+    if not await gw.models.can_manage():
+        if body.surface is not None:
+            await gw.models.chooser.choose((), body.surface)  # says why it is unavailable
         gw.bus.publish("model_load_start", modelKey=key, loadConfig=config)
         defaults = await _remember(gw, body, config, given, activate)
         gw.bus.publish("model_load_complete", modelKey=key, activated=activate, loaded=False)
@@ -114,7 +149,13 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         if not_applied := edition.stored_not_applied(body):
             answer["notApplied"] = not_applied
         return answer
-    outcome = await gw.models.load(key, config, new_instance=body.new_instance)
+    outcome = await gw.models.load(
+        key,
+        config,
+        new_instance=body.new_instance,
+        identifier=edition.wanted_identifier(body),
+        surface=body.surface,
+    )
     if not outcome.already_loaded:
         gw.scheduler.loaded(key)  # lmgate's own: its idle TTL applies
     defaults = await _remember(gw, body, config, given, activate)
@@ -125,11 +166,14 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         + _activation_note(gw, activate),
         "modelKey": key,
         "instanceId": outcome.instance_id,
+        "surface": outcome.surface,
         "loadTimeSeconds": outcome.load_seconds,
         "alreadyLoaded": outcome.already_loaded,
         "replacedInstances": outcome.replaced,
         "applied": outcome.applied,
-        "notApplied": edition.load_not_applied(body, outcome.not_applied, outcome.instance_id),
+        "appliedAs": outcome.applied_as,
+        "notApplied": _not_applied(body, outcome),
+        "effectiveConfig": outcome.effective,
         "activated": activate,
         "activeModel": gw.state.state.active_model,
         "defaultInference": defaults,
@@ -141,7 +185,7 @@ async def unload(body: UnloadRequest, request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
     target = body.model_key or body.instance_id or "all"
     gw.bus.publish("model_unload_start", modelKey=body.model_key, target=target)
-    if not (await gw.watcher.capabilities()).model_management:
+    if not await gw.models.can_manage():
         key = body.model_key or body.instance_id
         was_active = await gw.state.clear(None if body.all else key)
         gw.bus.publish("model_unload_complete", modelKey=key, wasActive=was_active)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -27,6 +27,8 @@ class DefaultInference(Schema):
     repeat_penalty: float | None = Field(None, gt=0)
     stop_strings: list[str] | None = None
     stream: bool | None = None
+    # a prediction setting in LM Studio; a load's `cpuThreads` is stored here
+    cpu_threads: int | None = Field(None, gt=0, le=1024)
 
     @field_validator("max_tokens")
     @classmethod
@@ -37,20 +39,43 @@ class DefaultInference(Schema):
 
 
 class GpuConfig(Schema):
-    ratio: float | None = Field(None, ge=0, le=1)
+    ratio: float | Literal["max", "off"] | None = None
     layers: int | None = Field(None, ge=0, le=_MAX_INT)
+    main_gpu: int | None = Field(None, ge=0, le=1024)
+    split_strategy: Literal["evenly", "favorMainGpu"] | None = None
+    disabled_gpus: list[int] | None = Field(None, max_length=1024)
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float | int) and not 0 <= value <= 1:
+            raise ValueError("gpu.ratio must be from 0 to 1, or 'max' or 'off'")
+        return value
+
+
+KvCacheQuant = Literal["f32", "f16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
 
 class LoadConfig(Schema):
+    """Every load setting LM Studio has on some surface (reference §9.2); `lmgate.loading`
+    picks the surface that applies them and reports the ones it could not."""
+
     context_length: int | None = Field(None, gt=0, le=_MAX_INT)
     gpu: GpuConfig | None = None
-    cpu_threads: int | None = Field(None, gt=0, le=_MAX_INT)
+    cpu_threads: int | None = Field(None, gt=0, le=1024)
     rope_frequency_base: float | None = Field(None, gt=0)
     rope_frequency_scale: float | None = Field(None, gt=0)
     flash_attention: bool | None = None
     eval_batch_size: int | None = Field(None, gt=0, le=_MAX_INT)
     num_experts: int | None = Field(None, gt=0, le=_MAX_INT)
     offload_kv_cache_to_gpu: bool | None = None
+    kv_cache_quant_k: KvCacheQuant | Literal[False] | None = None
+    kv_cache_quant_v: KvCacheQuant | Literal[False] | None = None
+    keep_model_in_memory: bool | None = None
+    try_mmap: bool | None = None
+    use_fp16_for_kv_cache: bool | None = Field(None, alias="useFp16ForKVCache")
+    seed: int | None = Field(None, ge=-1, le=_MAX_INT)
+    parallel: int | None = Field(None, gt=0, le=1024)
     ttl: int | None = Field(None, gt=0, le=_MAX_INT)
 
 
@@ -79,6 +104,7 @@ class LoadRequest(EditionFields, ModelKey):
     default_inference: DefaultInference | None = None
     load_config: LoadConfig | None = None
     new_instance: bool = False
+    surface: Literal["sdk", "lms", "rest"] | None = None  # None: the best for the fields
 
 
 class UnloadRequest(Schema):

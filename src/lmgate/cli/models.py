@@ -89,40 +89,117 @@ def list_models(
         console.print(f"[yellow]upstream: {data['error']}[/yellow]")
 
 
+Opt = typer.Option
+
+
+def load_config_of(
+    *,
+    context_length: int | None,
+    gpu: str | None,
+    gpu_layers: int | None,
+    cpu_threads: int | None,
+    rope_base: float | None,
+    rope_scale: float | None,
+    parallel: int | None,
+    kv_cache_quant: str | None,
+    flash_attention: bool | None,
+    eval_batch_size: int | None,
+    keep_in_memory: bool | None,
+    mmap: bool | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    """The `loadConfig` the options ask for; the gateway validates it."""
+    ratio: float | str | None = gpu
+    if gpu is not None and gpu not in ("max", "off"):
+        try:
+            ratio = float(gpu)
+        except ValueError:
+            typer.echo("lmgate: --gpu takes a ratio from 0 to 1, 'max' or 'off'", err=True)
+            raise typer.Exit(2) from None
+    config: dict[str, Any] = {
+        "contextLength": context_length,
+        "gpu": {k: v for k, v in (("ratio", ratio), ("layers", gpu_layers)) if v is not None},
+        "cpuThreads": cpu_threads,
+        "ropeFrequencyBase": rope_base,
+        "ropeFrequencyScale": rope_scale,
+        "parallel": parallel,
+        "kvCacheQuantK": kv_cache_quant,
+        "kvCacheQuantV": kv_cache_quant,
+        "flashAttention": flash_attention,
+        "evalBatchSize": eval_batch_size,
+        "keepModelInMemory": keep_in_memory,
+        "tryMmap": mmap,
+        "seed": seed,
+    }
+    return {k: v for k, v in config.items() if v is not None and v != {}}
+
+
 @models_app.command("load")
 def load(
     model: str,
     url: Url = "http://127.0.0.1:1235",
     admin_key: Key = None,
-    context_length: Annotated[int | None, typer.Option(help="Context length.")] = None,
-    flash_attention: Annotated[bool | None, typer.Option(help="Flash attention.")] = None,
-    eval_batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
-    gpu_ratio: Annotated[float | None, typer.Option(help="GPU offload ratio 0-1.")] = None,
-    new_instance: Annotated[bool, typer.Option(help="Load another instance.")] = False,
+    context_length: Annotated[int | None, Opt(help="Context length (tokens).")] = None,
+    gpu: Annotated[str | None, Opt(help="GPU offload: a ratio 0-1, 'max' or 'off'.")] = None,
+    gpu_ratio: Annotated[float | None, Opt(hidden=True)] = None,
+    gpu_layers: Annotated[int | None, Opt(help="Layers to offload (as a ratio).")] = None,
+    cpu_threads: Annotated[int | None, Opt(help="CPU threads, per request.")] = None,
+    rope_base: Annotated[float | None, Opt(help="RoPE frequency base.")] = None,
+    rope_scale: Annotated[float | None, Opt(help="RoPE frequency scale.")] = None,
+    ttl: Annotated[int | None, Opt(help="Unload after this many idle seconds.")] = None,
+    identifier: Annotated[str | None, Opt(help="The loaded instance's name.")] = None,
+    parallel: Annotated[int | None, Opt(help="Predictions at once.")] = None,
+    kv_cache_quant: Annotated[
+        str | None, Opt(help="KV cache quantization (f16, q8_0, q4_0...), K and V.")
+    ] = None,
+    flash_attention: Annotated[bool | None, Opt(help="Flash attention.")] = None,
+    eval_batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
+    keep_in_memory: Annotated[
+        bool | None, Opt("--keep-in-memory/--no-keep-in-memory", help="Keep the model in RAM.")
+    ] = None,
+    mmap: Annotated[bool | None, Opt("--mmap/--no-mmap", help="Memory-map the file.")] = None,
+    seed: Annotated[int | None, Opt(help="Load-time seed.")] = None,
+    surface: Annotated[str | None, Opt(help="Load through: sdk, lms or rest.")] = None,
+    new_instance: Annotated[bool, Opt(help="Load another instance.")] = False,
     activate: Annotated[
         bool | None,
-        typer.Option(
+        Opt(
             "--activate/--no-activate",
             help="Make it the active model [default: only when no other model is active].",
         ),
     ] = None,
+    as_json: Json = False,
 ) -> None:
-    """Load MODEL upstream (or, on older LM Studio, store it and print the manual steps)."""
-    config: dict[str, Any] = {
-        "contextLength": context_length,
-        "flashAttention": flash_attention,
-        "evalBatchSize": eval_batch_size,
-    }
-    if gpu_ratio is not None:
-        config["gpu"] = {"ratio": gpu_ratio}
-    body = {
-        "modelKey": model,
-        **({"activate": activate} if activate is not None else {}),
-        "newInstance": new_instance,
-        "loadConfig": {k: v for k, v in config.items() if v is not None},
-    }
+    """Load MODEL upstream through the surface that applies the most of what is asked (or, on
+    an upstream that cannot load, store it and print the manual steps)."""
+    config = load_config_of(
+        context_length=context_length,
+        gpu=gpu if gpu is not None else (str(gpu_ratio) if gpu_ratio is not None else None),
+        gpu_layers=gpu_layers,
+        cpu_threads=cpu_threads,
+        rope_base=rope_base,
+        rope_scale=rope_scale,
+        parallel=parallel,
+        kv_cache_quant=kv_cache_quant,
+        flash_attention=flash_attention,
+        eval_batch_size=eval_batch_size,
+        keep_in_memory=keep_in_memory,
+        mmap=mmap,
+        seed=seed,
+    )
+    if ttl is not None:
+        config["ttl"] = ttl
+    body: dict[str, Any] = {"modelKey": model, "newInstance": new_instance, "loadConfig": config}
+    extras = {"activate": activate, "identifier": identifier, "surface": surface}
+    body.update({k: v for k, v in extras.items() if v is not None})
     data = call_gateway(url, admin_key, "POST", "/admin/models/load", body)
+    if as_json:
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
+    for field, value in (data.get("applied") or {}).items():
+        how = (data.get("appliedAs") or {}).get(field)
+        console.print(f"applied {field} = {value}" + (f" ({how})" if how else ""))
     for field, reason in (data.get("notApplied") or {}).items():
         console.print(f"[yellow]not applied[/yellow] {field}: {reason}")
     for step, line in (data.get("workflow") or {}).items():

@@ -6,7 +6,8 @@ surfaces, unauthenticated and left out of the request log.
   GET    /__emulator/stats      stream and load counters
   GET    /__emulator/generations  answers generating now and the most at once, per model;
                                  unloads of a model while it was generating
-  POST   /__emulator/load       {"model", "context_length"?} load as if from LM Studio's UI
+  POST   /__emulator/load       {"model", "context_length"?, "parallel"?, "ttl"?, "identifier"?}
+                                 load as if from LM Studio's UI (or `lms load`)
   POST   /__emulator/unload     {"instance_id"} unload as if from LM Studio's UI
   POST   /__emulator/reset      back to the startup state (instances, log, counters)
   GET    /__emulator/load-configs  load configs received over the SDK websocket (sdk_endpoints)
@@ -47,10 +48,16 @@ async def load(request: Request) -> Response:
     spec = state.catalog.find_spec(str(body.get("model", "")))
     if spec is None:
         return json_response({"error": f"unknown model {body.get('model')!r}"}, status=404)
-    overrides = {}
-    if isinstance(body.get("context_length"), int):
-        overrides["context_length"] = body["context_length"]
-    instance = state.catalog.add(spec, overrides)
+    overrides = {k: body[k] for k in ("context_length", "parallel") if isinstance(body.get(k), int)}
+    identifier = body.get("identifier")
+    if identifier is not None and state.catalog.find_instance(str(identifier)) is not None:
+        return json_response({"error": f"identifier {identifier!r} is taken"}, status=409)
+    ttl = body.get("ttl")
+    instance = state.catalog.add(
+        spec, overrides, ttl=float(ttl) if isinstance(ttl, int | float) and ttl > 0 else None
+    )
+    if identifier is not None:
+        instance.id = str(identifier)
     return json_response(
         {"instance_id": instance.id, "model": spec.key, "config": dict(instance.config)}
     )

@@ -20,6 +20,9 @@ _OPENAI = {
     "repeatPenalty": "repeat_penalty",
     "stopStrings": "stop",
     "stream": "stream",
+    # LM Studio sets CPU threads per prediction; its OpenAI-compatible server ignores keys
+    # it does not take, so this is sent where a default can be honoured, never a refusal
+    "cpuThreads": "cpu_threads",
 }
 
 # Gateway field (camelCase) -> the endpoint's wire name. Absent = not injectable there.

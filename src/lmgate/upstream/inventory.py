@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmgate.loading.layers import layer_count
 from lmgate.upstream.capabilities import Capabilities
 from lmgate.upstream.client import UpstreamClient
 
@@ -32,6 +33,7 @@ class UpstreamModel:
     format: str | None = None
     display_name: str | None = None
     size_bytes: int | None = None  # on disk (REST v1), for the scheduler's memory budget
+    layers: int | None = None  # layer count, where the upstream lists one (`gpu.layers`)
 
     @property
     def loaded(self) -> bool:
@@ -66,6 +68,7 @@ def _from_v1(entry: dict[str, Any]) -> UpstreamModel:
         format=entry.get("format"),
         display_name=entry.get("display_name"),
         size_bytes=size if isinstance(size := entry.get("size_bytes"), int) else None,
+        layers=layer_count(entry),
     )
 
 
@@ -85,6 +88,7 @@ def _from_v0(entry: dict[str, Any]) -> UpstreamModel:
         max_context_length=entry.get("max_context_length"),
         quantization=entry.get("quantization"),
         format=entry.get("compatibility_type"),
+        layers=layer_count(entry),
     )
 
 

@@ -9,6 +9,7 @@ UI, `lms`, JIT loading, TTL eviction) are reported with `source: "upstream"`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -93,16 +94,7 @@ class UpstreamWatcher:
         for key, model in list(self.models.items()):
             own = tuple(i for i in self.instances.values() if i.model_key == key)
             if own != model.instances:
-                self.models[key] = UpstreamModel(
-                    key,
-                    model.type,
-                    own,
-                    model.max_context_length,
-                    model.quantization,
-                    model.format,
-                    model.display_name,
-                    model.size_bytes,
-                )
+                self.models[key] = dataclasses.replace(model, instances=own)
 
     async def poll(self) -> None:
         """Read the model list once and report what changed since the last look."""

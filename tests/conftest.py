@@ -36,7 +36,7 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def emulator(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_root, "--token-delay", "0.005")
+    server = start_emulator(tmp_root, "--token-delay", "0.005", "--no-sdk")
     yield server
     server.stop()
 
@@ -100,7 +100,9 @@ def no_active_model(admin: httpx.Client) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def emulator03(tmp_root: Path) -> Iterator[ServerProcess]:
     """LM Studio 0.3: no REST v1, so no model management over HTTP."""
-    server = start_emulator(tmp_root, "--version", "0.3", "--token-delay", "0.005", name="emu03")
+    server = start_emulator(
+        tmp_root, "--version", "0.3", "--token-delay", "0.005", "--no-sdk", name="emu03"
+    )
     yield server
     server.stop()
 

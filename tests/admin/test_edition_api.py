@@ -16,14 +16,14 @@ QWEN = "qwen/qwen3-4b"
 
 @pytest.fixture(scope="module")
 def emu04(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_root, name="emu-edition-04")
+    server = start_emulator(tmp_root, "--no-sdk", name="emu-edition-04")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def emu03(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_root, "--version", "0.3", name="emu-edition-03")
+    server = start_emulator(tmp_root, "--version", "0.3", "--no-sdk", name="emu-edition-03")
     yield server
     server.stop()
 

@@ -31,7 +31,7 @@ FAST_SYNC = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_SYNC_INTERVAL": "0.3"}
 
 @pytest.fixture(scope="module")
 def emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_root, "--load-delay", "0.3", name="emu-mm")
+    server = start_emulator(tmp_root, "--load-delay", "0.3", "--no-sdk", name="emu-mm")
     yield server
     server.stop()
 
@@ -182,7 +182,7 @@ def test_failures_keep_state(adm: httpx.Client) -> None:
 
 
 def test_load_timeout(tmp_root: Path) -> None:
-    slow = start_emulator(tmp_root, "--load-delay", "5", name="emu-slow")
+    slow = start_emulator(tmp_root, "--load-delay", "5", "--no-sdk", name="emu-slow")
     gw = start_gateway(tmp_root, slow.url, env={**FAST_SYNC, "LMGATE_LOAD_TIMEOUT": "0.5"})
     try:
         resp = httpx.post(

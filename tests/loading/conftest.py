@@ -64,7 +64,9 @@ def lms(tmp_path_factory: pytest.TempPathFactory) -> FakeLms:
 
 @pytest.fixture(scope="module")
 def emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_root, "--load-delay", "0.1", "--no-preload", name="emu-loading")
+    server = start_emulator(
+        tmp_root, "--load-delay", "0.1", "--no-preload", "--no-sdk", name="emu-loading"
+    )
     yield server
     server.stop()
 

@@ -274,7 +274,9 @@ def test_lm_studio_03_loads_with_lms_and_answers_honestly_without(
     tmp_root: Path, lms: FakeLms
 ) -> None:
     lms.reset()
-    emu03 = start_emulator(tmp_root, "--version", "0.3", "--no-preload", name="emu-loading-03")
+    emu03 = start_emulator(
+        tmp_root, "--version", "0.3", "--no-preload", "--no-sdk", name="emu-loading-03"
+    )
     with_lms = start_gateway(tmp_root, emu03.url, env=gateway_env(lms))
     without = start_gateway(tmp_root, emu03.url, env=gateway_env(None, LMGATE_LMS_PATH="off"))
     try:

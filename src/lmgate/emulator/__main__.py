@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--no-jit", action="store_true", help="disable just-in-time loading")
     parser.add_argument("--no-preload", action="store_true", help="start with nothing loaded")
     parser.add_argument("--no-auto-evict", action="store_true", help="keep older JIT models")
+    parser.add_argument(
+        "--no-sdk", action="store_true", help="serve no SDK websocket API (HTTP surfaces only)"
+    )
     parser.add_argument("--load-delay", type=float, default=0.05, metavar="SECONDS")
     parser.add_argument("--models", type=Path, default=None, metavar="FILE.json")
     parser.add_argument(
@@ -57,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
         load_delay=max(0.0, args.load_delay),
         models=models,
         auto_evict=not args.no_auto_evict,
+        sdk=not args.no_sdk,
     )
 
 

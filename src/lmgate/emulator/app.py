@@ -48,7 +48,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         routes += anthropic_routes.routes()
         routes += native_v1_routes.routes()
     routes += hook_routes.routes()
-    routes += sdk_endpoints.routes()  # the SDK's websocket namespaces and their test hook
+    if state.config.sdk:
+        routes += sdk_endpoints.routes()  # the SDK's websocket namespaces and their test hook
     for route in routes:
         if isinstance(route, Route):  # Express matches paths whatever their letter case
             route.path_regex = re.compile(route.path_regex.pattern, re.IGNORECASE)

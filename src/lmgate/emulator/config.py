@@ -114,6 +114,7 @@ class EmulatorConfig:
     load_delay: float = 0.05
     models: tuple[ModelSpec, ...] = field(default=DEFAULT_MODELS)
     auto_evict: bool = True
+    sdk: bool = True  # the SDK's websocket API; off: an upstream only reachable over HTTP
     default_context_length: int = 4096
     request_log_size: int = 200
 

@@ -16,6 +16,7 @@ from lmgate.loading.errors import SurfaceUnavailable
 from lmgate.loading.fields import PREFERENCE, SURFACE_NAMES, table
 from lmgate.loading.lms import LmsSurface
 from lmgate.loading.rest import RestSurface
+from lmgate.loading.sdk import SdkSurface
 from lmgate.loading.surface import LoadSurface
 from lmgate.settings import Settings
 from lmgate.upstream.client import UpstreamClient
@@ -36,7 +37,7 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
 def build_surfaces(
     settings: Settings, client: UpstreamClient, watcher: UpstreamWatcher
 ) -> list[LoadSurface]:
-    """The gateway's load surfaces, best first (the SDK surface goes first in this list)."""
+    """The gateway's load surfaces, best first: LM Studio's SDK, then `lms`, then REST."""
 
     async def rest_offered() -> bool:
         return (await watcher.capabilities()).native_v1
@@ -45,6 +46,7 @@ def build_surfaces(
         return (await watcher.capabilities()).lmstudio
 
     return [
+        SdkSurface(settings),
         LmsSurface(
             settings.lms_path,
             settings.upstream_url,

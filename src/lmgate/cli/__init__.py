@@ -17,6 +17,7 @@ from lmgate.cli.models import models_app
 from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
 from lmgate.cli.tls import tls_app
+from lmgate.cli.wake import wake
 from lmgate.store.db import failed_path
 from lmgate.store.integrity import StateError, open_failure
 
@@ -46,6 +47,7 @@ app.add_typer(blocks_app, name="blocks")
 app.add_typer(tls_app, name="tls")
 app.command()(doctor)
 app.command()(reset)
+app.command()(wake)
 
 
 def main() -> None:

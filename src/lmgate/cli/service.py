@@ -132,7 +132,7 @@ def _spec(
         data = _default_data(platform, system, settings)
     runs = settings.model_copy(update={"data_dir": Path(data)})
     try:
-        spec = build_spec(settings, set(origins), data_dir=Path(data))
+        spec = build_spec(settings, set(origins), data_dir=data)
     except EnvValueError as exc:
         typer.echo(f"lmgate: cannot write the service's settings: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -304,7 +304,7 @@ def uninstall_command(
 ) -> None:
     """Stop the service and remove what `install` wrote (the data dir and keys stay)."""
     name, scope, plan, spec = _resolve(platform, system, run_as, config, data_dir)
-    live, why = _live(name, root)
+    live, _ = _live(name, root)
     outcome = uninstall(plan, root, live=live)
     if not outcome.done:
         typer.echo(f"lmgate: no {plan.scope} service of lmgate is installed here")

@@ -8,10 +8,9 @@ The file holds the keys: it is written owner-only, and shown masked unless asked
 
 from __future__ import annotations
 
-import shlex
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import PurePath, PureWindowsPath
 from typing import Any
 
 import orjson
@@ -24,7 +23,7 @@ NAME = "lmgate"
 # Always written: where it listens, what it fronts and where its state lives.
 ALWAYS = ("host", "port", "upstream", "data_dir")
 NOT_WRITTEN = frozenset({"config"})  # its values are written instead, one by one
-SHELL_WORDS = frozenset({"idle_sleep_command"})  # an argv: written as shell words, never run
+ARGV = frozenset({"idle_sleep_command"})  # an argv: always a JSON list
 OFF_WORDS = {"lmstudio_log_dir": "off"}  # None written as the word that means it
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.,/:@+=[]*%~")
 MASK = "********"
@@ -46,7 +45,7 @@ class ServiceSpec:
     """What the service runs: `argv` in `workdir` with the settings in `env`."""
 
     argv: tuple[str, ...]
-    data_dir: Path
+    data_dir: PurePath
     env: tuple[EnvEntry, ...]
     port: int
     shutdown_grace: float
@@ -94,13 +93,13 @@ def env_text(field: str, value: Any) -> str | None:
         return value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, PureWindowsPath):
+        return value.as_posix()  # Windows takes `/` too; a `\\` would be an escape in `.env`
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, list):
         items = [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value]
-        if field in SHELL_WORDS:
-            return shlex.join(items)
-        if all("," not in item for item in items):
+        if field not in ARGV and all("," not in item for item in items):
             return ",".join(items)
         return orjson.dumps(items).decode()
     if isinstance(value, float) and value.is_integer():
@@ -114,7 +113,7 @@ def program() -> tuple[str, ...]:
 
 
 def build_spec(
-    settings: Settings, given: set[str], *, data_dir: Path, argv: tuple[str, ...] | None = None
+    settings: Settings, given: set[str], *, data_dir: PurePath, argv: tuple[str, ...] | None = None
 ) -> ServiceSpec:
     """The service for `settings`; `given`: the fields someone set (the settings origins)."""
     fields = (set(given) | set(ALWAYS)) - NOT_WRITTEN

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import PureWindowsPath
 from xml.sax.saxutils import escape
 
-from lmgate.service.spec import Plan, ServiceFile, ServiceSpec
+from lmgate.service.spec import Plan, ServiceFile, ServiceSpec, quote
 
 TASK = "lmgate"
 NAMESPACE = "http://schemas.microsoft.com/windows/2004/02/mit/task"
@@ -35,8 +35,7 @@ def task_xml(
     if system:
         trigger = "    <BootTrigger>\n      <Enabled>true</Enabled>\n    </BootTrigger>"
         principal = (
-            f"      <UserId>{LOCAL_SERVICE}</UserId>\n"
-            "      <RunLevel>LeastPrivilege</RunLevel>"
+            f"      <UserId>{LOCAL_SERVICE}</UserId>\n      <RunLevel>LeastPrivilege</RunLevel>"
         )
     else:
         who = f"\n      <UserId>{escape(user)}</UserId>" if user else ""
@@ -112,8 +111,9 @@ def plan(
     env = spec.env_file()
     shown = spec.env_file(show_secrets=False)
     if "LMGATE_LOG_FILE=" not in env:
-        env += f"LMGATE_LOG_FILE={log_file}\n"
-        shown += f"LMGATE_LOG_FILE={log_file}\n"
+        line = f"LMGATE_LOG_FILE={quote(log_file.as_posix())}\n"
+        env += line
+        shown += line
     result.files.append(
         ServiceFile(xml_path, task_xml(spec, system=system, workdir=workdir, user=user))
     )

@@ -330,6 +330,10 @@ def test_held_requests_are_bounded(tmp_path: Path) -> None:
         assert elapsed < 40
         assert rss_after - rss_before < 40 * 1024 * 1024, (rss_before, rss_after)
         assert len(listener.packets) == 1
+        print(
+            f"held-flood: 300 requests, {elapsed:.1f} s, refused within {refused_within:.2f} s, "
+            f"RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB, /health {health_s:.3f} s"
+        )
     finally:
         gw.stop()
         listener.close()
@@ -442,3 +446,20 @@ def test_idle_sleep_settings_are_checked(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "LMGATE_WAKE_MAC=12:34" in out.stderr and "LMGATE_IDLE_SLEEP_URL=ftp://x" in out.stderr
+
+
+def test_an_awake_upstream_is_never_woken(tmp_path: Path, emulator: ServerProcess) -> None:
+    """Right after start (the watcher has not looked yet) and after: no packet, no header."""
+    listener = UdpListener()
+    gw = start_gateway(tmp_path, emulator.url, env=wake_env(listener))
+    try:
+        for _ in range(3):
+            answer = httpx.post(
+                gw.url + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=30
+            )
+            assert answer.status_code == 200 and "x-upstream-wake-ms" not in answer.headers
+        time.sleep(0.5)
+        assert listener.packets == []
+    finally:
+        gw.stop()
+        listener.close()

@@ -192,6 +192,7 @@ class Waker:
         self.held = 0  # requests waiting for the wake now
         self.packets = 0  # magic packets sent since start
         self._wake: asyncio.Task[bool] | None = None
+        self._sent = False  # the wake in progress sent a packet (not just looked)
         self._ends_at = 0.0
         self._recheck: asyncio.Task[None] | None = None
 
@@ -224,6 +225,7 @@ class Waker:
         away leaves the set at once."""
         wake = self._wake
         if wake is None or wake.done():
+            self._sent = False
             wake = self._wake = asyncio.get_running_loop().create_task(self._run())
             self._ends_at = self.clock() + self.timeout
         if self.held >= self.hold_max:
@@ -244,8 +246,7 @@ class Waker:
                 f"the upstream did not wake within {self.timeout:g} s of a Wake-on-LAN packet",
                 headers={"Retry-After": "10"},
             )
-        waited = self.clock() - started
-        return WakeTap(waited) if waited > 0.0005 else None
+        return WakeTap(self.clock() - started) if self._sent else None
 
     # -- the wake ----------------------------------------------------------------------------
 
@@ -262,6 +263,7 @@ class Waker:
             await self._refresh()
             return True
         host, port = self.target
+        self._sent = True
         try:
             self.send(self.mac, host, port)
         except OSError as exc:

@@ -463,3 +463,27 @@ def test_an_awake_upstream_is_never_woken(tmp_path: Path, emulator: ServerProces
     finally:
         gw.stop()
         listener.close()
+
+
+def test_upstream_that_falls_asleep_after_start_is_woken(tmp_path: Path) -> None:
+    """The watcher saw it answer; then it went to sleep. The first failure makes the gateway
+    look again at once, so the next request waits for a wake instead of failing too."""
+    upstream = late_emulator(tmp_path, free_port()).start()
+    listener = UdpListener(lambda: threading.Thread(target=upstream.start, daemon=True).start())
+    env = wake_env(listener, LMGATE_SYNC_INTERVAL="60")  # the watcher will not notice itself
+    gw = start_gateway(tmp_path, upstream.url, env=env)
+    try:
+        first = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=30)
+        assert first.status_code == 200
+        upstream.stop()  # asleep
+        failed = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=30)
+        assert failed.status_code in (502, 503, 504)
+        time.sleep(1.0)  # the gateway looks again
+        woken = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=90)
+        assert woken.status_code == 200, woken.text
+        assert "x-upstream-wake-ms" in woken.headers
+        assert listener.packets == [magic_packet(parse_mac(MAC))]
+    finally:
+        gw.stop()
+        listener.close()
+        upstream.stop()

@@ -27,6 +27,7 @@ from lmgate.shutdown import Drain
 from lmgate.store.db import Database
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient
+from lmgate.upstream.power import UpstreamPower
 from lmgate.upstream.sync import UpstreamWatcher
 from lmgate.workers.slot import Worker
 
@@ -48,6 +49,7 @@ class Gateway:
     drain: Drain
     scheduler: SchedulerShell
     worker: Worker = field(default_factory=Worker)
+    power: UpstreamPower = field(default_factory=UpstreamPower)  # Wake-on-LAN, idle sleep
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -56,6 +58,7 @@ class Gateway:
         """Run in this order before every proxied request: refuse first (a stopping gateway
         before anything is counted), then prepare."""
         hooks: list[ProxyHook] = [self.drain, *self.security.hooks()]
+        hooks.extend(self.power.hooks())  # holds requests while the upstream wakes
         hooks.append(self.scheduler)  # waits for a slot (and a load) once the request may go
         hooks.extend(self.obs.hooks())  # usage accounting last: it sees the final body
         return hooks
@@ -67,6 +70,7 @@ class Gateway:
             *fresh,  # first: another worker's activation applies to this very request
             *self.obs.observers(),
             *self.security.observers(),
+            *self.power.observers(),
             self.scheduler,  # frees the request's slot or queue place, however it ended
         ]
 
@@ -80,6 +84,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.scheduler.close()
+        await self.power.close()
         await self.upstream.close()
         self.security.close()
         self.obs.close()
@@ -141,8 +146,10 @@ class Gateway:
             drain=Drain(obs.requests, settings.shutdown_grace),
             scheduler=scheduler,
             worker=worker,
+            power=UpstreamPower.build(settings, watcher, upstream, bus, alone=not worker.shared),
         )
         gw.background.append(watcher.run)
+        gw.background.extend(gw.power.loops())
         gw.background.append(scheduler.run)
         obs.watcher = watcher
         gw.background.extend(obs.loops())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,7 @@ from lmgate.settings_sources import (
     recording,
 )
 from lmgate.settings_values import normalize_upstream, parse_duration
+from lmgate.upstream import wake
 
 __all__ = [
     "EDITION_ADMIN_ALLOW",
@@ -74,10 +76,12 @@ DURATIONS = (
     "auth_block_seconds",
     "usage_flush_seconds",
     "lmstudio_log_poll_seconds",
+    "wake_timeout",
+    "idle_sleep_after",
 )
 NO_LIMIT_ZERO = frozenset(
-    {"request_timeout", "stream_timeout", "send_timeout"}
-)  # 0 (or empty) = no limit
+    {"request_timeout", "stream_timeout", "send_timeout", "idle_sleep_after"}
+)  # 0 (or empty) = no limit (for idle_sleep_after: off)
 NO_LIMIT_WORDS = frozenset({"", "none", "off", "never"})
 LEVEL_SYNONYMS = {"warn": "warning", "fatal": "critical", "trace": "debug"}
 
@@ -250,6 +254,27 @@ class Settings(BaseSettings):
         "empty = none.",
     )
 
+    # waking and sleeping the upstream machine (`lmgate.upstream.wake`)
+    wake_mac: str | None = Field(
+        None, description="MAC address of the upstream machine: wake it when it does not answer."
+    )
+    wake_broadcast: str = Field(
+        "255.255.255.255:9", description="Where the magic packet goes: address[:port]."
+    )
+    wake_timeout: float = Field(
+        120.0, gt=0, description="Longest wait for a woken upstream to answer (s)."
+    )
+    idle_sleep_after: float | None = Field(
+        None, description="Put the upstream to sleep after this long without requests; unset = off."
+    )
+    idle_sleep_command: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Command (argv, no shell) that puts the upstream to sleep.",
+    )
+    idle_sleep_url: str | None = Field(
+        None, description="URL POSTed to put the upstream to sleep (instead of a command)."
+    )
+
     # observability
     debug_history: int = Field(
         1000, ge=0, description="Recent events kept so /debug/stream can resume (Last-Event-ID)."
@@ -318,6 +343,45 @@ class Settings(BaseSettings):
         if str(value).strip().lower() in ("", "off", "none", "false"):
             return None
         return value
+
+    @field_validator("wake_mac")
+    @classmethod
+    def _wake_mac(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return wake.format_mac(wake.parse_mac(value))
+
+    @field_validator("wake_broadcast")
+    @classmethod
+    def _wake_broadcast(cls, value: str) -> str:
+        return wake.format_target(*wake.parse_target(value))
+
+    @field_validator("idle_sleep_command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        """A JSON list, or one string split as a POSIX shell would (but never run by one)."""
+        if isinstance(value, str):
+            text = value.strip()
+            return orjson.loads(text) if text.startswith("[") else shlex.split(text)
+        return value
+
+    @field_validator("idle_sleep_url")
+    @classmethod
+    def _sleep_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("the idle sleep URL must start with http:// or https://")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_sleep(self) -> Settings:
+        if self.idle_sleep_command and self.idle_sleep_url:
+            raise ValueError(
+                "idle sleep takes a command or a URL, not both "
+                "(LMGATE_IDLE_SLEEP_COMMAND, LMGATE_IDLE_SLEEP_URL)"
+            )
+        return self
 
     @field_validator("admin_allow", mode="before")
     @classmethod

@@ -78,8 +78,13 @@ class LegacyEnvSource(PydanticBaseSettingsSource):
         return out
 
 
+# TOML tables whose keys are settings named `<table>_<key>` (`[wake] mac` = `wake_mac`).
+TABLES = frozenset({"wake"})
+
+
 class CamelTomlSource(TomlConfigSettingsSource):
-    """A TOML config file whose keys may be camelCase (`requireAuthForHealth`) or snake_case."""
+    """A TOML config file whose keys may be camelCase (`requireAuthForHealth`) or snake_case;
+    the tables in `TABLES` hold settings named after them."""
 
     def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
         super().__init__(settings_cls, toml_file=toml_file)
@@ -89,6 +94,12 @@ class CamelTomlSource(TomlConfigSettingsSource):
     def __call__(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in super().__call__().items():
+            if _snake(key) in TABLES and isinstance(value, dict):
+                for inner, item in value.items():
+                    field = f"{_snake(key)}_{_snake(inner)}"
+                    out[field] = item
+                    self.keys[field] = f"{key}.{inner}"
+                continue
             out[_snake(key)] = value
             self.keys[_snake(key)] = key
         return out

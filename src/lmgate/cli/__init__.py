@@ -17,7 +17,9 @@ from lmgate.cli.models import models_app
 from lmgate.cli.profiles import profile
 from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
+from lmgate.cli.service import service_app
 from lmgate.cli.tls import tls_app
+from lmgate.cli.wake import wake
 from lmgate.store.db import failed_path
 from lmgate.store.integrity import StateError, open_failure
 
@@ -46,8 +48,10 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(tls_app, name="tls")
+app.add_typer(service_app, name="service")
 app.command()(doctor)
 app.command()(reset)
+app.command()(wake)
 
 
 def main() -> None:

@@ -1,0 +1,327 @@
+"""Wake-on-LAN for the upstream machine: a GPU box that sleeps when no one uses it.
+
+When the upstream does not answer and a MAC address is configured, one `Waker` (one per
+upstream) sends a magic packet and holds the requests that arrive meanwhile, in a set bounded
+like the scheduler's queue, until the upstream answers `/v1/models` or the wake timeout passes;
+then they go on, or fail with 503 `wake_timeout`. One wake runs at a time: a burst of requests
+sends one packet. The hook costs one attribute read while the upstream is known to answer.
+
+Streams waiting for a wake get no `: waking upstream` comments: sending them would commit a
+200 before the upstream's own status is known. The answer that waited says so in a header.
+
+This module is imported by the settings (MAC and address parsing): what it needs from the
+rest of the gateway at run time is handed to `Waker`, never imported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import math
+import re
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import psutil
+import structlog
+
+from lmgate.errors import GatewayError
+from lmgate.exchange import Exchange
+from lmgate.hooks import ProxyRequest, ResponseTap
+
+if TYPE_CHECKING:
+    from lmgate.observe.events import EventBus
+    from lmgate.settings import Settings
+    from lmgate.upstream.client import UpstreamClient
+    from lmgate.upstream.sync import UpstreamWatcher
+
+log = structlog.get_logger("lmgate.wake")
+
+DEFAULT_PORT = 9  # the discard port, Wake-on-LAN's usual target
+LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+FIRST_POLL_S = 0.25  # the upstream is polled this soon after the packet, then ever less often
+MAX_POLL_S = 5.0
+FIRST_PROBE_S = 1.0  # the one look before a wake, when the watcher has not looked yet
+WAITED_HEADER = b"x-upstream-wake-ms"
+
+_MAC = re.compile(r"[0-9a-f]{12}")
+
+
+def parse_mac(text: str) -> bytes:
+    """Six bytes from `aa:bb:cc:dd:ee:ff`, `aa-bb-...`, `aabb.ccdd.eeff` or `aabbccddeeff`."""
+    digits = re.sub(r"[:\-. ]", "", text.strip().lower())
+    if not _MAC.fullmatch(digits) or not re.fullmatch(r"[0-9a-fA-F:\-. ]+", text.strip()):
+        raise ValueError(f"{text.strip()!r} is not a MAC address such as 3c:7c:3f:12:34:56")
+    return bytes.fromhex(digits)
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def magic_packet(mac: bytes) -> bytes:
+    """Six 0xFF bytes, then the MAC sixteen times: what a sleeping network card listens for."""
+    if len(mac) != 6:
+        raise ValueError("a MAC address has 6 bytes")
+    return b"\xff" * 6 + mac * 16
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """(address, port) from `address[:port]`; IPv6 as `[addr]:port` or a bare address."""
+    raw = text.strip()
+    host, port = raw, DEFAULT_PORT
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{raw!r} is not address[:port]")
+        if rest:
+            port = _port(rest[1:], raw)
+    elif raw.count(":") == 1:
+        host, _, given = raw.partition(":")
+        port = _port(given, raw)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{raw!r} is not an IP address[:port] such as 255.255.255.255:9 or 192.168.1.255"
+        ) from None
+    return str(address), port
+
+
+def _port(text: str, raw: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{raw!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+def format_target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_broadcast(host: str) -> bool:
+    """255.255.255.255, or the broadcast address of one of this machine's networks: only
+    then may the socket broadcast (a unicast address never needs it)."""
+    address = ipaddress.ip_address(host)
+    if address.version != 4:
+        return False
+    if address == LIMITED_BROADCAST:
+        return True
+    try:
+        interfaces = psutil.net_if_addrs().values()
+    except OSError:
+        return False
+    return any(
+        entry.family == socket.AF_INET and entry.broadcast == host
+        for entries in interfaces
+        for entry in entries
+    )
+
+
+def send_magic_packet(mac: bytes, host: str, port: int) -> int:
+    """One magic packet for `mac` to host:port over UDP; the bytes sent."""
+    packet = magic_packet(mac)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if is_broadcast(host):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        return sock.sendto(packet, (host, port))
+
+
+class UpstreamAsleep(GatewayError):
+    """The upstream is asleep and being woken, and no more requests may wait for it."""
+
+    status = 503
+    type = "server_error"
+    code = "upstream_asleep"
+
+
+class WakeTimeout(UpstreamAsleep):
+    code = "wake_timeout"
+
+
+class WakeTap:
+    """Tells the client its request waited for the upstream to wake, and how long."""
+
+    __slots__ = ("header",)
+
+    def __init__(self, waited_s: float) -> None:
+        self.header = (WAITED_HEADER, str(round(waited_s * 1000.0)).encode())
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return [*headers, self.header]
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def end(self) -> bytes:
+        return b""
+
+
+Sender = Callable[[bytes, str, int], int]
+
+
+class Waker:
+    """Wakes one upstream and holds its requests meanwhile (a proxy hook), and notices an
+    upstream that stopped answering since the watcher last looked (an observer)."""
+
+    def __init__(
+        self,
+        *,
+        mac: bytes,
+        target: tuple[str, int],
+        timeout: float,
+        hold_max: int,
+        watcher: UpstreamWatcher,
+        client: UpstreamClient,
+        bus: EventBus,
+        send: Sender = send_magic_packet,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.mac = mac
+        self.target = target
+        self.timeout = timeout
+        self.hold_max = hold_max
+        self.watcher = watcher
+        self.client = client
+        self.bus = bus
+        self.send = send
+        self.clock = clock
+        self.held = 0  # requests waiting for the wake now
+        self.packets = 0  # magic packets sent since start
+        self._wake: asyncio.Task[bool] | None = None
+        self._sent = False  # the wake in progress sent a packet (not just looked)
+        self._ends_at = 0.0
+        self._recheck: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(
+        cls, settings: Settings, watcher: UpstreamWatcher, client: UpstreamClient, bus: EventBus
+    ) -> Waker | None:
+        """The upstream's waker, or None when no MAC address is configured."""
+        if settings.wake_mac is None:
+            return None
+        return cls(
+            mac=parse_mac(settings.wake_mac),
+            target=parse_target(settings.wake_broadcast),
+            timeout=settings.wake_timeout,
+            hold_max=settings.queue_max,
+            watcher=watcher,
+            client=client,
+            bus=bus,
+        )
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
+        if self.watcher.caps.reachable:
+            return None
+        return await self.hold()
+
+    async def hold(self) -> ResponseTap | None:
+        """Wait for the (one) wake in progress, starting it if none is; a client that goes
+        away leaves the set at once."""
+        wake = self._wake
+        if wake is None or wake.done():
+            self._sent = False
+            wake = self._wake = asyncio.get_running_loop().create_task(self._run())
+            self._ends_at = self.clock() + self.timeout
+        if self.held >= self.hold_max:
+            wait = max(1.0, self._ends_at - self.clock())
+            raise UpstreamAsleep(
+                f"the upstream is asleep and being woken; {self.held} requests already wait "
+                "for it: try again shortly",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        started = self.clock()
+        self.held += 1
+        try:
+            awake = await asyncio.shield(wake)
+        finally:
+            self.held -= 1
+        if not awake:
+            raise WakeTimeout(
+                f"the upstream did not wake within {self.timeout:g} s of a Wake-on-LAN packet",
+                headers={"Retry-After": "10"},
+            )
+        return WakeTap(self.clock() - started) if self._sent else None
+
+    # -- the wake ----------------------------------------------------------------------------
+
+    async def _answers(self, limit: float) -> bool:
+        """Any HTTP answer, an error too, means the machine and its server are up."""
+        probe = await self.client.probe("/v1/models", limit_s=max(0.05, limit))
+        return probe.status != 0
+
+    async def _run(self) -> bool:
+        started = self.clock()
+        deadline = started + self.timeout
+        # The watcher has not looked yet (just started): look once before waking anything.
+        if not self.watcher.caps.checked_at and await self._answers(FIRST_PROBE_S):
+            await self._refresh()
+            return True
+        host, port = self.target
+        self._sent = True
+        try:
+            self.send(self.mac, host, port)
+        except OSError as exc:
+            log.warning("wake_send_failed", target=format_target(host, port), error=str(exc))
+        else:
+            self.packets += 1
+        self.bus.publish(
+            "upstream_waking",
+            mac=format_mac(self.mac),
+            target=format_target(host, port),
+            waiting=self.held,
+            timeoutSeconds=self.timeout,
+        )
+        log.info("upstream_waking", mac=format_mac(self.mac), target=format_target(host, port))
+        delay = FIRST_POLL_S
+        while (left := deadline - self.clock()) > 0:
+            await asyncio.sleep(min(delay, left))
+            left = deadline - self.clock()
+            if left > 0 and await self._answers(min(self.client.connect_timeout, left)):
+                seconds = round(self.clock() - started, 3)
+                await self._refresh()
+                self.bus.publish("upstream_awake", seconds=seconds, waiting=self.held)
+                log.info("upstream_awake", seconds=seconds)
+                return True
+            delay = min(delay * 2, MAX_POLL_S)
+        seconds = round(self.clock() - started, 3)
+        self.bus.publish("upstream_wake_failed", seconds=seconds, waiting=self.held)
+        log.warning("upstream_wake_failed", seconds=seconds)
+        return False
+
+    async def _refresh(self) -> None:
+        """The watcher learns at once that the upstream answers (and what it has), so the
+        requests released now and those after them go straight on to the scheduler."""
+        with contextlib.suppress(GatewayError):
+            await self.watcher.capabilities(refresh=True)
+            await self.watcher.poll()
+
+    # -- noticing a sleep the watcher has not seen yet ---------------------------------------
+
+    def on_start(self, ex: Exchange) -> None:
+        pass
+
+    def on_finish(self, ex: Exchange) -> None:
+        """An upstream failure while the watcher still thinks all is well: look again now, so
+        the next request waits for a wake instead of failing too."""
+        if ex.status not in (502, 503, 504) or not self.watcher.caps.reachable:
+            return
+        if self._recheck is None or self._recheck.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to look with
+                self._recheck = asyncio.get_running_loop().create_task(self._look())
+
+    async def _look(self) -> None:
+        with contextlib.suppress(GatewayError):
+            await self.watcher.capabilities(refresh=True)
+
+    async def close(self) -> None:
+        for task in (self._wake, self._recheck):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from lmgate.admin.downloads import DownloadManager
 from lmgate.admin.models import ModelManager
 from lmgate.admin.on_demand import ActiveModelKeeper
 from lmgate.exchange import Observer
@@ -47,6 +48,7 @@ class Gateway:
     drain: Drain
     scheduler: SchedulerShell
     worker: Worker = field(default_factory=Worker)
+    downloads: DownloadManager | None = None
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -128,6 +130,10 @@ class Gateway:
             worker=worker,
         )
         gw.background.append(watcher.run)
+        gw.downloads = DownloadManager(
+            upstream, watcher, bus, poll_seconds=settings.download_poll_seconds
+        )
+        gw.background.append(gw.downloads.run)
         gw.background.append(scheduler.run)
         obs.watcher = watcher
         gw.background.extend(obs.loops())

@@ -74,6 +74,7 @@ DURATIONS = (
     "auth_block_seconds",
     "usage_flush_seconds",
     "lmstudio_log_poll_seconds",
+    "download_poll_seconds",
 )
 NO_LIMIT_ZERO = frozenset(
     {"request_timeout", "stream_timeout", "send_timeout"}
@@ -268,6 +269,19 @@ class Settings(BaseSettings):
     )
     lmstudio_log_poll_seconds: float = Field(
         0.5, gt=0, description="How often the LM Studio log is checked for new lines."
+    )
+    lms_path: Path | None = Field(
+        None,
+        description="LM Studio's `lms` command; default: `lms` on PATH, else ~/.lmstudio/bin/lms; "
+        "'off' = never run it.",
+    )
+    lms_telemetry: bool = Field(
+        True,
+        description="Follow LM Studio through `lms log stream --json` when `lms` is found "
+        "(the log folder is then the fallback).",
+    )
+    download_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a model download's progress is asked for."
     )
     log_file: Path | None = Field(None, description="Also write the JSON log lines here.")
     log_file_max_bytes: int = Field(

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lmgate.admin.blocks_routes import router as blocks_router
+from lmgate.admin.download_routes import router as downloads_router
 from lmgate.admin.inventory_routes import router as inventory_router
 from lmgate.admin.keys_routes import router as keys_router
 from lmgate.admin.routes import router as admin_router
@@ -78,6 +79,7 @@ def _control_plane(gw: Gateway) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(keys_router)
     app.include_router(blocks_router)
+    app.include_router(downloads_router)
     app.include_router(inventory_router)
     app.include_router(monitoring_router)
     app.include_router(usage_router)

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from lmgate.admin.downloads import DownloadManager
 from lmgate.admin.models import ModelManager
 from lmgate.admin.on_demand import ActiveModelKeeper
 from lmgate.exchange import Observer
@@ -50,6 +51,7 @@ class Gateway:
     scheduler: SchedulerShell
     worker: Worker = field(default_factory=Worker)
     power: UpstreamPower = field(default_factory=UpstreamPower)  # Wake-on-LAN, idle sleep
+    downloads: DownloadManager | None = None
     # Background loops (model sync, log tailing, batched writers...), started by the lifespan.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -150,6 +152,10 @@ class Gateway:
         )
         gw.background.append(watcher.run)
         gw.background.extend(gw.power.loops())
+        gw.downloads = DownloadManager(
+            upstream, watcher, bus, poll_seconds=settings.download_poll_seconds
+        )
+        gw.background.append(gw.downloads.run)
         gw.background.append(scheduler.run)
         obs.watcher = watcher
         gw.background.extend(obs.loops())

@@ -78,6 +78,7 @@ DURATIONS = (
     "lmstudio_log_poll_seconds",
     "wake_timeout",
     "idle_sleep_after",
+    "download_poll_seconds",
 )
 NO_LIMIT_ZERO = frozenset(
     {"request_timeout", "stream_timeout", "send_timeout", "idle_sleep_after"}
@@ -307,6 +308,14 @@ class Settings(BaseSettings):
     )
     lmstudio_log_poll_seconds: float = Field(
         0.5, gt=0, description="How often the LM Studio log is checked for new lines."
+    )
+    lms_telemetry: bool = Field(
+        True,
+        description="Follow LM Studio through `lms log stream --json` when `lms` is found "
+        "(the log folder is then the fallback).",
+    )
+    download_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a model download's progress is asked for."
     )
     log_file: Path | None = Field(None, description="Also write the JSON log lines here.")
     log_file_max_bytes: int = Field(

@@ -16,6 +16,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from lmgate.cli.output import json_output, record
 from lmgate.cli.serve import check_state, load_settings
 from lmgate.cli.tables import print_table
 from lmgate.settings import Settings
@@ -66,6 +67,7 @@ def _open(data_dir: Path | None, config: Path | None) -> tuple[KeyStore, Setting
 
 
 def _fail(exc: KeyProblem) -> typer.Exit:
+    record({"error": {"message": str(exc), "code": "key_problem"}})
     typer.echo(f"lmgate: {exc}", err=True)
     return typer.Exit(1)
 
@@ -108,12 +110,14 @@ def _tools(row: KeyRow) -> str:
 
 
 def _print_key(key: str, row: KeyRow, verb: str, settings: Settings) -> None:
+    record({"key": key, **row.as_json()})  # with --json: the key goes in the JSON, once
     typer.echo(f"{verb} key {_describe(row, settings)}.", err=True)
     typer.echo("Store it now: it is shown only this once.", err=True)
     typer.echo(key)
 
 
 @keys_app.command("create")
+@json_output
 def create(
     name: Annotated[str, typer.Option(help="A name to tell the key by (unique among active).")],
     scope: Annotated[
@@ -166,6 +170,7 @@ def create(
 
 
 @keys_app.command("update")
+@json_output
 def update(
     key: Annotated[str, typer.Argument(help="The key's name or id.")],
     weight: Annotated[float | None, typer.Option(help=WEIGHT_HELP)] = None,
@@ -194,6 +199,7 @@ def update(
         row = store.update(key, change)
     except KeyProblem as exc:
         raise _fail(exc) from exc
+    record(row.as_json())
     typer.echo(f"Updated key {_describe(row, settings)}.", err=True)
 
 
@@ -246,7 +252,26 @@ def list_keys(
     print_table(f"{len(rows)} key(s)", (*columns, "status"), cells, keep=("id", "hint"))
 
 
+@keys_app.command("show")
+@json_output
+def show(
+    key: Annotated[str, typer.Argument(help="The key's name or id.")],
+    data_dir: DataDir = None,
+    config: Config = None,
+) -> None:
+    """One key's record (never the key itself)."""
+    store, settings = _open(data_dir, config)
+    row = store.find(key)
+    if row is None:
+        record({"error": {"message": f"no key named or with id '{key}'", "code": "not_found"}})
+        typer.echo(f"lmgate: no key named or with id '{key}'", err=True)
+        raise typer.Exit(1)
+    record(row.as_json())
+    typer.echo(f"{_describe(row, settings)}, status {row.status(time.time())}")
+
+
 @keys_app.command("revoke")
+@json_output
 def revoke(
     key: Annotated[str, typer.Argument(help="The key's name or id.")],
     data_dir: DataDir = None,
@@ -257,10 +282,12 @@ def revoke(
         row = _store(data_dir, config).revoke(key)
     except KeyProblem as exc:
         raise _fail(exc) from exc
+    record(row.as_json())
     typer.echo(f"Revoked key {row.name} ({row.id}).", err=True)
 
 
 @keys_app.command("rotate")
+@json_output
 def rotate(
     key: Annotated[str, typer.Argument(help="The key's name or id.")],
     data_dir: DataDir = None,

@@ -1,4 +1,5 @@
-"""`lmgate models list|load|unload|activate`: operate a running gateway without curl."""
+"""`lmgate models list|load|unload|activate|profile|download`: operate a running gateway
+without curl. Every command takes `--json` (`cli/output.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from lmgate.cli.output import json_output, record
 from lmgate.cli.tables import pairs, print_table, text
 
 models_app = typer.Typer(help="Manage models through a running gateway (admin key needed).")
@@ -39,6 +41,7 @@ def call_gateway(url: str, key: str | None, method: str, path: str, body: Any = 
         data = resp.json()
     except ValueError:
         data = {"error": {"message": resp.text[:300]}}
+    record(data)
     if resp.status_code >= 400:
         error = data.get("error", {}) if isinstance(data, dict) else {}
         message = error.get("message") if isinstance(error, dict) else error
@@ -135,6 +138,7 @@ def load_config_of(
 
 
 @models_app.command("load")
+@json_output
 def load(
     model: str,
     url: Url = "http://127.0.0.1:1235",
@@ -207,6 +211,7 @@ def load(
 
 
 @models_app.command("unload")
+@json_output
 def unload(
     model: Annotated[str | None, typer.Argument(help="Model key.")] = None,
     url: Url = "http://127.0.0.1:1235",
@@ -229,15 +234,54 @@ def unload(
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
 
 
+Temperature = Annotated[float | None, typer.Option(help="Default temperature (0-2).")]
+MaxTokens = Annotated[int | None, typer.Option(help="Default max tokens (-1: no limit).")]
+TopP = Annotated[float | None, typer.Option(help="Default top-p (0-1).")]
+TopK = Annotated[int | None, typer.Option(help="Default top-k.")]
+RepeatPenalty = Annotated[float | None, typer.Option(help="Default repeat penalty (> 0).")]
+Stop = Annotated[
+    list[str] | None, typer.Option("--stop", help="A default stop string (repeat for more).")
+]
+Stream = Annotated[
+    bool | None, typer.Option("--stream/--no-stream", help="Stream answers by default.")
+]
+
+
+def inference_defaults(
+    temperature: float | None,
+    max_tokens: int | None,
+    top_p: float | None,
+    top_k: int | None,
+    repeat_penalty: float | None,
+    stop: list[str] | None,
+    stream: bool | None,
+) -> dict[str, Any]:
+    """The seven inference defaults given on the command line, in the API's names."""
+    given = {
+        "temperature": temperature,
+        "maxTokens": max_tokens,
+        "topP": top_p,
+        "topK": top_k,
+        "repeatPenalty": repeat_penalty,
+        "stopStrings": stop or None,
+        "stream": stream,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @models_app.command("activate")
+@json_output
 def activate(
     model: str,
     url: Url = "http://127.0.0.1:1235",
     admin_key: Key = None,
-    temperature: Annotated[float | None, typer.Option(help="Default temperature.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Default max tokens (-1: none).")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Default top-p.")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Default top-k.")] = None,
+    temperature: Temperature = None,
+    max_tokens: MaxTokens = None,
+    top_p: TopP = None,
+    top_k: TopK = None,
+    repeat_penalty: RepeatPenalty = None,
+    stop: Stop = None,
+    stream: Stream = None,
     force: Annotated[
         bool, typer.Option(help="Activate even a model the upstream does not list.")
     ] = False,
@@ -247,8 +291,7 @@ def activate(
     ] = None,
 ) -> None:
     """Make MODEL the active model, optionally with default sampling parameters."""
-    defaults = {"temperature": temperature, "maxTokens": max_tokens, "topP": top_p, "topK": top_k}
-    given = {k: v for k, v in defaults.items() if v is not None}
+    given = inference_defaults(temperature, max_tokens, top_p, top_k, repeat_penalty, stop, stream)
     body: dict[str, Any] = {"modelKey": model}
     if given:
         body["defaultInference"] = given
@@ -263,3 +306,168 @@ def activate(
         console.print(f"default embedding model: {data['defaultEmbeddingModel']}")
     if data.get("warning"):
         console.print(f"[yellow]warning[/yellow]: {data['warning']}")
+
+
+profile_app = typer.Typer(help="A model's stored profile: load config and inference defaults.")
+models_app.add_typer(profile_app, name="profile")
+
+
+def _profile_path(model: str) -> str:
+    from urllib.parse import quote
+
+    return f"/admin/models/{quote(model, safe='/@')}/profile"
+
+
+def _show_profile(data: dict[str, Any]) -> None:
+    console.print(f"[bold]{data.get('modelKey')}[/bold]", highlight=False)
+    console.print(f"load config: {pairs(data.get('loadConfig') or {})}", highlight=False)
+    console.print(f"defaults: {pairs(data.get('defaultInference') or {})}", highlight=False)
+
+
+@profile_app.command("get")
+@json_output
+def profile_get(model: str, url: Url = "http://127.0.0.1:1235", admin_key: Key = None) -> None:
+    """MODEL's stored profile."""
+    _show_profile(call_gateway(url, admin_key, "GET", _profile_path(model)))
+
+
+@profile_app.command("set")
+@json_output
+def profile_set(
+    model: str,
+    url: Url = "http://127.0.0.1:1235",
+    admin_key: Key = None,
+    context_length: Annotated[int | None, typer.Option(help="Context length.")] = None,
+    flash_attention: Annotated[bool | None, typer.Option(help="Flash attention.")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
+    gpu_ratio: Annotated[float | None, typer.Option(help="GPU offload ratio 0-1.")] = None,
+    ttl: Annotated[int | None, typer.Option(help="Idle seconds before an unload.")] = None,
+    temperature: Temperature = None,
+    max_tokens: MaxTokens = None,
+    top_p: TopP = None,
+    top_k: TopK = None,
+    repeat_penalty: RepeatPenalty = None,
+    stop: Stop = None,
+    stream: Stream = None,
+) -> None:
+    """Store MODEL's profile (it replaces the stored one): used when lmgate loads MODEL, and
+    its defaults for requests naming MODEL."""
+    config: dict[str, Any] = {
+        "contextLength": context_length,
+        "flashAttention": flash_attention,
+        "evalBatchSize": eval_batch_size,
+        "ttl": ttl,
+        "gpu": {"ratio": gpu_ratio} if gpu_ratio is not None else None,
+    }
+    load_config = {k: v for k, v in config.items() if v is not None}
+    defaults = inference_defaults(
+        temperature, max_tokens, top_p, top_k, repeat_penalty, stop, stream
+    )
+    body = {"loadConfig": load_config or None, "defaultInference": defaults or None}
+    _show_profile(call_gateway(url, admin_key, "PUT", _profile_path(model), body))
+
+
+@profile_app.command("delete")
+@json_output
+def profile_delete(model: str, url: Url = "http://127.0.0.1:1235", admin_key: Key = None) -> None:
+    """Forget MODEL's stored profile."""
+    data = call_gateway(url, admin_key, "DELETE", _profile_path(model))
+    console.print(f"[green]{data['status']}[/green]: profile of {model}", highlight=False)
+
+
+ENDED = frozenset({"completed", "already_downloaded", "failed", "cancelled"})
+
+
+def _follow(url: str, key: str | None, job: dict[str, Any]) -> dict[str, Any]:
+    """Poll the download until it ends, with a progress bar (on stderr with --json)."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(job["model"], total=job.get("totalBytes"))
+        while job["status"] not in ENDED:
+            time.sleep(0.5)
+            job = call_gateway(url, key, "GET", f"/admin/models/downloads/{job['id']}")
+            bar.update(task, total=job.get("totalBytes"), completed=job.get("downloadedBytes") or 0)
+    return job
+
+
+def _ended(job: dict[str, Any]) -> None:
+    status = job["status"]
+    colour = "green" if status in ("completed", "already_downloaded") else "red"
+    line = f"[{colour}]{status}[/{colour}]: {job['model']}"
+    if job.get("error") or job.get("message"):
+        line += f" ({job.get('error') or job.get('message')})"
+    console.print(line, highlight=False)
+    if colour == "red":
+        raise typer.Exit(1)
+
+
+@models_app.command("download")
+@json_output
+def download(
+    model: Annotated[
+        str, typer.Argument(help="A catalog id (qwen/qwen3-4b) or a Hugging Face URL.")
+    ],
+    url: Url = "http://127.0.0.1:1235",
+    admin_key: Key = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="Quantization, for Hugging Face URLs (Q4_K_M...).")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow it to its end with a progress bar.")] = False,
+) -> None:
+    """Have LM Studio (0.4+) download MODEL; --wait follows it to its end."""
+    body = {"model": model, **({"quantization": quantization} if quantization else {})}
+    job = call_gateway(url, admin_key, "POST", "/admin/models/download", body)
+    if not wait and job["status"] not in ENDED:
+        console.print(
+            f"[green]{job['status']}[/green]: {job['model']} as download {job['id']} "
+            "(follow it with `lmgate models downloads`)",
+            highlight=False,
+        )
+        return
+    try:
+        job = _follow(url, admin_key, job)
+    except KeyboardInterrupt:
+        console.print(f"still downloading in LM Studio: {job['id']}", highlight=False)
+        raise typer.Exit(130) from None
+    _ended(job)
+
+
+@models_app.command("downloads")
+@json_output
+def downloads(url: Url = "http://127.0.0.1:1235", admin_key: Key = None) -> None:
+    """The downloads the gateway follows, and the last ones that ended."""
+    data = call_gateway(url, admin_key, "GET", "/admin/models/downloads")
+    rows = [
+        [
+            j["id"],
+            j["model"],
+            j["status"],
+            text(f"{round(j['progress'] * 100)}%" if j.get("progress") is not None else None),
+            text(j.get("error") or j.get("message")),
+        ]
+        for j in data["downloads"]
+    ]
+    columns = ("id", "model", "status", "done", "note")
+    print_table("downloads", columns, rows, keep=("id", "model"))
+
+
+@models_app.command("download-cancel")
+@json_output
+def download_cancel(
+    download_id: Annotated[str, typer.Argument(help="The download's id (dl_...).")],
+    url: Url = "http://127.0.0.1:1235",
+    admin_key: Key = None,
+) -> None:
+    """Stop following a download (LM Studio's API cannot stop the transfer itself)."""
+    job = call_gateway(url, admin_key, "DELETE", f"/admin/models/downloads/{download_id}")
+    console.print(f"[yellow]{job['status']}[/yellow]: {job['message']}", highlight=False)

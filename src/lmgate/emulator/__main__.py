@@ -41,6 +41,16 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument(
         "--parallel", type=int, default=None, metavar="N", help="slots of every model's instance"
     )
+    parser.add_argument(
+        "--download-speed",
+        type=float,
+        default=500_000_000.0,
+        metavar="BYTES",
+        help="bytes per second of a faked model download (REST v1)",
+    )
+    parser.add_argument(
+        "--download-size", type=int, default=1_000_000_000, metavar="BYTES", help="of each download"
+    )
     args = parser.parse_args(argv)
     try:
         models = load_models_file(args.models) if args.models else DEFAULT_MODELS
@@ -61,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
         models=models,
         auto_evict=not args.no_auto_evict,
         sdk=not args.no_sdk,
+        download_speed=max(1.0, args.download_speed),
+        download_size=max(1, args.download_size),
     )
 
 

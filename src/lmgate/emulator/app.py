@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from lmgate.emulator import (
     anthropic_routes,
+    downloads,
     hook_routes,
     native_v0_routes,
     native_v1_routes,
@@ -47,6 +48,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     if state.config.has_v1_api:
         routes += anthropic_routes.routes()
         routes += native_v1_routes.routes()
+        routes += downloads.routes()
+        routes += downloads.hook_routes()
     routes += hook_routes.routes()
     if state.config.sdk:
         routes += sdk_endpoints.routes()  # the SDK's websocket namespaces and their test hook

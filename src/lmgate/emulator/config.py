@@ -117,6 +117,8 @@ class EmulatorConfig:
     sdk: bool = True  # the SDK's websocket API; off: an upstream only reachable over HTTP
     default_context_length: int = 4096
     request_log_size: int = 200
+    download_speed: float = 500_000_000.0  # bytes/s of a faked model download
+    download_size: int = 1_000_000_000  # bytes of every faked download
 
     @property
     def has_v1_api(self) -> bool:

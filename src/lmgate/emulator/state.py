@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmgate.emulator.catalog import Catalog
 from lmgate.emulator.config import EmulatorConfig
+
+if TYPE_CHECKING:
+    from lmgate.emulator.downloads import DownloadJob
 
 MAX_STORED_RESPONSES = 256
 
@@ -33,6 +36,7 @@ class EmulatorState:
         self.load_configs: deque[dict[str, Any]] = deque(maxlen=config.request_log_size)
         self.streams = StreamCounters()
         self.stored_responses: dict[str, int] = {}
+        self.downloads: dict[str, DownloadJob] = {}
         self.started_at = time.time()
         self.preload()
 
@@ -54,6 +58,10 @@ class EmulatorState:
         self.load_configs.clear()
         self.streams = StreamCounters()
         self.stored_responses.clear()
+        for job in self.downloads.values():
+            if job.task is not None:
+                job.task.cancel()
+        self.downloads.clear()
         self.preload()
 
     def record(self, entry: dict[str, Any]) -> None:

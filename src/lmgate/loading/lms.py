@@ -53,7 +53,9 @@ def install_locations() -> list[Path]:
 
 def locate(configured: str | None) -> Path | None:
     """The `lms` to run: the configured one (even if absent: then none), else PATH, else the
-    install locations."""
+    install locations. `off` (or `none`, `false`, `no`) never runs one."""
+    if configured is not None and configured.strip().lower() in ("off", "none", "false", "no"):
+        return None
     if configured is not None:
         path = Path(configured).expanduser()
         return path if path.is_file() and os.access(path, os.X_OK) else None

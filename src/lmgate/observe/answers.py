@@ -26,6 +26,8 @@ USAGE_KEYS = {
     "messages": ("usage", "input_tokens", "output_tokens"),
     "native_chat": ("stats", "input_tokens", "total_output_tokens"),
 }
+# Where the usage tap leaves the `stats` object of an LM Studio answer (`observe/lms_telemetry.py`)
+STATS_ATTRIBUTE = "lmstudio.stats"
 _FINAL_RESPONSE = ("response.completed", "response.incomplete", "response.failed")
 _END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
@@ -95,6 +97,7 @@ class Reading:
     text_limit = 0  # collect up to this many characters of output (0: none)
     text: list[str]  # made by `collect_text`, only when output text is wanted
     text_chars = 0
+    stats: dict[str, Any] | None = None  # LM Studio's own `stats` (REST v1 chat, v0)
 
     def collect_text(self, limit: int) -> None:
         self.text_limit = limit
@@ -138,6 +141,8 @@ def read_body(kind: str, obj: Any, reading: Reading) -> None:
         reading.failed(obj["error"])
     container, in_key, out_key = USAGE_KEYS[kind]
     reading.usage(obj.get(container), in_key, out_key)
+    if isinstance(stats := obj.get("stats"), dict) and stats:
+        reading.stats = stats
     if kind == "embeddings" and reading.tokens_in is not None:
         reading.tokens_out = 0
     if reading.text_limit:
@@ -188,7 +193,10 @@ def read_frame(kind: str, event: str | None, data: bytes, reading: Reading, lazy
     elif event == "message_delta":
         reading.usage(_dig(obj, "usage"), "input_tokens", "output_tokens")
     elif event == "chat.end":
-        reading.usage(_dig(obj, "result", "stats"), "input_tokens", "total_output_tokens")
+        stats = _dig(obj, "result", "stats")
+        reading.usage(stats, "input_tokens", "total_output_tokens")
+        if isinstance(stats, dict) and stats:
+            reading.stats = stats
     return Frame.OTHER
 
 

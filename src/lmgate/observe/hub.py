@@ -25,10 +25,12 @@ from prometheus_client.multiprocess import mark_process_dead
 from lmgate.classify import is_proxied
 from lmgate.exchange import Observer
 from lmgate.hooks import ProxyHook
+from lmgate.loading.lms_path import find_lms
 from lmgate.observe.cardinality import ModelNames
 from lmgate.observe.config_watch import ConfigWatch, model_state
 from lmgate.observe.events import EventBus
 from lmgate.observe.inference_events import InferenceEvents
+from lmgate.observe.lms_telemetry import AnswerStats, LmsTelemetry
 from lmgate.observe.lmstudio_logs import LmStudioLogTailer
 from lmgate.observe.prometheus import PrometheusMetrics, StateCollector
 from lmgate.observe.prompt_log import PromptLog, clean
@@ -66,6 +68,7 @@ class Observability:
     usage: UsageRecorder | None = None
     usage_hook: UsageHook | None = None
     lmstudio_logs: LmStudioLogTailer | None = None
+    lms: LmsTelemetry | None = None
     watcher: UpstreamWatcher | None = None
     worker: Worker = field(default_factory=Worker)
     mirror: StateMirror | None = None
@@ -112,6 +115,16 @@ class Observability:
                 if settings.log_prompts
                 else None,
             )
+        if settings.lms_telemetry and (lms := find_lms(settings)) is not None:
+            obs.lms = LmsTelemetry(
+                lms,
+                bus,
+                upstream=settings.upstream_url,
+                clean=partial(clean, limit=settings.log_prompt_chars, secrets=_secrets(settings))
+                if settings.log_prompts
+                else None,
+                fallback=obs.lmstudio_logs.run if obs.lmstudio_logs is not None else None,
+            )
         if worker.shared:
             directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             if directory:
@@ -132,6 +145,8 @@ class Observability:
         ]
         if self.usage is not None:
             found.append(self.usage)
+        if self.usage_hook is not None:
+            found.append(AnswerStats(self.bus))
         return [*found, RequestLog()]
 
     def hooks(self) -> list[ProxyHook]:
@@ -141,7 +156,9 @@ class Observability:
         loops: list[Loop] = [self.config.run]
         if self.usage is not None:
             loops.append(self.usage.run)
-        if self.lmstudio_logs is not None:
+        if self.lms is not None:  # the log files are its fallback
+            loops.append(self.lms.run)
+        elif self.lmstudio_logs is not None:
             loops.append(self.lmstudio_logs.run)
         if self.mirror is not None:
             loops.append(self._mirror_loop)
@@ -283,4 +300,5 @@ class Observability:
                 if self.lmstudio_logs is not None
                 else None
             ),
+            "lmsTelemetry": self.lms.as_json() if self.lms is not None else None,
         }

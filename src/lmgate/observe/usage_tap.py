@@ -18,7 +18,7 @@ import orjson
 
 from lmgate.exchange import Exchange
 from lmgate.hooks import ProxyRequest, ResponseTap
-from lmgate.observe.answers import USAGE_KEYS, Reading, read_body
+from lmgate.observe.answers import STATS_ATTRIBUTE, USAGE_KEYS, Reading, read_body
 from lmgate.observe.stream_scan import StreamScanner
 
 BODY_LIMIT = 8 << 20  # larger plain answers (huge embedding batches) go unread
@@ -142,5 +142,7 @@ class UsageTap(Reading):
             ex.tokens_estimated = True
         if reading.error is not None and ex.error is None:
             ex.error = reading.error
+        if reading.stats is not None:
+            ex.attributes[STATS_ATTRIBUTE] = reading.stats
         if self.sink is not None:
             self.sink.response(ex, "".join(reading.text))

@@ -4,6 +4,7 @@
 
 import { api, explain, NotAvailable } from "./api.js";
 import { confirmButton, describeConfig, fill, fmtNumber, h } from "./dom.js";
+import { createDownloads } from "./downloads.js";
 import { fieldGroup, INFERENCE_FIELDS, LOAD_FIELDS } from "./modelform.js";
 
 const KEEP_DONE_MS = 120_000;
@@ -22,6 +23,8 @@ export function createModels(root, ctx) {
     h("h2", {}, "Upstream models"),
     grid,
   );
+  const downloads = createDownloads({ notify: ctx.notify, onDownloaded: () => visible && load() });
+  root.append(downloads.element);
 
   let visible = false;
   let data = null;
@@ -380,12 +383,14 @@ export function createModels(root, ctx) {
       visible = true;
       renderActivity();
       load();
+      downloads.refresh();
     },
     hide() {
       visible = false;
     },
     onEvent(ev) {
       if (ev.replayed) return;
+      downloads.onEvent(ev);
       if (ev.type.startsWith("model_") || ev.type === "error") track(ev);
       const changes =
         ev.type === "model_loaded" ||

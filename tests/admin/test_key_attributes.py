@@ -158,18 +158,20 @@ def test_profile_policy_through_the_api_and_the_cli(
     for bad in ({"slots": 0}, {"slots": 2.5}, {"ttl": -1}, {"ttl": "soon"}, {"pinned": "x"}):
         _error(admin.patch(f"/admin/models/{model}/profile", json=bad), 400)
     env = {"LMGATE_URL": gateway.url, "LMGATE_ADMIN_KEY": ADMIN_KEY}
-    out = lmgate("models", "profile", model, "--slots", "2", "--ttl", "10m", "--pinned", **env)
+    out = lmgate(
+        "models", "profile", "policy", model, "--slots", "2", "--ttl", "10m", "--pinned", **env
+    )
     assert out.returncode == 0, out.stderr
     assert "slots 2, ttl 600" in out.stdout and "pinned yes" in out.stdout
     stored = admin.get(f"/admin/models/{model}/profile").json()
     assert (stored["slots"], stored["ttl"], stored["pinned"]) == (2, 600.0, True)
     listed = next(m for m in admin.get("/admin/models").json()["models"] if m["key"] == model)
     assert listed["profile"]["slots"] == 2
-    out = lmgate("models", "profile", model, "--ttl", "0", "--no-pinned", "--json", **env)
+    out = lmgate("models", "profile", "policy", model, "--ttl", "0", "--no-pinned", "--json", **env)
     shown = orjson.loads(out.stdout)
     assert (shown["slots"], shown["ttl"], shown["pinned"]) == (2, 0.0, False)
-    out = lmgate("models", "profile", model, "--slots", "none", **env)
+    out = lmgate("models", "profile", "policy", model, "--slots", "none", **env)
     assert "slots -" in out.stdout
-    bad = lmgate("models", "profile", model, "--ttl", "later", **env)
+    bad = lmgate("models", "profile", "policy", model, "--ttl", "later", **env)
     assert bad.returncode != 0 and "duration" in bad.stderr
     assert admin.delete(f"/admin/models/{model}/profile").status_code == 200

@@ -13,8 +13,8 @@ import typer
 from lmgate.cli.blocks import blocks_app
 from lmgate.cli.doctor import doctor
 from lmgate.cli.keys import keys_app
-from lmgate.cli.models import models_app
-from lmgate.cli.profiles import profile
+from lmgate.cli.models import models_app, profile_app
+from lmgate.cli.profiles import policy
 from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
 from lmgate.cli.service import service_app
@@ -43,7 +43,7 @@ def root() -> None:
 
 
 app.command()(serve)
-models_app.command("profile")(profile)
+profile_app.command("policy")(policy)
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(blocks_app, name="blocks")

@@ -138,7 +138,6 @@ def load_config_of(
 
 
 @models_app.command("load")
-@json_output
 def load(
     model: str,
     url: Url = "http://127.0.0.1:1235",
@@ -308,7 +307,9 @@ def activate(
         console.print(f"[yellow]warning[/yellow]: {data['warning']}")
 
 
-profile_app = typer.Typer(help="A model's stored profile: load config and inference defaults.")
+profile_app = typer.Typer(
+    help="A model's stored profile: load config, inference defaults and scheduling policy."
+)
 models_app.add_typer(profile_app, name="profile")
 
 
@@ -320,6 +321,12 @@ def _profile_path(model: str) -> str:
 
 def _show_profile(data: dict[str, Any]) -> None:
     console.print(f"[bold]{data.get('modelKey')}[/bold]", highlight=False)
+    ttl = data.get("ttl")
+    console.print(
+        f"slots {text(data.get('slots'))}, idle ttl {'never' if ttl == 0 else text(ttl)}, "
+        f"pinned {text(bool(data.get('pinned')))}",
+        highlight=False,
+    )
     console.print(f"load config: {pairs(data.get('loadConfig') or {})}", highlight=False)
     console.print(f"defaults: {pairs(data.get('defaultInference') or {})}", highlight=False)
 

@@ -1,4 +1,4 @@
-"""`lmgate models profile MODEL`: a model's scheduling policy through a running gateway.
+"""`lmgate models profile policy MODEL`: a model's scheduling policy through a running gateway.
 
 Slots, idle TTL and pin are changed one by one (`PATCH`), so a stored load config and defaults
 stay as they are; with no option the profile is shown.
@@ -37,7 +37,7 @@ def _ttl(value: str) -> float | None:
     return seconds
 
 
-def profile(
+def policy(
     model: Annotated[str, typer.Argument(help="Model key.")],
     url: Url = "http://127.0.0.1:1235",
     admin_key: Key = None,

@@ -1,13 +1,16 @@
 """The scheduler in the request path: the async shell around the pure core.
 
-One `SchedulerShell` per gateway (per worker) holds the `Scheduler`. As a proxy hook it submits
+One `SchedulerShell` per worker; the gateway has one `Scheduler`. With one worker the shell
+holds it; with several the primary's shell hosts it (`host.py`) and the others reach it as a
+`RemoteScheduler` (`remote.py`) through the same request path. As a proxy hook it submits
 every inference request for a model the upstream offers; a request admitted on arrival goes on
 at once (no task, no future: `submit` answered synchronously), the others wait on a future that
 a later event resolves. Load and Unload actions run in background tasks (the core allows one
 load at a time per upstream) and report back. As an observer it ends every request exactly
 once, whichever way it left (answered, refused, failed, or its client gone while it waited).
 A tick loop drives timeouts, drains and idle TTL from `next_deadline`; each model-list sync
-feeds `observe`.
+feeds `observe`. Loads, unloads, the tick loop and syncs act on the hosted core only (`local`);
+a worker that becomes primary takes the core over, empty, from its next sync.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from lmgate.hooks import ProxyRequest, ResponseTap
 from lmgate.observe.events import EventBus
 from lmgate.schedule.core import Scheduler
 from lmgate.schedule.errors import SchedulerRefusal
+from lmgate.schedule.host import SOCKET, CoreHost
 from lmgate.schedule.metrics import ScheduleMetrics
+from lmgate.schedule.remote import UNAVAILABLE, RemoteScheduler
 from lmgate.schedule.types import (
     Action,
     Admit,
@@ -44,6 +49,7 @@ from lmgate.schedule.types import (
 from lmgate.settings import Settings
 from lmgate.store.state import StateStore
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.workers.slot import Worker
 
 log = structlog.get_logger("lmgate.schedule")
 
@@ -53,15 +59,13 @@ TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 
 
-def config_of(settings: Settings, *, alone: bool = True) -> SchedulerConfig:
-    """`alone=False` (one of several workers): no idle unloads, since this worker cannot see
-    another worker's requests for the model."""
+def config_of(settings: Settings) -> SchedulerConfig:
     return SchedulerConfig(
         queue_max=settings.queue_max,
         queue_timeout=settings.queue_timeout,
         switch_max_wait=settings.switch_max_wait,
         default_slots=settings.model_slots or 4,
-        model_ttl=settings.model_ttl if alone else 0.0,
+        model_ttl=settings.model_ttl,
         manage_all=settings.manage_all_models,
     )
 
@@ -97,7 +101,7 @@ class SchedulerShell:
         bus: EventBus,
         *,
         clock: Callable[[], float] = time.monotonic,
-        alone: bool = True,
+        worker: Worker | None = None,
     ) -> None:
         self.settings = settings
         self.watcher = watcher
@@ -105,9 +109,14 @@ class SchedulerShell:
         self.state = state
         self.bus = bus
         self.clock = clock
-        self.alone = alone  # the only worker: it sees every request the upstream serves
+        self.worker = worker or Worker()
         self.spec = self._spec()
-        self.core = Scheduler(config_of(settings, alone=alone), [self.spec])
+        self.local = Scheduler(config_of(settings), [self.spec])  # hosted here when primary
+        # What the request path talks to: the local core, or the primary's through its socket.
+        self.core: Scheduler | RemoteScheduler = self.local
+        self.remote: RemoteScheduler | None = None
+        self.host: CoreHost | None = None
+        self._attach()
         self.metrics: ScheduleMetrics | None = None
         self._waiting: dict[str, asyncio.Future[Admit | Reject]] = {}
         self._ids = itertools.count(1)
@@ -115,31 +124,66 @@ class SchedulerShell:
         self._wake = asyncio.Event()
         self._policies: dict[str, ModelPolicy] = {}
 
+    # -- which core: hosted here, or the primary's ----------------------------------------------
+
+    def _attach(self) -> None:
+        worker = self.worker
+        if not worker.shared or worker.run_dir is None:
+            return  # one worker: the in-process core, no socket
+        path = worker.run_dir / SOCKET
+        if worker.primary:
+            self.host = CoreHost(self, path)
+            return
+        self.remote = RemoteScheduler(
+            path,
+            self._run,
+            queue_max=self.settings.queue_max,
+            queue_timeout=self.settings.queue_timeout,
+            clock=self.clock,
+        )
+        self.core = self.remote
+        worker.on_primary.append(self._promoted)
+
+    def _promoted(self) -> None:
+        """This worker took slot 0 (the primary died): it hosts the core from now on. Requests
+        it had sent without an answer yet go to the new core; `run` starts serving."""
+        remote = self.remote
+        if remote is None:
+            return
+        self.remote = None
+        self.core = self.local
+        self.host = CoreHost(self, remote.path)
+        taken = remote.stop()
+        self.synced()
+        for request, arrival in taken:
+            if not arrival.done():
+                arrival.set_result(self._run(self.local.submit(request, self.clock()), request.id))
+
     # -- the upstream as the core sees it -------------------------------------------------------
 
     def _spec(self) -> UpstreamSpec:
-        """Limits and capability: switching needs on-demand loading and LM Studio's REST v1.
-        One of several workers loads on demand but never evicts: the victim may be answering
-        another worker's requests, which this one cannot see."""
+        """Limits and capability: switching needs on-demand loading and LM Studio's REST v1."""
         caps, s = self.watcher.caps, self.settings
         old = caps.kind == "lmstudio-0.3"
         return UpstreamSpec(
             UPSTREAM,
             can_load=s.on_demand_load and caps.model_management,
-            max_loaded_models=s.max_loaded_models if self.alone else None,
-            memory_budget=s.model_memory_budget if self.alone else None,
+            max_loaded_models=s.max_loaded_models,
+            memory_budget=s.model_memory_budget,
             default_slots=s.model_slots or (LMSTUDIO_03_SLOTS if old else None),
             max_concurrent=LMSTUDIO_03_SLOTS if old and s.model_slots is None else None,
         )
 
     def synced(self) -> None:
         """After each model-list sync: capability, the active model, what is loaded."""
+        if self.remote is not None:
+            return  # the host feeds the core from its own syncs
         now = self.clock()
         spec = self._spec()
         if spec != self.spec:
             self.spec = spec
-            self._run(self.core.set_upstream(spec, now))
-        self.core.set_active(self.state.state.active_model)
+            self._run(self.local.set_upstream(spec, now))
+        self.local.set_active(self.state.state.active_model)
         loaded: dict[str, int | None] = {}
         for instance in self.watcher.instances.values():
             parallel = instance.config.get("parallel")
@@ -151,7 +195,7 @@ class SchedulerShell:
         sizes = {
             m.key: m.size_bytes for m in self.watcher.models.values() if m.size_bytes is not None
         }
-        self._run(self.core.observe(UPSTREAM, now, loaded, sizes))
+        self._run(self.local.observe(UPSTREAM, now, loaded, sizes))
 
     # -- the request path -----------------------------------------------------------------------
 
@@ -171,6 +215,8 @@ class SchedulerShell:
         verdict = self._run(
             self.core.submit(Request(rid, ex.key_name or "-", model), self.clock()), rid
         )
+        if verdict is None and self.remote is not None:
+            verdict = await self.remote.arrival(rid)  # the host's first answer; None: queued
         if verdict is None:
             verdict = await self._wait(ex, rid, model)
         if isinstance(verdict, Reject):
@@ -242,8 +288,8 @@ class SchedulerShell:
                 self._spawn(self._switch(action, evicting))
         for unload in unloads:
             self._spawn(self._unload_alone(unload))
-        if self.metrics is not None:
-            self.metrics.queued(self.core)
+        if self.metrics is not None and self.remote is None:
+            self.metrics.queued(self.local)
         return verdict
 
     def _spawn(self, work: Any) -> None:
@@ -257,11 +303,11 @@ class SchedulerShell:
             await self.models.evict(unload.model)
         except GatewayError as exc:
             log.warning("model_unload_failed", model=unload.model, error=exc.message)
-            self._run(self.core.unload_failed(unload.upstream, unload.model, self.clock()))
+            self._run(self.local.unload_failed(unload.upstream, unload.model, self.clock()))
             return False
         if self.metrics is not None:
             self.metrics.evicted(unload.model, unload.reason)
-        self._run(self.core.unloaded(unload.upstream, unload.model, self.clock()))
+        self._run(self.local.unloaded(unload.upstream, unload.model, self.clock()))
         return True
 
     async def _unload_alone(self, unload: Unload) -> None:
@@ -281,7 +327,7 @@ class SchedulerShell:
         for unload in evicting:
             if not await self._evict(unload):
                 self._run(
-                    self.core.load_failed(load.upstream, load.model, self.clock(), "unload failed")
+                    self.local.load_failed(load.upstream, load.model, self.clock(), "unload failed")
                 )
                 self.bus.publish(
                     "model_switch_complete", modelKey=load.model, victims=victims, ok=False
@@ -291,7 +337,7 @@ class SchedulerShell:
             profile = self.state.profile(load.model)
             await self.models.load(load.model, profile.load_config or {})
         except GatewayError as exc:
-            self._run(self.core.load_failed(load.upstream, load.model, self.clock(), exc.message))
+            self._run(self.local.load_failed(load.upstream, load.model, self.clock(), exc.message))
             self.bus.publish(
                 "model_switch_complete",
                 modelKey=load.model,
@@ -303,7 +349,7 @@ class SchedulerShell:
         if self.metrics is not None:
             self.metrics.switched(load.model, load.reason)
         slots = self._slots(load.model)
-        self._run(self.core.load_finished(load.upstream, load.model, self.clock(), slots))
+        self._run(self.local.load_finished(load.upstream, load.model, self.clock(), slots))
         self.bus.publish(
             "model_switch_complete",
             modelKey=load.model,
@@ -325,21 +371,38 @@ class SchedulerShell:
     def loaded(self, model: str) -> None:
         """lmgate loaded `model` outside the scheduler (the admin route): it is lmgate's own,
         so its idle TTL applies."""
-        if self.core.ups[UPSTREAM].loading != model:
-            self._run(self.core.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
+        if self.remote is not None:
+            self.remote.loaded(model)
+        elif self.local.ups[UPSTREAM].loading != model:
+            self._run(self.local.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
 
     def load(self, model: str) -> None:
         """An explicit load (keeping the active model loaded), under the core's rules."""
         try:
-            self._run(self.core.request_load(model, self.clock()))
+            self._run(self.local.request_load(model, self.clock()))
         except LoadRefused as exc:
             log.info("model_load_refused", model=model, reason=exc.message)
 
     # -- reading -------------------------------------------------------------------------------
 
-    def queue_json(self) -> dict[str, Any]:
-        """`GET /debug/queue`: who waits for what, and each model's slots and idle TTL."""
-        snap = self.core.snapshot(self.clock())
+    async def queue_json(self) -> dict[str, Any]:
+        """`GET /debug/queue`: who waits for what, and each model's slots and idle TTL, from
+        the gateway's one core wherever it is hosted."""
+        if self.remote is None:
+            return self.queue_local()
+        shared = await self.remote.snapshot()
+        if shared is None:
+            raise GatewayError(
+                "the worker holding the queue is not reachable right now; try again",
+                code=UNAVAILABLE,
+                headers={"Retry-After": "1"},
+            )
+        return shared
+
+    def queue_local(self, waiting_max: int | None = None) -> dict[str, Any]:
+        """The hosted core's picture; `waiting_max` bounds the list (for another worker)."""
+        snap = self.local.snapshot(self.clock())
+        waiting = snap.waiting if waiting_max is None else snap.waiting[:waiting_max]
         return {
             "waiting": [
                 {
@@ -349,7 +412,7 @@ class SchedulerShell:
                     "waitedMs": w.waited_ms,
                     "priority": w.priority,
                 }
-                for w in snap.waiting
+                for w in waiting
             ],
             "models": [
                 {
@@ -377,18 +440,29 @@ class SchedulerShell:
                 }
                 for u in snap.upstreams
             ],
-            "perWorker": True,
+            "waitingTotal": len(snap.waiting),
+            "perWorker": False,  # one queue for the whole gateway, whichever worker answers
+            "hostWorker": self.worker.as_json(),
         }
 
     # -- time -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The tick loop: queue timeouts, drain limits, starvation caps, idle TTL."""
+        """A client of the primary's core until this worker becomes primary; then (and with one
+        worker, from the start) the tick loop: queue timeouts, drain limits, starvation caps,
+        idle TTL."""
+        if self.remote is not None:
+            await self.remote.run()  # returns once `_promoted` stopped it
+        if self.host is not None:
+            try:
+                await self.host.start()
+            except OSError:  # the other workers answer 503 until a primary serves again
+                log.exception("scheduler_host_failed")
         while True:
             now = self.clock()
             try:
-                self._run(self.core.tick(now))
-                deadline = self.core.next_deadline(now)
+                self._run(self.local.tick(now))
+                deadline = self.local.next_deadline(now)
             except Exception:  # a bug must not stop time for the gateway's lifetime
                 log.exception("scheduler_tick_failed")
                 deadline = None
@@ -398,6 +472,10 @@ class SchedulerShell:
                 await asyncio.wait_for(self._wake.wait(), max(0.001, delay))
 
     async def close(self) -> None:
+        if self.remote is not None:
+            self.remote.stop()
+        if self.host is not None:
+            await self.host.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

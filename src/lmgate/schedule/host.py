@@ -158,14 +158,14 @@ class CoreHost:
             raise wire.WireError(f"request id {cid!r} is already known")
         if len(peer.waiting) >= max(1, core.config.queue_max):
             refused = Reject(cid, STATUS[QUEUE_FULL], QUEUE_FULL, "the queue is full", 1.0)
-            peer.send({"t": wire.VERDICT, "id": cid, "v": wire.verdict_out(refused)})
+            _send_verdict(peer, cid, refused)
             return
         now = shell.clock()
         verdict = shell._run(core.submit(replace(request, id=sid), now), sid)
         if verdict is not None:
             if isinstance(verdict, Admit):
                 peer.running.add(sid)
-            peer.send({"t": wire.VERDICT, "id": cid, "v": wire.verdict_out(verdict)})
+            _send_verdict(peer, cid, verdict)
             return
         future: asyncio.Future[Admit | Reject] = asyncio.get_running_loop().create_future()
         shell._waiting[sid] = future
@@ -185,7 +185,7 @@ class CoreHost:
                 self.shell._run(self.shell.local.finish(sid, self.shell.clock()))
                 return
             peer.running.add(sid)
-        peer.send({"t": wire.VERDICT, "id": cid, "v": wire.verdict_out(verdict)})
+        _send_verdict(peer, cid, verdict)
 
     def _cancel(self, peer: Peer, sid: str) -> None:
         future = self.shell._waiting.pop(sid, None)
@@ -218,3 +218,9 @@ class CoreHost:
                 future.cancel()
         for sid in gone:
             self.shell._run(self.shell.local.cancel(sid, self.shell.clock()))
+
+
+def _send_verdict(peer: Peer, cid: str, verdict: Admit | Reject) -> None:
+    """Under the peer's own id, which the core knew namespaced."""
+    out = wire.verdict_out(replace(verdict, request_id=cid))
+    peer.send({"t": wire.VERDICT, "id": cid, "v": out})

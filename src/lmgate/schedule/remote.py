@@ -133,7 +133,8 @@ class RemoteScheduler:
         """The last place the host gave; asks for fresh ones at most every `REFRESH_S`."""
         if self._queued and now - self._asked >= REFRESH_S and self.connected:
             self._asked = now
-            ids = [request_id, *itertools.islice(self._queued, POSITIONS_MAX - 1)]
+            others = (rid for rid in self._queued if rid != request_id)
+            ids = [request_id, *itertools.islice(others, POSITIONS_MAX - 1)]
             self._send({"t": wire.POSITIONS, "ids": ids})
         return self._places.get(request_id)
 

@@ -389,7 +389,7 @@ class SchedulerShell:
         """`GET /debug/queue`: who waits for what, and each model's slots and idle TTL, from
         the gateway's one core wherever it is hosted."""
         if self.remote is None:
-            return self.queue_local()
+            return self.queue_local() | {"worker": self.worker.as_json()}
         shared = await self.remote.snapshot()
         if shared is None:
             raise GatewayError(
@@ -397,7 +397,7 @@ class SchedulerShell:
                 code=UNAVAILABLE,
                 headers={"Retry-After": "1"},
             )
-        return shared
+        return shared | {"worker": self.worker.as_json()}  # the worker that answered
 
     def queue_local(self, waiting_max: int | None = None) -> dict[str, Any]:
         """The hosted core's picture; `waiting_max` bounds the list (for another worker)."""

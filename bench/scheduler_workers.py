@@ -54,8 +54,8 @@ def _host(run_dir: str, ready: multiprocessing.synchronize.Event) -> None:
     asyncio.run(serve())
 
 
-async def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.01)):
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(3000):  # 30 s
         if check():
             return
         await asyncio.sleep(0.01)

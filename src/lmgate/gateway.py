@@ -121,15 +121,7 @@ class Gateway:
                 primary=lambda: worker.primary,  # one reload per gateway, not one per worker
             )
         )
-        scheduler = SchedulerShell(
-            settings,
-            watcher,
-            models,
-            state,
-            bus,
-            alone=not worker.shared,
-            primary=lambda: worker.primary,  # LMGATE_PRELOAD: loaded once per gateway
-        )
+        scheduler = SchedulerShell(settings, watcher, models, state, bus, worker=worker)
         scheduler.metrics = ScheduleMetrics(obs.prometheus.registry, obs.models)
         watcher.synced.append(scheduler.synced)
         gw = cls(

@@ -171,7 +171,9 @@ class Settings(BaseSettings):
         description="Answers at once per model when the upstream reports no "
         "`parallel`; unset = 4 (1 for LM Studio 0.3).",
     )
-    queue_max: int = Field(256, ge=0, description="Most requests waiting for a slot or a load.")
+    queue_max: int = Field(
+        256, ge=0, description="Most requests waiting for a slot or a load (all workers together)."
+    )
     queue_timeout: float = Field(300.0, gt=0, description="Longest wait in the queue (s).")
     switch_max_wait: float = Field(
         60.0, gt=0, description="Longest a request waits while others keep its model away (s)."

@@ -57,8 +57,8 @@ async def debug_metrics(request: Request) -> dict[str, Any]:
 
 @router.get("/debug/queue")
 async def debug_queue(request: Request) -> dict[str, Any]:
-    """The scheduler's queue and each model's slots (this worker's)."""
-    return gateway_of(request).scheduler.queue_json()
+    """The scheduler's queue and each model's slots (the gateway's one queue)."""
+    return await gateway_of(request).scheduler.queue_json()
 
 
 @router.get("/metrics")

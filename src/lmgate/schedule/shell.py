@@ -1,6 +1,8 @@
 """The scheduler in the request path: the async shell around the pure core.
 
-One `SchedulerShell` per gateway (per worker) holds the `Scheduler`. As a proxy hook it submits
+One `SchedulerShell` per worker; the gateway has one `Scheduler`. With one worker the shell
+holds it; with several the primary's shell hosts it (`host.py`) and the others reach it as a
+`RemoteScheduler` (`remote.py`) through the same request path. As a proxy hook it submits
 every inference request for a model the upstream offers; a request admitted on arrival goes on
 at once (no task, no future: `submit` answered synchronously), the others wait on a future that
 a later event resolves. Load and Unload actions run in background tasks (the core allows one
@@ -9,7 +11,9 @@ once, whichever way it left (answered, refused, failed, or its client gone while
 A tick loop drives timeouts, drains and idle TTL from `next_deadline`; each model-list sync
 feeds `observe`. A request carries its key's scheduling attributes (weight, priority, whether it
 may cause loads, loads per hour); profiles' policies (slots, TTL, pin) reach the core at start
-and with every state change, and `LMGATE_PRELOAD` is loaded after the first sync.
+and with every state change, and `LMGATE_PRELOAD` is loaded after the first sync. Loads,
+unloads, the tick loop and syncs act on the hosted core only (`local`); a worker that becomes
+primary takes the core over, empty, from its next sync.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from lmgate.hooks import ProxyRequest, ResponseTap
 from lmgate.observe.events import EventBus
 from lmgate.schedule.core import Scheduler
 from lmgate.schedule.errors import SchedulerRefusal
+from lmgate.schedule.host import SOCKET, CoreHost
 from lmgate.schedule.metrics import ScheduleMetrics
+from lmgate.schedule.remote import UNAVAILABLE, RemoteScheduler
 from lmgate.schedule.types import (
     LOAD_DENIED,
     STATUS,
@@ -48,6 +54,7 @@ from lmgate.schedule.types import (
 from lmgate.settings import Settings
 from lmgate.store.state import ModelState, StateStore
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.workers.slot import Worker
 
 if TYPE_CHECKING:
     from lmgate.guard.keys import Principal
@@ -63,15 +70,13 @@ RELIST_MIN_S = 1.0  # refusals read the model list again at most this often
 PRELOAD_TRIES = 3  # a preload refused because a load runs is tried again this often
 
 
-def config_of(settings: Settings, *, alone: bool = True) -> SchedulerConfig:
-    """`alone=False` (one of several workers): no idle unloads, since this worker cannot see
-    another worker's requests for the model."""
+def config_of(settings: Settings) -> SchedulerConfig:
     return SchedulerConfig(
         queue_max=settings.queue_max,
         queue_timeout=settings.queue_timeout,
         switch_max_wait=settings.switch_max_wait,
         default_slots=settings.model_slots or 4,
-        model_ttl=settings.model_ttl if alone else 0.0,
+        model_ttl=settings.model_ttl,
         manage_all=settings.manage_all_models,
     )
 
@@ -107,8 +112,7 @@ class SchedulerShell:
         bus: EventBus,
         *,
         clock: Callable[[], float] = time.monotonic,
-        alone: bool = True,
-        primary: Callable[[], bool] = lambda: True,
+        worker: Worker | None = None,
     ) -> None:
         self.settings = settings
         self.watcher = watcher
@@ -116,14 +120,17 @@ class SchedulerShell:
         self.state = state
         self.bus = bus
         self.clock = clock
-        self.alone = alone  # the only worker: it sees every request the upstream serves
-        self.primary = primary  # only the primary worker preloads
+        self.worker = worker or Worker()
         self.spec = self._spec()
         self._profiles = state.state.profiles
         self._policies: dict[str, ModelPolicy] = self._policies_of(state.state)
-        self.core = Scheduler(
-            config_of(settings, alone=alone), [self.spec], policies=self._policies
-        )
+        # hosted here when primary
+        self.local = Scheduler(config_of(settings), [self.spec], policies=self._policies)
+        # What the request path talks to: the local core, or the primary's through its socket.
+        self.core: Scheduler | RemoteScheduler = self.local
+        self.remote: RemoteScheduler | None = None
+        self.host: CoreHost | None = None
+        self._attach()
         self.metrics: ScheduleMetrics | None = None
         self._waiting: dict[str, asyncio.Future[Admit | Reject]] = {}
         self._ids = itertools.count(1)
@@ -133,31 +140,66 @@ class SchedulerShell:
         self._relist: asyncio.Task[None] | None = None  # one model-list read shared by refusals
         state.listeners.append(self._state_changed)
 
+    # -- which core: hosted here, or the primary's ----------------------------------------------
+
+    def _attach(self) -> None:
+        worker = self.worker
+        if not worker.shared or worker.run_dir is None:
+            return  # one worker: the in-process core, no socket
+        path = worker.run_dir / SOCKET
+        if worker.primary:
+            self.host = CoreHost(self, path)
+            return
+        self.remote = RemoteScheduler(
+            path,
+            self._run,
+            queue_max=self.settings.queue_max,
+            queue_timeout=self.settings.queue_timeout,
+            clock=self.clock,
+        )
+        self.core = self.remote
+        worker.on_primary.append(self._promoted)
+
+    def _promoted(self) -> None:
+        """This worker took slot 0 (the primary died): it hosts the core from now on. Requests
+        it had sent without an answer yet go to the new core; `run` starts serving."""
+        remote = self.remote
+        if remote is None:
+            return
+        self.remote = None
+        self.core = self.local
+        self.host = CoreHost(self, remote.path)
+        taken = remote.stop()
+        self.synced()
+        for request, arrival in taken:
+            if not arrival.done():
+                arrival.set_result(self._run(self.local.submit(request, self.clock()), request.id))
+
     # -- the upstream as the core sees it -------------------------------------------------------
 
     def _spec(self) -> UpstreamSpec:
-        """Limits and capability: switching needs on-demand loading and LM Studio's REST v1.
-        One of several workers loads on demand but never evicts: the victim may be answering
-        another worker's requests, which this one cannot see."""
+        """Limits and capability: switching needs on-demand loading and LM Studio's REST v1."""
         caps, s = self.watcher.caps, self.settings
         old = caps.kind == "lmstudio-0.3"
         return UpstreamSpec(
             UPSTREAM,
             can_load=s.on_demand_load and caps.model_management,
-            max_loaded_models=s.max_loaded_models if self.alone else None,
-            memory_budget=s.model_memory_budget if self.alone else None,
+            max_loaded_models=s.max_loaded_models,
+            memory_budget=s.model_memory_budget,
             default_slots=s.model_slots or (LMSTUDIO_03_SLOTS if old else None),
             max_concurrent=LMSTUDIO_03_SLOTS if old and s.model_slots is None else None,
         )
 
     def synced(self) -> None:
         """After each model-list sync: capability, the active model, what is loaded."""
+        if self.remote is not None:
+            return  # the host feeds the core from its own syncs
         now = self.clock()
         spec = self._spec()
         if spec != self.spec:
             self.spec = spec
-            self._run(self.core.set_upstream(spec, now))
-        self.core.set_active(self.state.state.active_model)
+            self._run(self.local.set_upstream(spec, now))
+        self.local.set_active(self.state.state.active_model)
         loaded: dict[str, int | None] = {}
         for instance in self.watcher.instances.values():
             parallel = instance.config.get("parallel")
@@ -169,19 +211,18 @@ class SchedulerShell:
         sizes = {
             m.key: m.size_bytes for m in self.watcher.models.values() if m.size_bytes is not None
         }
-        self._run(self.core.observe(UPSTREAM, now, loaded, sizes))
+        self._run(self.local.observe(UPSTREAM, now, loaded, sizes))
         if self._preload_pending:
             self._preload_pending = False
-            if self.primary():
+            if self.worker.primary:
                 self._spawn(self.preload(self.settings.preload))
 
     # -- profiles: the models' policies ---------------------------------------------------------
 
     def _policies_of(self, state: ModelState) -> dict[str, ModelPolicy]:
-        """The core's policy for every profile that has one. One of several workers takes no
-        idle TTL from a profile: another worker may be answering with the model."""
+        """The core's policy for every profile that has one."""
         return {
-            key: ModelPolicy(slots=p.slots, ttl=p.ttl if self.alone else None, pinned=p.pinned)
+            key: ModelPolicy(slots=p.slots, ttl=p.ttl, pinned=p.pinned)
             for key, p in state.profiles.items()
             if p.has_policy
         }
@@ -198,7 +239,7 @@ class SchedulerShell:
         for model in old.keys() | fresh.keys():
             policy = fresh.get(model)
             if policy != old.get(model):
-                self._run(self.core.set_policy(model, policy, now))
+                self._run(self.local.set_policy(model, policy, now))
 
     # -- the request path -----------------------------------------------------------------------
 
@@ -221,6 +262,8 @@ class SchedulerShell:
         verdict = self._run(
             self.core.submit(self._request_for(principal, rid, model), self.clock()), rid
         )
+        if verdict is None and self.remote is not None:
+            verdict = await self.remote.arrival(rid)  # the host's first answer; None: queued
         if verdict is None:
             verdict = await self._wait(ex, rid, model)
         if isinstance(verdict, Reject):
@@ -329,8 +372,8 @@ class SchedulerShell:
                 self._spawn(self._switch(action, evicting))
         for unload in unloads:
             self._spawn(self._unload_alone(unload))
-        if self.metrics is not None:
-            self.metrics.queued(self.core)
+        if self.metrics is not None and self.remote is None:
+            self.metrics.queued(self.local)
         return verdict
 
     def _spawn(self, work: Any) -> None:
@@ -344,11 +387,11 @@ class SchedulerShell:
             await self.models.evict(unload.model)
         except GatewayError as exc:
             log.warning("model_unload_failed", model=unload.model, error=exc.message)
-            self._run(self.core.unload_failed(unload.upstream, unload.model, self.clock()))
+            self._run(self.local.unload_failed(unload.upstream, unload.model, self.clock()))
             return False
         if self.metrics is not None:
             self.metrics.evicted(unload.model, unload.reason)
-        self._run(self.core.unloaded(unload.upstream, unload.model, self.clock()))
+        self._run(self.local.unloaded(unload.upstream, unload.model, self.clock()))
         return True
 
     async def _unload_alone(self, unload: Unload) -> None:
@@ -368,7 +411,7 @@ class SchedulerShell:
         for unload in evicting:
             if not await self._evict(unload):
                 self._run(
-                    self.core.load_failed(load.upstream, load.model, self.clock(), "unload failed")
+                    self.local.load_failed(load.upstream, load.model, self.clock(), "unload failed")
                 )
                 self.bus.publish(
                     "model_switch_complete", modelKey=load.model, victims=victims, ok=False
@@ -378,7 +421,7 @@ class SchedulerShell:
             profile = self.state.profile(load.model)
             await self.models.load(load.model, profile.load_config or {})
         except GatewayError as exc:
-            self._run(self.core.load_failed(load.upstream, load.model, self.clock(), exc.message))
+            self._run(self.local.load_failed(load.upstream, load.model, self.clock(), exc.message))
             self.bus.publish(
                 "model_switch_complete",
                 modelKey=load.model,
@@ -390,7 +433,7 @@ class SchedulerShell:
         if self.metrics is not None:
             self.metrics.switched(load.model, load.reason)
         slots = self._slots(load.model)
-        self._run(self.core.load_finished(load.upstream, load.model, self.clock(), slots))
+        self._run(self.local.load_finished(load.upstream, load.model, self.clock(), slots))
         self.bus.publish(
             "model_switch_complete",
             modelKey=load.model,
@@ -413,13 +456,15 @@ class SchedulerShell:
     def loaded(self, model: str) -> None:
         """lmgate loaded `model` outside the scheduler (the admin route): it is lmgate's own,
         so its idle TTL applies."""
-        if self.core.ups[UPSTREAM].loading != model:
-            self._run(self.core.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
+        if self.remote is not None:
+            self.remote.loaded(model)
+        elif self.local.ups[UPSTREAM].loading != model:
+            self._run(self.local.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
 
     def load(self, model: str) -> None:
         """An explicit load (keeping the active model loaded), under the core's rules."""
         try:
-            self._run(self.core.request_load(model, self.clock()))
+            self._run(self.local.request_load(model, self.clock()))
         except LoadRefused as exc:
             log.info("model_load_refused", model=model, reason=exc.message)
 
@@ -457,7 +502,7 @@ class SchedulerShell:
             return "loaded", None
         for attempt in range(PRELOAD_TRIES):
             try:
-                actions = self.core.request_load(model, self.clock())
+                actions = self.local.request_load(model, self.clock())
             except LoadRefused as exc:
                 if exc.code != "busy" or attempt == PRELOAD_TRIES - 1:
                     return "refused", exc.message
@@ -475,9 +520,24 @@ class SchedulerShell:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def queue_json(self) -> dict[str, Any]:
-        """`GET /debug/queue`: who waits for what, and each model's slots and idle TTL."""
-        snap = self.core.snapshot(self.clock())
+    async def queue_json(self) -> dict[str, Any]:
+        """`GET /debug/queue`: who waits for what, and each model's slots and idle TTL, from
+        the gateway's one core wherever it is hosted."""
+        if self.remote is None:
+            return self.queue_local() | {"worker": self.worker.as_json()}
+        shared = await self.remote.snapshot()
+        if shared is None:
+            raise GatewayError(
+                "the worker holding the queue is not reachable right now; try again",
+                code=UNAVAILABLE,
+                headers={"Retry-After": "1"},
+            )
+        return shared | {"worker": self.worker.as_json()}  # the worker that answered
+
+    def queue_local(self, waiting_max: int | None = None) -> dict[str, Any]:
+        """The hosted core's picture; `waiting_max` bounds the list (for another worker)."""
+        snap = self.local.snapshot(self.clock())
+        waiting = snap.waiting if waiting_max is None else snap.waiting[:waiting_max]
         return {
             "waiting": [
                 {
@@ -487,7 +547,7 @@ class SchedulerShell:
                     "waitedMs": w.waited_ms,
                     "priority": w.priority,
                 }
-                for w in snap.waiting
+                for w in waiting
             ],
             "models": [
                 {
@@ -515,18 +575,29 @@ class SchedulerShell:
                 }
                 for u in snap.upstreams
             ],
-            "perWorker": True,
+            "waitingTotal": len(snap.waiting),
+            "perWorker": False,  # one queue for the whole gateway, whichever worker answers
+            "hostWorker": self.worker.as_json(),
         }
 
     # -- time -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The tick loop: queue timeouts, drain limits, starvation caps, idle TTL."""
+        """A client of the primary's core until this worker becomes primary; then (and with one
+        worker, from the start) the tick loop: queue timeouts, drain limits, starvation caps,
+        idle TTL."""
+        if self.remote is not None:
+            await self.remote.run()  # returns once `_promoted` stopped it
+        if self.host is not None:
+            try:
+                await self.host.start()
+            except OSError:  # the other workers answer 503 until a primary serves again
+                log.exception("scheduler_host_failed")
         while True:
             now = self.clock()
             try:
-                self._run(self.core.tick(now))
-                deadline = self.core.next_deadline(now)
+                self._run(self.local.tick(now))
+                deadline = self.local.next_deadline(now)
             except Exception:  # a bug must not stop time for the gateway's lifetime
                 log.exception("scheduler_tick_failed")
                 deadline = None
@@ -536,6 +607,10 @@ class SchedulerShell:
                 await asyncio.wait_for(self._wake.wait(), max(0.001, delay))
 
     async def close(self) -> None:
+        if self.remote is not None:
+            self.remote.stop()
+        if self.host is not None:
+            await self.host.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -3,8 +3,9 @@
 Slots are tried in order and the first free one is taken, so indexes stay in 0..N-1 while
 uvicorn replaces dead workers (the kernel drops a dead process's lock). Slot 0 is the
 primary, the one worker that runs actions that must happen once per gateway (reloading the
-active model); a worker that started while slot 0 was still held (a rolling restart) keeps
-trying to take it, so the gateway never stays without a primary.
+active model, hosting the scheduler's core); a worker that started while slot 0 was still held
+(a rolling restart, or the primary died) keeps trying to take it, so the gateway never stays
+without a primary, and tells `on_primary` when it did.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ class Worker:
     primary: bool = True
     pid: int = field(default_factory=os.getpid)
     _locks: list[int] = field(default_factory=list, repr=False)
+    on_primary: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def shared(self) -> bool:
@@ -62,6 +65,8 @@ class Worker:
             if fd is not None:
                 self._locks.append(fd)
                 self.primary = True
+                for listener in self.on_primary:
+                    listener()
         return self.primary
 
     async def contend(self) -> None:

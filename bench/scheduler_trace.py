@@ -204,7 +204,7 @@ async def _ask(client: openai.AsyncOpenAI, p: Planned, out: Outcome) -> None:
         out.finish = completion.choices[0].finish_reason
 
 
-def _queue_headers(headers: httpx.Headers, out: Outcome) -> None:
+def _queue_headers(headers: Mapping[str, str], out: Outcome) -> None:
     out.position = int(headers.get("x-queue-position", "0"))
     out.waited = int(headers.get("x-queue-wait-ms", "0")) / 1000.0
 

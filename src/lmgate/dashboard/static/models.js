@@ -5,6 +5,7 @@
 import { api, explain, NotAvailable } from "./api.js";
 import { confirmButton, describeConfig, fill, fmtNumber, h } from "./dom.js";
 import { fieldGroup, INFERENCE_FIELDS, LOAD_FIELDS } from "./modelform.js";
+import { changesQueue, createSlotsView } from "./queue.js";
 
 const KEEP_DONE_MS = 120_000;
 
@@ -13,11 +14,13 @@ export function createModels(root, ctx) {
   const activityList = h("ol", { class: "activity", id: "model-activity", "aria-live": "polite" });
   const grid = h("div", { class: "model-grid", id: "model-list" });
   const notice = h("div", { id: "models-notice" });
+  const slots = createSlotsView();
   fill(
     root,
     h("h1", { class: "view-title" }, "Models"),
     summary,
     notice,
+    slots.el,
     h("section", { class: "activity-box" }, h("h2", {}, "Model activity"), activityList),
     h("h2", {}, "Upstream models"),
     grid,
@@ -380,12 +383,15 @@ export function createModels(root, ctx) {
       visible = true;
       renderActivity();
       load();
+      slots.start();
     },
     hide() {
       visible = false;
+      slots.stop();
     },
     onEvent(ev) {
       if (ev.replayed) return;
+      if (visible && changesQueue(ev.type)) slots.soon();
       if (ev.type.startsWith("model_") || ev.type === "error") track(ev);
       const changes =
         ev.type === "model_loaded" ||

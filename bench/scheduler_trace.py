@@ -8,7 +8,8 @@ at once as the trace has in flight). The run reports the model switches the gate
 against those a plain first-come-first-served loader makes on the same arrivals (replayed by
 `lmgate.schedule.simulate` with the measured answer times), the mean and p99 wait per key, and
 Jain's fairness index over the keys' mean waits. `--sim-hours H` adds a long version in the
-simulator alone (no servers): H hours of the same kind of traffic through both policies.
+simulator alone (no servers): H hours of the same kind of traffic through both policies, at
+the trace's rate and lower ones (`--sim-rate`).
 
     python -m bench.scheduler_trace                 # about 40 s
     python -m bench.scheduler_trace --sim-hours 2   # plus two simulated hours
@@ -365,29 +366,53 @@ def run_servers(seed: int, workdir: Path) -> dict[str, Any]:
     return doc
 
 
-def long_run(hours: float, seed: int) -> dict[str, Any]:
-    """The simulator alone: `hours` of the trace's traffic through both policies."""
+def long_run(hours: float, seed: int, rate: float = RATE) -> dict[str, Any]:
+    """The simulator alone: `hours` of the trace's kind of traffic at `rate` requests per
+    second through both policies."""
     rng = random.Random(seed)
     arrivals: list[Arrival] = []
-    now = rng.expovariate(RATE)
+    now = rng.expovariate(rate)
     while now < hours * 3600:
         arrivals.append(
             Arrival(now, rng.choice(tuple(KEYS)), rng.choice(MODELS), rng.uniform(*SERVICE_S))
         )
-        now += rng.expovariate(RATE)
+        now += rng.expovariate(rate)
     fair, fifo = simulate(arrivals, "fair"), simulate(arrivals, "fifo")
     return {
         "hours": hours,
+        "rate_per_s": rate,
         "requests": len(arrivals),
         "scheduler": fair.summary(),
         "fifo": fifo.summary(),
     }
 
 
+def long_table(sim: Mapping[str, Any]) -> str:
+    lines = [
+        f"simulated {sim['hours']:g} h at {sim['rate_per_s']:g}/s, {sim['requests']} requests: "
+        f"switches scheduler {sim['scheduler']['switches']} vs FIFO {sim['fifo']['switches']}; "
+        f"Jain {sim['scheduler']['jain']} vs {sim['fifo']['jain']}"
+    ]
+    for name in ("scheduler", "fifo"):
+        waits = "  ".join(
+            f"{k} {v['mean_wait_s']:.2f}/{v['p99_wait_s']:.2f}"
+            for k, v in sim[name]["keys"].items()
+        )
+        lines.append(f"  {name:10} mean / p99 wait per key (s): {waits}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scheduler_trace", description=__doc__)
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--sim-hours", type=float, default=0.0, help="also simulate this long")
+    p.add_argument(
+        "--sim-rate",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0, RATE],
+        help="requests per second of the simulated runs (default: 0.5, 1 and the trace's)",
+    )
     p.add_argument("--no-servers", action="store_true", help="only the simulated run")
     p.add_argument("--json", dest="json_path", type=Path, default=None)
     args = p.parse_args(argv)
@@ -415,19 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(doc["real"]))
         print(f"wall time {doc['real']['wall_s']} s")
     if args.sim_hours > 0:
-        doc["simulated"] = long_run(args.sim_hours, args.seed)
-        sim = doc["simulated"]
-        print(
-            f"simulated {args.sim_hours:g} h, {sim['requests']} requests: switches "
-            f"scheduler {sim['scheduler']['switches']} vs FIFO {sim['fifo']['switches']}; "
-            f"Jain {sim['scheduler']['jain']} vs {sim['fifo']['jain']}"
-        )
-        for name in ("scheduler", "fifo"):
-            waits = "  ".join(
-                f"{k} {v['mean_wait_s']:.2f}/{v['p99_wait_s']:.2f}"
-                for k, v in sim[name]["keys"].items()
-            )
-            print(f"  {name:10} mean / p99 wait per key (s): {waits}")
+        doc["simulated"] = [long_run(args.sim_hours, args.seed, rate) for rate in args.sim_rate]
+        for sim in doc["simulated"]:
+            print(long_table(sim))
     write_results(doc, "scheduler-trace", args.json_path)
     return 0
 

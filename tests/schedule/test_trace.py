@@ -81,7 +81,7 @@ def test_thirty_seconds_of_mixed_traffic_cut_nothing_and_switch_less_than_fifo(
     assert any(o.position >= 1 for o in outcomes)  # the queue was used
 
     # Never a model unloaded under an answer, never more answers than its slots.
-    assert counts["busy_unloads"] == 0
+    assert counts["busy_unloads"] == 0, counts["busy_unloaded"]
     assert counts["peak_generating"]
     assert all(n <= trace.SLOTS for n in counts["peak_generating"].values())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx
@@ -174,3 +174,43 @@ async def test_load_unload_hooks_bypass_the_api(emu: Emulator, http: httpx.Async
     assert emu.stats()["loads"] == 2 and emu.stats()["unloads"] == 1
     listings = [await http.get(p) for p in ("/v1/models", "/api/v0/models", "/api/v1/models")]
     assert all("__emulator" not in r.text for r in listings)
+
+
+async def test_an_unload_under_a_running_answer_is_recorded(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    """What a gateway's scheduler must never do, seen from the upstream: the busy unload is
+    counted and named (model, instance, answers running); an unload of an idle model is not."""
+
+    async def generations() -> dict[str, Any]:
+        answer: dict[str, Any] = (await http.get("/__emulator/generations")).json()
+        return answer
+
+    slow = {"x-emulator-token-delay": "0.05"}
+    async with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True},
+                           headers=slow) as stream:  # fmt: skip
+        lines = stream.aiter_lines()
+        assert (await anext(lines)).startswith("data: ")
+        assert (await generations())["generating"] == {QWEN: 1}
+        gone = await http.post("/api/v1/models/unload", json={"instance_id": QWEN})
+        assert gone.status_code == 200
+        async for _ in lines:  # the emulator still finishes the answer; the harm is recorded
+            pass
+    seen = await generations()
+    assert seen["generating"] == {QWEN: 0}
+    assert seen["busy_unloads"] == 1
+    [record] = seen["busy_unloaded"]
+    assert record["model"] == QWEN and record["instance_id"] == QWEN
+    assert record["generating"] == 1 and record["at"] > 0
+
+    # Loaded again and unloaded once idle: nothing more is recorded.
+    loaded = await http.post("/api/v1/models/load", json={"model": QWEN})
+    assert loaded.status_code == 200
+    done = await http.post("/v1/chat/completions", json=CHAT)
+    assert done.status_code == 200
+    assert (await http.post("/api/v1/models/unload", json={"instance_id": QWEN})).status_code == 200
+    again = await generations()
+    assert again["busy_unloads"] == 1 and len(again["busy_unloaded"]) == 1
+
+    await http.post("/__emulator/reset")
+    assert (await generations())["busy_unloaded"] == []

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lmgate.emulator.config import ModelSpec
+
+BUSY_UNLOADS_KEPT = 100
 
 LLM_LOAD_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 512,
@@ -99,6 +102,8 @@ class Catalog:
         self.generating: dict[str, int] = {}  # model key: answers being generated now
         self.peak: dict[str, int] = {}  # model key: the most generated at once
         self.busy_unloads = 0  # instances unloaded while their model was generating
+        # The last of those unloads, for a test to say which model a gateway cut and when.
+        self.busy_unloaded: deque[dict[str, Any]] = deque(maxlen=BUSY_UNLOADS_KEPT)
 
     def generation(self, name: str) -> Generation:
         """Counts one answer for the model `name` resolves to, while it is generated."""
@@ -184,8 +189,17 @@ class Catalog:
             if instance.id == instance_id:
                 self.instances.remove(instance)
                 self.unloads += 1
-                if self.generating.get(instance.spec.key):
+                running = self.generating.get(instance.spec.key, 0)
+                if running:
                     self.busy_unloads += 1
+                    self.busy_unloaded.append(
+                        {
+                            "model": instance.spec.key,
+                            "instance_id": instance.id,
+                            "generating": running,
+                            "at": time.time(),
+                        }
+                    )
                 return instance
         return None
 

@@ -5,7 +5,8 @@ surfaces, unauthenticated and left out of the request log.
   DELETE /__emulator/requests   forget them
   GET    /__emulator/stats      stream and load counters
   GET    /__emulator/generations  answers generating now and the most at once, per model;
-                                 unloads of a model while it was generating
+                                 unloads of a model while it was generating (a count,
+                                 and the last 100: model, instance_id, generating, at)
   POST   /__emulator/load       {"model", "context_length"?, "parallel"?, "ttl"?, "identifier"?}
                                  load as if from LM Studio's UI (or `lms load`)
   POST   /__emulator/unload     {"instance_id"} unload as if from LM Studio's UI

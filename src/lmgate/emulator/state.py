@@ -74,11 +74,13 @@ class EmulatorState:
             del self.stored_responses[next(iter(self.stored_responses))]
 
     def generations(self) -> dict[str, Any]:
-        """Answers being generated per model, the most at once, unloads under an answer."""
+        """Answers being generated per model, the most at once, and unloads under an answer:
+        how many, and the last ones (model, instance, answers then running, unix time)."""
         return {
             "generating": dict(self.catalog.generating),
             "peak_generating": dict(self.catalog.peak),
             "busy_unloads": self.catalog.busy_unloads,
+            "busy_unloaded": list(self.catalog.busy_unloaded),
         }
 
     def stats(self) -> dict[str, int]:

@@ -4,6 +4,7 @@
 
 import { api, explain, NotAvailable } from "./api.js";
 import { confirmButton, fill, fmtCount, fmtMs, fmtTime, h, labelCells, shortId } from "./dom.js";
+import { changesQueue, createWaitingView } from "./queue.js";
 
 const POLL_MS = 2000;
 const LOG_LIMIT = 400;
@@ -80,6 +81,7 @@ export function createLive(root, ctx) {
   const pauseButton = h("button", { type: "button", class: "small", id: "log-pause" }, "Pause");
   const pendingNote = h("span", { class: "muted", id: "log-pending" });
   const logList = h("ol", { class: "log", id: "event-log" });
+  const waiting = createWaitingView();
   const table = (caption, head, body) =>
     h(
       "div",
@@ -91,6 +93,7 @@ export function createLive(root, ctx) {
     h("h1", { class: "view-title" }, "Live requests"),
     sourceNote,
     h("label", { class: "muted toggle" }, showAll, " include admin and dashboard requests"),
+    waiting.el,
     table("In flight", INFLIGHT_COLUMNS, inflightBody),
     table("Recent (newest finished first)", RECENT_COLUMNS, recentBody),
     h(
@@ -343,14 +346,17 @@ export function createLive(root, ctx) {
       renderLog();
       poll();
       timer = setInterval(poll, POLL_MS);
+      waiting.start();
     },
     hide() {
       visible = false;
       clearInterval(timer);
+      waiting.stop();
     },
     onEvent(ev) {
       if (ev.type === "connected") return;
       addToLog(ev);
+      if (visible && changesQueue(ev.type)) waiting.soon();
       const d = ev.data;
       if (ev.type === "inference_start" && d.requestId) {
         streamInflight.set(d.requestId, d);

@@ -6,6 +6,7 @@ import { api, explain, NotAvailable } from "./api.js";
 import { confirmButton, describeConfig, fill, fmtNumber, h } from "./dom.js";
 import { createDownloads } from "./downloads.js";
 import { fieldGroup, INFERENCE_FIELDS, LOAD_FIELDS } from "./modelform.js";
+import { changesQueue, createSlotsView } from "./queue.js";
 
 const KEEP_DONE_MS = 120_000;
 
@@ -14,11 +15,13 @@ export function createModels(root, ctx) {
   const activityList = h("ol", { class: "activity", id: "model-activity", "aria-live": "polite" });
   const grid = h("div", { class: "model-grid", id: "model-list" });
   const notice = h("div", { id: "models-notice" });
+  const slots = createSlotsView();
   fill(
     root,
     h("h1", { class: "view-title" }, "Models"),
     summary,
     notice,
+    slots.el,
     h("section", { class: "activity-box" }, h("h2", {}, "Model activity"), activityList),
     h("h2", {}, "Upstream models"),
     grid,
@@ -384,13 +387,16 @@ export function createModels(root, ctx) {
       renderActivity();
       load();
       downloads.refresh();
+      slots.start();
     },
     hide() {
       visible = false;
+      slots.stop();
     },
     onEvent(ev) {
       if (ev.replayed) return;
       downloads.onEvent(ev);
+      if (visible && changesQueue(ev.type)) slots.soon();
       if (ev.type.startsWith("model_") || ev.type === "error") track(ev);
       const changes =
         ev.type === "model_loaded" ||

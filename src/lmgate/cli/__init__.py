@@ -14,6 +14,7 @@ from lmgate.cli.blocks import blocks_app
 from lmgate.cli.doctor import doctor
 from lmgate.cli.keys import keys_app
 from lmgate.cli.models import models_app
+from lmgate.cli.pair import pair
 from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
 from lmgate.cli.tls import tls_app
@@ -46,6 +47,7 @@ app.add_typer(blocks_app, name="blocks")
 app.add_typer(tls_app, name="tls")
 app.command()(doctor)
 app.command()(reset)
+app.command()(pair)
 
 
 def main() -> None:

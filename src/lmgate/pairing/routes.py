@@ -334,6 +334,7 @@ async def redeem(code: str, request: Request) -> JSONResponse:
             "models": list(row.models) or None,
             "expiresAt": row.expires_at,
             "baseUrl": base + "/v1",
+            "model": gw.state.state.active_model,
             "caFingerprint": ca.fingerprint if ca else None,
             "message": "Store this key now: it is shown only once and cannot be recovered.",
         },

@@ -40,7 +40,10 @@
       "",
       `client = OpenAI(base_url="${base}", api_key="${key}")`,
       'reply = client.chat.completions.create(',
-      '    model="", messages=[{"role": "user", "content": "Hello"}]',
+      answer.model
+        ? `    model="${answer.model}",`
+        : '    model="MODEL",  # a name from client.models.list()',
+      '    messages=[{"role": "user", "content": "Hello"}],',
       ")",
       "print(reply.choices[0].message.content)",
     ].join("\n");
@@ -48,7 +51,7 @@
       `curl ${base}/chat/completions \\`,
       `  -H "Authorization: Bearer ${key}" \\`,
       '  -H "Content-Type: application/json" \\',
-      `  -d '{"messages": [{"role": "user", "content": "Hello"}]}'`,
+      `  -d '{"model": "${answer.model || "MODEL"}", "messages": [{"role": "user", "content": "Hello"}]}'`,
     ].join("\n");
     return [
       el("p", {}, "OpenAI-compatible apps: set the server (base URL) and the API key above."),

@@ -26,8 +26,8 @@ from lmgate.store.keys import KeyProblem, KeyStore, load_secret
 def pair(
     name: Annotated[str, typer.Option(help='The device, e.g. "Anna\'s phone".')],
     scope: Annotated[str, typer.Option(help="inference or metrics.")] = "inference",
-    model: Annotated[
-        list[str] | None, typer.Option(help="Glob of a model the key may use; repeatable.")
+    models: Annotated[
+        str | None, typer.Option(help="Globs of the models the key may use, comma-separated.")
     ] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens per minute.")] = None,
@@ -50,7 +50,7 @@ def pair(
         spec = new_pairing(
             name,
             scope=scope,
-            models=model,
+            models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
             rpm=rpm,
             tpm=tpm,
             expires=expires,

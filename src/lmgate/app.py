@@ -40,6 +40,8 @@ from lmgate.gateway import Gateway
 from lmgate.guard.origin import JSON_ONLY, json_problem
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.observe.routes import router as monitoring_router
+from lmgate.pairing.routes import admin_router as pairing_router
+from lmgate.pairing.routes import public_router as pair_router
 from lmgate.proxy.relay import ProxyApp, is_proxied
 from lmgate.redaction import operator_view
 from lmgate.service_routes import router as service_router
@@ -83,6 +85,8 @@ def _control_plane(gw: Gateway) -> FastAPI:
     app.include_router(inventory_router)
     app.include_router(monitoring_router)
     app.include_router(usage_router)
+    app.include_router(pairing_router)
+    app.include_router(pair_router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:

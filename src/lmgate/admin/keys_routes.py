@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 
 from lmgate.errors import BadRequest, GatewayError, NotFound
 from lmgate.gateway import Gateway, gateway_of
+from lmgate.pairing.codes import PairingStore
 from lmgate.store.keys import (
     KEEP,
     MAX_LOADS_PER_HOUR,
@@ -156,7 +157,9 @@ async def list_keys(
         }
         for p in gw.security.keys.settings_keys
     ]
-    return {"keys": [_json(gw, row) for row in rows], "settingsKeys": from_settings}
+    devices = await asyncio.to_thread(PairingStore(gw.db, gw.security.store).devices)
+    listed = [{**_json(gw, row), "device": devices.get(row.id)} for row in rows]
+    return {"keys": listed, "settingsKeys": from_settings}
 
 
 @router.post("", status_code=201)

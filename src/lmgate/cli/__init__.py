@@ -15,6 +15,7 @@ from lmgate.cli.doctor import doctor
 from lmgate.cli.keys import keys_app
 from lmgate.cli.models import models_app, profile_app
 from lmgate.cli.profiles import policy
+from lmgate.cli.pair import pair
 from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
 from lmgate.cli.service import service_app
@@ -52,6 +53,7 @@ app.add_typer(service_app, name="service")
 app.command()(doctor)
 app.command()(reset)
 app.command()(wake)
+app.command()(pair)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from lmgate.guard.damping import Damper, bucket
 from lmgate.guard.keys import KeyRegistry, Principal, Problem
 from lmgate.guard.origin import OriginPolicy
 from lmgate.guard.paths import Scope as KeyScope
-from lmgate.guard.paths import normalise, quote_path, required_scope
+from lmgate.guard.paths import normalise, quote_path, required_scope, shown_path
 from lmgate.observe.events import EventBus, address_blocked, auth_denied
 
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
@@ -129,7 +129,7 @@ class GuardMiddleware:
         path = normalise(scope["path"])
         route = scope[ROUTE_KEY] = classify(path)
         scope["path"] = route.path
-        ex.path = clip(route.path)
+        ex.path = clip(shown_path(route.path))
         scope["raw_path"] = quote_path(route.path).encode()
 
         peer = scope.get("client")

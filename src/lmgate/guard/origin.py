@@ -62,7 +62,7 @@ class OriginPolicy:
         if keyless:
             self._check_host(scope)
         if needed in _GUARDED:
-            self._check_site(scope)
+            refuse_cross_site(scope)
             if scope["method"] not in _SAFE_METHODS:
                 scope[JSON_ONLY] = True  # checked once the body is admitted (413 comes first)
 
@@ -85,17 +85,19 @@ class OriginPolicy:
                     code="host_not_allowed",
                 )
 
-    def _check_site(self, scope: Scope) -> None:
-        host = b""
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-                break
-        for name, value in scope["headers"]:
-            if name == b"sec-fetch-site" and value.strip().lower() not in _SAME_SITE:
-                raise _cross_site(f"Sec-Fetch-Site: {_shown(value)}")
-            if name == b"origin" and not _same_origin(value, host):
-                raise _cross_site(f"Origin {_shown(value)}")
+
+def refuse_cross_site(scope: Scope) -> None:
+    """Raise for a request a page of another site sent (`Sec-Fetch-Site`, `Origin`)."""
+    host = b""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value
+            break
+    for name, value in scope["headers"]:
+        if name == b"sec-fetch-site" and value.strip().lower() not in _SAME_SITE:
+            raise _cross_site(f"Sec-Fetch-Site: {_shown(value)}")
+        if name == b"origin" and not _same_origin(value, host):
+            raise _cross_site(f"Origin {_shown(value)}")
 
 
 def _cross_site(what: str) -> Forbidden:

@@ -100,4 +100,13 @@ def required_scope(lower_path: str, *, health_public: bool) -> Scope:
 PUBLIC_PATHS: tuple[str, ...] = ("/",)
 # The dashboard's static files: they hold no secret, and the page asks for the admin key itself.
 # Still behind the allowlist; every API call the page makes needs the admin key.
-PUBLIC_PREFIXES: tuple[str, ...] = ("/dashboard",)
+# `/pair/CODE`: a device's pairing page; the code in the path is its only credential.
+PAIR_PREFIX = "/pair"
+PUBLIC_PREFIXES: tuple[str, ...] = ("/dashboard", PAIR_PREFIX)
+
+
+def shown_path(path: str) -> str:
+    """The path as records show it: a pairing code is a credential, so it is masked."""
+    if path[1:2] in ("p", "P") and path[:6].lower() == "/pair/" and path.count("/") == 2:
+        return PAIR_PREFIX + "/[code]"
+    return path

@@ -3,6 +3,7 @@
 
 import { api, explain, NotAvailable } from "./api.js";
 import { createBlocks } from "./blocks.js";
+import { createDevices } from "./devices.js";
 import { stackedBars } from "./charts.js";
 import { confirmButton, fill, fmtCount, fmtDateTime, h, labelCells } from "./dom.js";
 
@@ -56,6 +57,7 @@ export function createKeys(root, ctx) {
   );
   const form = createForm();
   const blocks = createBlocks(ctx);
+  const devices = createDevices(ctx);
   fill(
     root,
     h("h1", { class: "view-title" }, "Keys and usage"),
@@ -67,6 +69,7 @@ export function createKeys(root, ctx) {
       keysBox,
     ),
     h("section", { class: "card" }, h("h2", {}, "New key"), form.el),
+    devices.el,
     blocks.el,
     h(
       "section",
@@ -139,7 +142,7 @@ export function createKeys(root, ctx) {
       h(
         "tr",
         { dataset: { key: k.name }, class: k.status === "active" ? null : "inactive" },
-        h("td", {}, k.name),
+        h("td", {}, k.name, k.device ? h("small", { class: "muted" }, ` ${k.device}`) : null),
         h("td", {}, k.scope),
         h("td", { class: "mono" }, k.hint || "\u2014"),
         h("td", { class: "mono" }, (k.models || []).join(", ") || "all"),
@@ -440,12 +443,14 @@ export function createKeys(root, ctx) {
       loadKeys();
       loadUsage();
       blocks.load();
+      devices.load();
     },
     hide() {},
     onEvent(ev) {
       if (root.hidden === false) blocks.onEvent(ev);
+      if (root.hidden === false) devices.onEvent(ev);
       if (ev.replayed) return;
-      if (ev.type === "key_created" || ev.type === "key_revoked" || ev.type === "key_rotated" || ev.type === "key_updated") {
+      if (["key_created", "key_revoked", "key_rotated", "key_updated", "pairing_redeemed"].includes(ev.type)) {
         if (root.hidden === false) loadKeys();
       }
     },

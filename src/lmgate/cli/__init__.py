@@ -14,8 +14,8 @@ from lmgate.cli.blocks import blocks_app
 from lmgate.cli.doctor import doctor
 from lmgate.cli.keys import keys_app
 from lmgate.cli.models import models_app, profile_app
-from lmgate.cli.profiles import policy
 from lmgate.cli.pair import pair
+from lmgate.cli.profiles import policy
 from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
 from lmgate.cli.service import service_app

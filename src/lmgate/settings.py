@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     keep_active_loaded: bool = Field(
         False, description="Load the active model again after an idle unload."
     )
+    queue_sse_comments: bool = Field(
+        True,
+        description="A streaming request that waits over a second gets its answer started "
+        "and `: queued position=N eta_ms=M` comment lines until it is admitted.",
+    )
 
     # security hardening
     admin_allow: CommaList = Field(

@@ -24,11 +24,12 @@ import structlog
 from lmgate.admin.models import ModelManager
 from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
-from lmgate.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import EarlyAnswer, ProxyRequest, ResponseTap
 from lmgate.observe.events import EventBus
 from lmgate.schedule.core import Scheduler
 from lmgate.schedule.errors import SchedulerRefusal
 from lmgate.schedule.metrics import ScheduleMetrics
+from lmgate.schedule.notify import wait_announcing, wants_comments
 from lmgate.schedule.types import (
     Action,
     Admit,
@@ -171,16 +172,23 @@ class SchedulerShell:
         verdict = self._run(
             self.core.submit(Request(rid, ex.key_name or "-", model), self.clock()), rid
         )
+        told = False  # in the stream, as it waited: headers at the end would come too late
         if verdict is None:
-            verdict = await self._wait(ex, rid, model)
+            early = wants_comments(request) if self.settings.queue_sse_comments else None
+            verdict = await self._wait(ex, rid, model, early)
+            told = early is not None and early.started
         if isinstance(verdict, Reject):
             del ex.attributes[_ID]
             raise SchedulerRefusal(verdict)
-        if verdict.position:
+        if verdict.position and not told:
             return QueueTap(verdict.position, verdict.waited)
         return None
 
-    async def _wait(self, ex: Exchange, rid: str, model: str) -> Admit | Reject:
+    async def _wait(
+        self, ex: Exchange, rid: str, model: str, early: EarlyAnswer | None
+    ) -> Admit | Reject:
+        """Until admitted or refused; a streaming client that waits long is told where it
+        stands (`notify`)."""
         future: asyncio.Future[Admit | Reject] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
         info = self.core.position(rid, self.clock())
@@ -193,7 +201,12 @@ class SchedulerShell:
         )
         self._wake.set()
         try:
-            verdict = await future
+            if early is None:
+                verdict = await future
+            else:
+                verdict = await wait_announcing(
+                    future, early, lambda: self.core.position(rid, self.clock())
+                )
         except BaseException:  # cancelled: the client went away while it waited
             self._waiting.pop(rid, None)
             self._end(ex)

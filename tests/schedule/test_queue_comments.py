@@ -121,11 +121,19 @@ def _waiting(gw: ServerProcess, count: int) -> None:
 class RawStream:
     """A streamed chat answer read line by line with httpx, each line with its arrival time."""
 
-    def __init__(self, gw: ServerProcess, headers: dict[str, str] | None = None, **body: Any):
+    def __init__(
+        self,
+        gw: ServerProcess,
+        headers: dict[str, str] | None = None,
+        path: str = "/v1/chat/completions",
+        **body: Any,
+    ):
         self.gw = gw
         self.headers = {**AUTH, **(headers or {})}
-        self.body = {"model": QWEN, "messages": MESSAGES, "stream": True, **body}
-        self.path = "/v1/chat/completions"
+        self.body = {"model": QWEN, "stream": True, **body}
+        if path.endswith("/chat/completions") and "messages" not in body:
+            self.body["messages"] = MESSAGES
+        self.path = path
         self.lines: list[tuple[float, bytes]] = []
         self.status = 0
         self.response_headers: httpx.Headers | None = None
@@ -376,6 +384,51 @@ def test_responses_stream_after_waiting_and_raise_on_a_refusal(servers: Any) -> 
         for _ in stream:
             pass
     busy.join(60)
+
+
+ENDPOINTS = [
+    ("/v1/completions", {"prompt": "once upon", "max_tokens": 4}, b"data: "),
+    ("/api/v0/chat/completions", {"messages": MESSAGES, "max_tokens": 4}, b"data: "),
+    ("/chat/completions", {"messages": MESSAGES, "max_tokens": 4}, b"data: "),
+    ("/api/v1/chat", {"input": "hi", "max_output_tokens": 4}, b"event: chat.start"),
+    ("/v1/messages", {"messages": MESSAGES, "max_tokens": 4}, b"event: message_start"),
+]
+
+
+def test_every_streaming_endpoint_gets_comments_before_its_own_events(servers: Any) -> None:
+    emu, gw = servers()
+    for path, body, first_event in ENDPOINTS:
+        busy = _busy(gw, emu, tokens=8)
+        stream = RawStream(gw, path=path, **body).start()
+        _waiting(gw, 1)
+        busy.join(60)
+        stream.join()
+        assert stream.status == 200, path
+        lines = [line for _, line in stream.lines if line]
+        assert COMMENT.match(lines[0]), (path, lines[:2])
+        events = [i for i, line in enumerate(lines) if not line.startswith(b":")]
+        assert lines[events[0]].startswith(first_event), (path, lines[events[0]])
+        assert all(COMMENT.match(line) for line in lines[: events[0]])
+        assert not any(b'"error"' in line for line in lines), path
+
+
+def test_a_stream_flag_on_embeddings_starts_nothing_early(servers: Any) -> None:
+    _, gw = servers({"LMGATE_MODEL_SLOTS": "1"})  # embedding models report no `parallel`
+    embed = "text-embedding-nomic-embed-text-v1.5"
+    body = {"model": embed, "input": "hello", "stream": True}
+    with httpx.Client(base_url=gw.url, timeout=60) as http:
+        slow = {**AUTH, "x-emulator-delay": "3"}
+        holder = threading.Thread(
+            target=http.post, args=("/v1/embeddings",), kwargs={"json": body, "headers": slow}
+        )
+        holder.start()
+        _until(lambda: any(m["model"] == embed and m["inFlight"] for m in _queue(gw)["models"]))
+        answer = http.post("/v1/embeddings", json=body, headers=AUTH)
+        holder.join(60)
+    assert answer.status_code == 200
+    assert answer.json()["data"][0]["embedding"]
+    assert answer.headers["x-queue-position"] == "1"
+    assert int(answer.headers["x-queue-wait-ms"]) >= 1000
 
 
 def _open_stream(port: int, marker: str) -> socket.socket:

@@ -18,8 +18,15 @@ from lmgate.asgi import Send
 from lmgate.errors import GatewayError, UpstreamError
 from lmgate.exchange import Exchange
 from lmgate.hooks import ResponseTap
-from lmgate.upstream.client import UpstreamRefused, UpstreamResponse, error_reason
+from lmgate.upstream.client import (
+    UpstreamRefused,
+    UpstreamResponse,
+    error_reason,
+    is_event_stream,
+)
 
+# Endpoints that answer `"stream": true` with an event stream (embeddings ignore the flag).
+STREAMING = frozenset(("chat", "completions", "responses", "messages", "native_chat"))
 ERROR_BODY_LIMIT = 64 * 1024  # of an upstream's refusal, read to say what it was
 IN_STREAM = " (sent in the event stream: the answer had started while the request was queued)"
 
@@ -103,9 +110,7 @@ def error_event(endpoint: str | None, error: GatewayError, *, first: bool = Fals
 
 
 def is_event_stream_answer(resp: UpstreamResponse) -> bool:
-    return 200 <= resp.status < 300 and any(
-        k == b"content-type" and v.startswith(b"text/event-stream") for k, v in resp.headers
-    )
+    return 200 <= resp.status < 300 and is_event_stream(resp.headers)
 
 
 async def refusal_of(resp: UpstreamResponse, feed: Callable[[bytes], bytes] | None) -> GatewayError:

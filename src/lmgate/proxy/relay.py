@@ -24,7 +24,14 @@ from lmgate.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.requests import INTERRUPTED, RequestCancelled
 from lmgate.pipeline.injection import INJECTED, inject
-from lmgate.proxy.early import EarlyStart, error_event, is_event_stream_answer, refusal_of, refuse
+from lmgate.proxy.early import (
+    STREAMING,
+    EarlyStart,
+    error_event,
+    is_event_stream_answer,
+    refusal_of,
+    refuse,
+)
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse
@@ -182,7 +189,7 @@ class ProxyApp:
         early: EarlyStart | None = None
         if kind is not None:
             self._parse(ex, request, kind)
-            if ex.streamed:  # a hook that makes it wait may start the answer (`EarlyStart`)
+            if ex.streamed and kind in STREAMING:  # a hook that makes it wait may start it
                 request.early = early = EarlyStart(send, taps)
         try:
             for hook in self.hooks:

@@ -172,15 +172,15 @@ class SchedulerShell:
         verdict = self._run(
             self.core.submit(Request(rid, ex.key_name or "-", model), self.clock()), rid
         )
-        told = False  # in the stream, as it waited: headers at the end would come too late
         if verdict is None:
             early = wants_comments(request) if self.settings.queue_sse_comments else None
             verdict = await self._wait(ex, rid, model, early)
-            told = early is not None and early.started
+            if early is not None and early.started and isinstance(verdict, Admit):
+                return None  # its place was told in the stream: no headers can follow
         if isinstance(verdict, Reject):
             del ex.attributes[_ID]
             raise SchedulerRefusal(verdict)
-        if verdict.position and not told:
+        if verdict.position:
             return QueueTap(verdict.position, verdict.waited)
         return None
 

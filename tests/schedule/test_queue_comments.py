@@ -235,7 +235,7 @@ def test_a_waiting_stream_gets_comments_then_its_whole_answer(servers: Any) -> N
     assert len(comments) >= 3
     first_data = next(at for at, line in second.lines if line.startswith(b"data: "))
     assert all(at < first_data for at, _, _ in comments)
-    assert 0.7 < comments[0][0] < 2.5  # after about a second of waiting
+    assert 0.7 < comments[0][0] < 4.0  # after about a second of waiting
     positions = [p for _, p, _ in comments]
     assert positions[0] == 2 and positions[-1] == 1
     assert positions == sorted(positions, reverse=True)
@@ -257,7 +257,6 @@ def test_opting_out_sends_nothing_before_the_answer(servers: Any, how: str) -> N
     env = {"LMGATE_QUEUE_SSE_COMMENTS": "false"} if how == "setting" else {}
     emu, gw = servers(env)
     busy = _busy(gw, emu, tokens=10)
-    busy_since = time.monotonic()
     opt_out = {"X-Lmgate-Queue-Comments": "off"} if how == "header" else {}
     waiting = RawStream(gw, headers=opt_out, max_tokens=3).start()
     _waiting(gw, 1)
@@ -270,7 +269,7 @@ def test_opting_out_sends_nothing_before_the_answer(servers: Any, how: str) -> N
     assert headers is not None
     assert headers["x-queue-position"] == "1"
     assert int(headers["x-queue-wait-ms"]) >= 1000  # headers came once it was admitted
-    assert waiting.headers_at >= 1.5 and time.monotonic() - busy_since >= 1.5
+    assert waiting.headers_at >= 1.0
     assert waiting.data()[-1] == b"[DONE]"
 
 
@@ -531,7 +530,7 @@ def test_comments_follow_the_position_and_stop_at_the_verdict() -> None:
     async def run() -> _Answer:
         loop = asyncio.get_running_loop()
         verdict: asyncio.Future[Admit | Reject] = loop.create_future()
-        loop.call_later(1.7, verdict.set_result, Admit("r1", "upstream", QWEN, 1.7, 3))
+        loop.call_later(2.4, verdict.set_result, Admit("r1", "upstream", QWEN, 2.4, 3))
         answer = _Answer()
         assert isinstance(await wait_announcing(verdict, answer, where, after=0.05), Admit)
         return answer
@@ -559,3 +558,17 @@ def test_the_opt_out_header_is_read_case_insensitively() -> None:
         assert wants_comments(request((b"x-lmgate-queue-comments", value))) is None
     plain = ProxyRequest({"headers": []}, "POST", "/v1/chat/completions", "chat", {})
     assert wants_comments(plain) is None  # not a stream: nothing to start early
+
+
+def test_an_unchanged_place_is_told_again_every_two_seconds() -> None:
+    async def run() -> _Answer:
+        loop = asyncio.get_running_loop()
+        verdict: asyncio.Future[Admit | Reject] = loop.create_future()
+        loop.call_later(3.0, verdict.set_result, Reject("r1", 503, "queue_timeout", "late"))
+        answer = _Answer()
+        got = await wait_announcing(verdict, answer, lambda: QueueInfo(5, 9000), after=0.05)
+        assert isinstance(got, Reject)
+        return answer
+
+    answer = asyncio.run(run())
+    assert answer.writes == [comment(QueueInfo(5, 9000))] * 2  # at the start, and ~2 s later

@@ -28,6 +28,7 @@ class ProxyRequest:
     body: dict[str, Any] | None
     changed: bool = False
     raw: bytes = b""  # the body as the client sent it
+    early: EarlyAnswer | None = None  # streaming inference requests: see `EarlyAnswer`
 
     def set(self, field: str, value: Any) -> None:
         """Edit the body (inference endpoints only); it is re-serialised once, at the end."""
@@ -47,6 +48,23 @@ class ResponseTap(Protocol):
 
     def end(self) -> bytes:
         """Called once when the answer ends or breaks; returns any last bytes to send."""
+        ...
+
+
+class EarlyAnswer(Protocol):
+    """A streaming request's answer, for a hook that keeps it waiting (the scheduler's queue)
+    to start before the upstream's: status 200 and an event stream at once, comment lines
+    while it waits. The relay then sends the upstream's events on the same answer, and any
+    refusal as an error event in the endpoint's framing."""
+
+    started: bool
+
+    async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the answer's start (once): 200, `text/event-stream`, and `headers`."""
+        ...
+
+    async def write(self, chunk: bytes) -> None:
+        """Send bytes on the started answer."""
         ...
 
 

@@ -175,6 +175,11 @@ class Settings(BaseSettings):
         256, ge=0, description="Most requests waiting for a slot or a load (all workers together)."
     )
     queue_timeout: float = Field(300.0, gt=0, description="Longest wait in the queue (s).")
+    queue_sse_comments: bool = Field(
+        True,
+        description="A streaming request that waits over a second gets its answer started "
+        "and `: queued position=N eta_ms=M` comment lines until it is admitted.",
+    )
     switch_max_wait: float = Field(
         60.0, gt=0, description="Longest a request waits while others keep its model away (s)."
     )

@@ -81,7 +81,15 @@ def servers(tmp_root: Path, request: pytest.FixtureRequest) -> Iterator[tuple[An
 
 
 def _client(gw: ServerProcess, key: str = KEY_A, timeout: float = 60.0) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=timeout)
+    """Queue headers on the answer, however long it waited (`test_queue_comments` covers the
+    stream's own comments)."""
+    return openai.OpenAI(
+        base_url=gw.url + "/v1",
+        api_key=key,
+        max_retries=0,
+        timeout=timeout,
+        default_headers={"X-Lmgate-Queue-Comments": "off"},
+    )
 
 
 def _chat(client: openai.OpenAI, model: str = QWEN, tokens: int = 6, **extra: Any) -> Any:

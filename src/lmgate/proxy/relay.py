@@ -24,6 +24,14 @@ from lmgate.hooks import ProxyHook, ProxyRequest, ResponseTap
 from lmgate.observe.inference_events import InferenceEvents
 from lmgate.observe.requests import INTERRUPTED, RequestCancelled
 from lmgate.pipeline.injection import INJECTED, inject
+from lmgate.proxy.early import (
+    STREAMING,
+    EarlyStart,
+    error_event,
+    is_event_stream_answer,
+    refusal_of,
+    refuse,
+)
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse
@@ -64,14 +72,6 @@ def parse_object(body: bytes) -> dict[str, Any]:
     return parsed
 
 
-def _sse_error(ex: Exchange, error: GatewayError) -> bytes:
-    """How a stream that broke midway tells the client, in its endpoint's framing."""
-    if ex.endpoint == "messages":
-        payload = {"type": "error", "error": {"type": "api_error", "message": error.message}}
-        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
-    return b"data: " + error.body() + b"\n\n"
-
-
 def _encoded(body: dict[str, Any] | None) -> bytes:
     """The edited body for the upstream. orjson hands back its bytes in the buffer it wrote
     them into, 4 KiB at least whatever their length; for a small body the copy, of the exact
@@ -100,6 +100,12 @@ def _request(scope: Scope, body: bytes) -> ProxyRequest:
     route = route_of(scope)
     method: str = scope["method"]
     return ProxyRequest(scope, method, route.path, route.kind(method), None, raw=body)
+
+
+def _pending(request: ProxyRequest | None) -> EarlyStart | None:
+    """The answer started early for `request`, while none of the upstream's was sent."""
+    early = request.early if request is not None else None
+    return early if isinstance(early, EarlyStart) and early.pending else None
 
 
 class _Taps:
@@ -150,6 +156,7 @@ class ProxyApp:
             current.cancel()
 
         large = False
+        request: ProxyRequest | None = None
         try:
             request = _request(scope, await read_body(scope, receive, self.max_body))
             large = len(request.raw) >= LARGE_BODY
@@ -162,14 +169,14 @@ class ProxyApp:
         except asyncio.CancelledError:
             if ex.cancelled is not None:
                 current.uncancel()
-                await self._cancelled(ex, send)
+                await self._cancelled(ex, request, send)
                 return
             if not disconnected and watcher is not None:
                 raise
             current.uncancel()
             ex.error = "client disconnected"
-            if ex.status == 0:
-                ex.status = 499
+            if ex.status == 0 or _pending(request) is not None:
+                ex.status = 499  # gone before any answer (an early start's comments are none)
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -178,42 +185,80 @@ class ProxyApp:
 
     async def _forward(self, ex: Exchange, request: ProxyRequest, send: Send) -> None:
         scope, kind = request.scope, request.kind
+        taps: list[ResponseTap] = []
+        early: EarlyStart | None = None
         if kind is not None:
             self._parse(ex, request, kind)
-        taps: list[ResponseTap] = []
-        for hook in self.hooks:
-            tap = await hook.before_forward(ex, request)
-            if tap is not None:
-                taps.append(tap)
-        if kind is not None:
-            self.events.started(ex)
-        target = quote_path(request.path)
-        if scope["query_string"]:
-            target += "?" + scope["query_string"].decode("latin-1")
-        headers = request_headers(
-            scope["headers"],
-            auth_header=self.upstream.auth_header,
-            forward_credentials=self.forward_credentials,
-        )
-        async with self.upstream.open(
-            request.method, target, headers, _outgoing(request), streaming=ex.streamed
-        ) as resp:
-            # The request is sent. An answer can take minutes; its headers need not stay in
-            # memory all that time (the body was the upstream client's alone).
-            del headers
-            if not ex.streamed:
-                ex.streamed = resp.event_stream
-            out_headers = response_headers(resp.headers)
-            for tap in taps:
-                out_headers = tap.start(resp.status, out_headers)
-            await send(
-                {"type": "http.response.start", "status": resp.status, "headers": out_headers}
+            if ex.streamed and kind in STREAMING:  # a hook that makes it wait may start it
+                request.early = early = EarlyStart(send, taps)
+        try:
+            for hook in self.hooks:
+                tap = await hook.before_forward(ex, request)
+                if tap is not None:
+                    taps.append(tap)
+            if kind is not None:
+                self.events.started(ex)
+            target = quote_path(request.path)
+            if scope["query_string"]:
+                target += "?" + scope["query_string"].decode("latin-1")
+            headers = request_headers(
+                scope["headers"],
+                auth_header=self.upstream.auth_header,
+                forward_credentials=self.forward_credentials,
             )
-            del out_headers  # sent
+            async with self.upstream.open(
+                request.method, target, headers, _outgoing(request), streaming=ex.streamed
+            ) as resp:
+                # The request is sent. An answer can take minutes; its headers need not stay
+                # in memory all that time (the body was the upstream client's alone).
+                del headers
+                if early is not None and early.started:
+                    await self._relay_started(ex, resp, taps, early)
+                    return
+                if not ex.streamed:
+                    ex.streamed = resp.event_stream
+                out_headers = response_headers(resp.headers)
+                for tap in taps:
+                    out_headers = tap.start(resp.status, out_headers)
+                await send(
+                    {"type": "http.response.start", "status": resp.status, "headers": out_headers}
+                )
+                del out_headers  # sent
+                if taps:
+                    await self._relay_tapped(ex, resp, taps, send)
+                else:
+                    await self._relay(ex, resp, send)
+        except GatewayError as exc:
+            if early is None or not early.pending:
+                raise
+            await refuse(ex, early, exc)  # refused while queued, or the upstream unreachable
+
+    async def _relay_started(
+        self, ex: Exchange, resp: UpstreamResponse, taps: list[ResponseTap], early: EarlyStart
+    ) -> None:
+        """The answer started while the request waited: the upstream's events follow on it
+        (its status line and headers have nowhere to go but the taps that came after the
+        start). Anything but a 2xx event stream is told as an error event."""
+        later = taps[early.tapped :]
+        headers = response_headers(resp.headers)
+        for tap in later:
+            headers = tap.start(resp.status, headers)
+        if is_event_stream_answer(resp):
+            early.upstream = True
             if taps:
-                await self._relay_tapped(ex, resp, taps, send)
+                await self._relay_tapped(ex, resp, taps, early.send)
             else:
-                await self._relay(ex, resp, send)
+                await self._relay(ex, resp, early.send)
+            return
+        reader = None if not later else later[0] if len(later) == 1 else _Taps(later)
+        try:
+            error = await refusal_of(resp, None if reader is None else reader.feed)
+        except GatewayError as exc:
+            error = exc
+        finally:
+            if reader is not None:
+                reader.end()
+        await refuse(ex, early, error, status=resp.status)
 
     def _parse(self, ex: Exchange, request: ProxyRequest, kind: str) -> None:
         """An inference body: parsed, injected, and what the exchange records of it."""
@@ -255,7 +300,7 @@ class ProxyApp:
             raise
         await send({"type": "http.response.body", "body": tap.end()})
 
-    async def _cancelled(self, ex: Exchange, send: Send) -> None:
+    async def _cancelled(self, ex: Exchange, request: ProxyRequest | None, send: Send) -> None:
         """An operator cancelled the request (`DELETE /debug/requests/ID`), or the gateway is
         stopping (`INTERRUPTED`); the upstream response is closed already. Tell the client in
         the answer's own terms. An interrupted request is recorded with the error's status
@@ -268,6 +313,10 @@ class ProxyApp:
         )
         if ex.status == 0:
             raise error
+        early = _pending(request)
+        if early is not None:
+            await refuse(ex, early, error)
+            return
         await self._broken(ex, error, send)
         if interrupted is not None:
             ex.status = error.status
@@ -276,4 +325,4 @@ class ProxyApp:
         """The upstream broke mid-answer. A stream can say so; a plain body is cut short."""
         ex.error = exc.message
         if ex.streamed:
-            await send({"type": "http.response.body", "body": _sse_error(ex, exc)})
+            await send({"type": "http.response.body", "body": error_event(ex.endpoint, exc)})

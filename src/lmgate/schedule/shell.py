@@ -30,12 +30,13 @@ import structlog
 from lmgate.admin.models import ModelManager
 from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
-from lmgate.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import EarlyAnswer, ProxyRequest, ResponseTap
 from lmgate.observe.events import EventBus
 from lmgate.schedule.core import Scheduler
 from lmgate.schedule.errors import SchedulerRefusal
 from lmgate.schedule.host import SOCKET, CoreHost
 from lmgate.schedule.metrics import ScheduleMetrics
+from lmgate.schedule.notify import wait_announcing, wants_comments
 from lmgate.schedule.remote import UNAVAILABLE, RemoteScheduler
 from lmgate.schedule.types import (
     LOAD_DENIED,
@@ -265,7 +266,10 @@ class SchedulerShell:
         if verdict is None and self.remote is not None:
             verdict = await self.remote.arrival(rid)  # the host's first answer; None: queued
         if verdict is None:
-            verdict = await self._wait(ex, rid, model)
+            early = wants_comments(request) if self.settings.queue_sse_comments else None
+            verdict = await self._wait(ex, rid, model, early)
+            if early is not None and early.started and isinstance(verdict, Admit):
+                return None  # its place was told in the stream: no headers can follow
         if isinstance(verdict, Reject):
             del ex.attributes[_ID]
             raise SchedulerRefusal(verdict)
@@ -310,7 +314,11 @@ class SchedulerShell:
             )
         )
 
-    async def _wait(self, ex: Exchange, rid: str, model: str) -> Admit | Reject:
+    async def _wait(
+        self, ex: Exchange, rid: str, model: str, early: EarlyAnswer | None
+    ) -> Admit | Reject:
+        """Until admitted or refused; a streaming client that waits long is told where it
+        stands (`notify`)."""
         future: asyncio.Future[Admit | Reject] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
         info = self.core.position(rid, self.clock())
@@ -323,7 +331,12 @@ class SchedulerShell:
         )
         self._wake.set()
         try:
-            verdict = await future
+            if early is None:
+                verdict = await future
+            else:
+                verdict = await wait_announcing(
+                    future, early, lambda: self.core.position(rid, self.clock())
+                )
         except BaseException:  # cancelled: the client went away while it waited
             self._waiting.pop(rid, None)
             self._end(ex)

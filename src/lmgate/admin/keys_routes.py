@@ -20,6 +20,7 @@ from lmgate.gateway import Gateway, gateway_of
 from lmgate.pairing.codes import PairingStore
 from lmgate.store.keys import (
     KEEP,
+    MAX_DAILY_TOKENS,
     MAX_LOADS_PER_HOUR,
     MAX_WEIGHT,
     PRIORITIES,
@@ -74,6 +75,16 @@ class Scheduling(BaseModel):
         description="Whether requests may have LM Studio use tools (MCP servers, plugins); "
         "by default allow for admin keys, deny for others.",
     )
+    hours: str | None = Field(
+        None, max_length=20, description="Allowed hours, HH:MM-HH:MM (e.g. 07:00-21:00)."
+    )
+    days: str | None = Field(None, max_length=60, description="Allowed days, e.g. mon-fri.")
+    time_zone: str | None = Field(
+        None, max_length=64, description="IANA zone of hours and days (default: the gateway's)."
+    )
+    daily_tokens: int | None = Field(
+        None, ge=1, le=MAX_DAILY_TOKENS, description="Prompt + completion tokens a local day."
+    )
 
 
 class UpdateKey(Scheduling):
@@ -93,6 +104,10 @@ class UpdateKey(Scheduling):
             loads=self.loads if "loads" in given else KEEP,
             max_loads_per_hour=self.max_loads_per_hour if "max_loads_per_hour" in given else KEEP,
             tools=self.tools if self.tools is not None else KEEP,
+            hours=self.hours if "hours" in given else KEEP,
+            days=self.days if "days" in given else KEEP,
+            tz=self.time_zone if "time_zone" in given else KEEP,
+            daily_tokens=self.daily_tokens if "daily_tokens" in given else KEEP,
         )
 
 
@@ -183,6 +198,10 @@ async def create_key(body: CreateKey, request: Request) -> JSONResponse:
         priority=body.priority if body.priority is not None else 0,
         loads=body.loads,
         max_loads_per_hour=body.max_loads_per_hour,
+        hours=body.hours,
+        days=body.days,
+        tz=body.time_zone,
+        daily_tokens=body.daily_tokens,
     )
     row, key = await _run(gw, gw.security.store.create, spec)
     shown = _json(gw, row)

@@ -42,6 +42,10 @@ DataDir = Annotated[
     typer.Option(help="State directory [LMGATE_DATA_DIR, config, or the per-user data dir]."),
 ]
 Config = Annotated[Path | None, typer.Option(help="TOML config file (LMGATE_CONFIG).")]
+HOURS_HELP = "Allowed hours, HH:MM-HH:MM, e.g. 07:00-21:00 (may cross midnight)."
+DAYS_HELP = "Allowed days, e.g. mon-fri or sat,sun."
+TZ_HELP = "IANA time zone of the hours, days and daily budget, e.g. Europe/Berlin."
+DAILY_HELP = "Prompt + completion tokens a day; past it: 429 until local midnight."
 WEIGHT_HELP = "Share among waiting requests of the same priority (above 0, at most 1000)."
 PRIORITY_HELP = "Class: higher is served first (-100 to 100; above 0: admin keys only)."
 LOADS_HELP = (
@@ -143,6 +147,10 @@ def create(
     priority: Annotated[int, typer.Option(help=PRIORITY_HELP)] = 0,
     loads: Annotated[str | None, typer.Option(help=LOADS_HELP)] = None,
     max_loads_per_hour: Annotated[int | None, typer.Option(help=MAX_LOADS_HELP)] = None,
+    hours: Annotated[str | None, typer.Option(help=HOURS_HELP)] = None,
+    days: Annotated[str | None, typer.Option(help=DAYS_HELP)] = None,
+    tz: Annotated[str | None, typer.Option(help=TZ_HELP)] = None,
+    daily_tokens: Annotated[int | None, typer.Option(help=DAILY_HELP)] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
@@ -162,6 +170,10 @@ def create(
             priority=priority,
             loads=loads.strip().lower() if loads is not None else None,
             max_loads_per_hour=max_loads_per_hour,
+            hours=hours,
+            days=days,
+            tz=tz,
+            daily_tokens=daily_tokens,
         )
         row, key = store.create(spec)
     except KeyProblem as exc:
@@ -182,11 +194,15 @@ def update(
         str | None, typer.Option(help="Model loads it may cause per hour, or none (no cap).")
     ] = None,
     tools: Annotated[str | None, typer.Option(help="allow or deny.")] = None,
+    hours: Annotated[str | None, typer.Option(help=HOURS_HELP + " none: any hour.")] = None,
+    days: Annotated[str | None, typer.Option(help=DAYS_HELP + " none: every day.")] = None,
+    tz: Annotated[str | None, typer.Option(help=TZ_HELP + " none: the gateway's.")] = None,
+    daily_tokens: Annotated[str | None, typer.Option(help=DAILY_HELP + " none: no budget.")] = None,
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Change a key's weight, priority, loads, loads per hour or tools in place; a running
-    gateway applies them from its next request on."""
+    """Change a key's weight, priority, loads, loads per hour, tools, hours, days, time zone
+    or daily tokens in place; a running gateway applies them from its next request on."""
     store, settings = _open(data_dir, config)
     try:
         change = KeyUpdate(
@@ -195,6 +211,10 @@ def update(
             loads=KEEP if loads is None else _loads_choice(loads),
             max_loads_per_hour=KEEP if max_loads_per_hour is None else _cap(max_loads_per_hour),
             tools=KEEP if tools is None else tools.strip().lower(),
+            hours=KEEP if hours is None else _none_or(hours),
+            days=KEEP if days is None else _none_or(days),
+            tz=KEEP if tz is None else _none_or(tz),
+            daily_tokens=KEEP if daily_tokens is None else _cap(daily_tokens, "daily tokens"),
         )
         row = store.update(key, change)
     except KeyProblem as exc:
@@ -208,14 +228,18 @@ def _loads_choice(text: str) -> str | None:
     return None if value == "default" else value
 
 
-def _cap(text: str) -> int | None:
+def _cap(text: str, what: str = "max loads per hour") -> int | None:
     value = text.strip().lower()
     if value in ("none", "off", "unlimited"):
         return None
     try:
         return int(value)
     except ValueError:
-        raise KeyProblem("max loads per hour must be a whole number, or none") from None
+        raise KeyProblem(f"{what} must be a whole number, or none") from None
+
+
+def _none_or(text: str) -> str | None:
+    return None if text.strip().lower() in ("none", "off", "") else text
 
 
 @keys_app.command("list")
@@ -226,7 +250,7 @@ def list_keys(
     config: Config = None,
 ) -> None:
     """Every key: name, id, scope, models, limits, tools, scheduling (weight, priority, loads,
-    loads per hour), expiry, status (never the key)."""
+    loads per hour), allowed hours and daily tokens, expiry, status (never the key)."""
     store, settings = _open(data_dir, config)
     rows = store.list(include_revoked=all_)
     loads_default = settings.key_loads_default == "allow"
@@ -236,7 +260,7 @@ def list_keys(
         return
     columns = (
         *("name", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "tools"),
-        *("weight", "prio.", "loads", "loads/h", "expires"),
+        *("weight", "prio.", "loads", "loads/h", "schedule", "expires"),
     )
     now = time.time()
     cells = [
@@ -245,7 +269,7 @@ def list_keys(
             *(str(v) if v is not None else "-" for v in (r.rpm, r.tpm, r.max_concurrent)),
             _tools(r), f"{r.weight:g}", str(r.priority), _loads(r, settings),
             str(r.max_loads_per_hour) if r.max_loads_per_hour is not None else "-",
-            _when(r.expires_at), r.status(now),
+            r.as_json()["schedule"] or "-", _when(r.expires_at), r.status(now),
         ]
         for r in rows
     ]  # fmt: skip

@@ -14,6 +14,8 @@ request, so no later layer can forward or log it. Every denial is logged and pub
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -28,6 +30,7 @@ from lmgate.guard.keys import KeyRegistry, Principal, Problem
 from lmgate.guard.origin import OriginPolicy
 from lmgate.guard.paths import Scope as KeyScope
 from lmgate.guard.paths import normalise, quote_path, required_scope, shown_path
+from lmgate.key_hours import KeyHours
 from lmgate.observe.events import EventBus, address_blocked, auth_denied
 
 _CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
@@ -82,6 +85,20 @@ class Access:
         if self.metrics_allow is None:
             return self.allowed(addr)
         return addr in self.metrics_allow
+
+
+def outside_hours(principal: Principal, hours: KeyHours) -> None:
+    """Refuse a key outside its allowed hours, saying when it opens again."""
+    now = time.time()
+    if hours.is_open(now):
+        return
+    opens = hours.opens_at(now)
+    when = f"; it opens again {hours.local_text(opens)}" if opens is not None else ""
+    raise Forbidden(
+        f"key '{principal.name}' may be used {hours.describe()} only{when}",
+        code="outside_allowed_hours",
+        headers={"Retry-After": str(max(1, math.ceil(opens - now)))} if opens else None,
+    )
 
 
 class GuardMiddleware:
@@ -159,6 +176,8 @@ class GuardMiddleware:
         principal = self._identify(scope, who, addr)
         ex.key_name = principal.name
         scope["headers"] = [h for h in scope["headers"] if h[0] not in _CREDENTIAL_HEADERS]
+        if principal.hours is not None:
+            outside_hours(principal, principal.hours)
         if not principal.may(needed):
             if principal.scope is KeyScope.METRICS:
                 raise Forbidden(

@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import tzinfo
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -25,6 +26,7 @@ import orjson
 import structlog
 
 from lmgate.guard.paths import Scope as KeyScope
+from lmgate.key_hours import KeyHours, stored_hours, stored_zone
 from lmgate.store.keys import key_digest, scope_may_load
 
 log = structlog.get_logger("lmgate.guard")
@@ -57,6 +59,9 @@ class Principal:
     priority: int = 0
     may_load: bool = True
     max_loads_per_hour: int | None = None
+    hours: KeyHours | None = None  # when it may be used; None: any time
+    daily_tokens: int | None = None  # tokens per local day; None: no budget
+    zone: tzinfo | None = None  # where its day starts and ends; None: the gateway's zone
 
     def may(self, needed: KeyScope) -> bool:
         return needed is KeyScope.PUBLIC or self.scope in _GRANTS.get(needed, frozenset())
@@ -78,7 +83,8 @@ class Problem(StrEnum):
 
 _SELECT = (
     "SELECT digest, id, name, scope, models, rpm, tpm, max_concurrent, expires_at, revoked_at,"
-    " tools, weight, priority, loads, max_loads_per_hour FROM api_keys"
+    " tools, weight, priority, loads, max_loads_per_hour, hours, days, tz, daily_tokens"
+    " FROM api_keys"
 )
 
 
@@ -200,6 +206,9 @@ class KeyRegistry:
                     self._loads_default,
                 ),
                 max_loads_per_hour=row["max_loads_per_hour"],
+                hours=stored_hours(row["hours"], row["days"], row["tz"]),
+                daily_tokens=row["daily_tokens"],
+                zone=stored_zone(row["tz"]),
             )
         self._managed, self._revoked = managed, revoked
         self._ever_managed = bool(rows)

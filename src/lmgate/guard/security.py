@@ -16,6 +16,7 @@ from lmgate.guard.allowlist import NetworkSet
 from lmgate.guard.auth import Access, GuardMiddleware
 from lmgate.guard.budget import BodyBudget
 from lmgate.guard.cors import with_cors
+from lmgate.guard.daily_tokens import DailyTokens
 from lmgate.guard.damping import Damper
 from lmgate.guard.hostnames import HostNames
 from lmgate.guard.keys import KeyRegistry
@@ -58,6 +59,7 @@ class Security:
     damper: Damper
     limiter: RateLimiter
     access: Access
+    daily: DailyTokens
 
     @classmethod
     def build(cls, settings: Settings, db: Database, worker: Worker | None = None) -> Security:
@@ -85,6 +87,7 @@ class Security:
                 exempt=NetworkSet(settings.auth_fail_exempt),
             ),
             limiter=limiter,
+            daily=DailyTokens(db),
             access=Access(
                 allow=NetworkSet(settings.allow),
                 admin_allow=NetworkSet(settings.admin_allow),
@@ -123,10 +126,11 @@ class Security:
             ModelAccess(),
             ToolAccess(),
             self.limiter,
+            self.daily,  # keys without a daily budget pass at once
         ]
 
     def observers(self) -> list[Observer]:
-        return [self.limiter]
+        return [self.limiter, self.daily]
 
     def close(self) -> None:
         self.keys.close()

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import orjson
 
+from lmgate.key_hours import KeyHours, ScheduleProblem, parse_zone, stored_hours
 from lmgate.store.db import DB_NAME, Database
 from lmgate.store.integrity import SECRET_FILE as SECRET_FILE
 from lmgate.store.integrity import remember_keys
@@ -39,8 +40,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _COLUMNS = (
     "id, name, hint, scope, models, rpm, tpm, max_concurrent,"
     " created_at, expires_at, revoked_at, rotated_at, tools,"
-    " weight, priority, loads, max_loads_per_hour"
+    " weight, priority, loads, max_loads_per_hour, hours, days, tz, daily_tokens"
 )
+MAX_DAILY_TOKENS = 10**12
 
 
 class KeyProblem(ValueError):
@@ -135,6 +137,10 @@ class KeyRow:
     priority: int = 0  # higher classes are served first
     loads: bool | None = None  # may cause model loads; None: the default for its scope
     max_loads_per_hour: int | None = None
+    hours: str | None = None  # allowed hours, HH:MM-HH:MM
+    days: str | None = None  # allowed days, e.g. mon-fri
+    tz: str | None = None  # their time zone; None: the gateway's
+    daily_tokens: int | None = None  # prompt + completion tokens a local day
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> KeyRow:
@@ -144,8 +150,13 @@ class KeyRow:
             row["id"], row["name"], row["hint"], row["scope"], models, row["rpm"], row["tpm"],
             row["max_concurrent"], row["created_at"], row["expires_at"], row["revoked_at"],
             row["rotated_at"], bool(row["tools"]), float(row["weight"]), row["priority"],
-            None if loads is None else bool(loads), row["max_loads_per_hour"],
+            None if loads is None else bool(loads), row["max_loads_per_hour"], row["hours"],
+            row["days"], row["tz"], row["daily_tokens"],
         )  # fmt: skip
+
+    def schedule(self) -> KeyHours | None:
+        """Its allowed hours (None: any time)."""
+        return stored_hours(self.hours, self.days, self.tz)
 
     def may_load(self, loads_default: bool) -> bool:
         """Whether its requests may make lmgate load a model: its own choice, else allow for
@@ -175,6 +186,11 @@ class KeyRow:
             "loads": "allow" if self.may_load(loads_default) else "deny",
             "loadsDefault": self.loads is None,  # follows the default for its scope
             "maxLoadsPerHour": self.max_loads_per_hour,
+            "hours": self.hours,
+            "days": self.days,
+            "timeZone": self.tz,
+            "dailyTokens": self.daily_tokens,
+            "schedule": _schedule_text(self),
             "createdAt": self.created_at,
             "expiresAt": self.expires_at,
             "revokedAt": self.revoked_at,
@@ -199,6 +215,10 @@ class NewKey:
     priority: int = 0
     loads: str | None = None  # allow or deny; None: the default for its scope, as it changes
     max_loads_per_hour: int | None = None
+    hours: str | None = None
+    days: str | None = None
+    tz: str | None = None
+    daily_tokens: int | None = None
 
     @property
     def allows_tools(self) -> bool:
@@ -226,6 +246,12 @@ class NewKey:
         check_scheduling(
             self.scope, self.weight, self.priority, self.loads, self.max_loads_per_hour
         )
+        check_schedule(self.scope, self.hours, self.days, self.tz, self.daily_tokens)
+
+
+def _blank(text: str | None) -> str | None:
+    """Stored as given, trimmed; empty means none."""
+    return text.strip() or None if text is not None else None
 
 
 def scope_may_load(scope: str, loads: bool | None, loads_default: bool) -> bool:
@@ -267,6 +293,35 @@ def check_scheduling(
         raise KeyProblem("a metrics key reaches no model: it takes no scheduling attributes")
 
 
+def check_schedule(
+    scope: str, hours: str | None, days: str | None, tz: str | None, daily: int | None
+) -> None:
+    """Allowed hours, days and zone must read; a daily budget is a whole number of tokens."""
+    try:
+        KeyHours.parse(hours, days, tz)
+        if tz:
+            parse_zone(tz)
+    except ScheduleProblem as exc:
+        raise KeyProblem(str(exc)) from None
+    if daily is not None and (
+        isinstance(daily, bool) or not isinstance(daily, int) or not 1 <= daily <= MAX_DAILY_TOKENS
+    ):
+        raise KeyProblem(f"daily tokens must be a whole number from 1 to {MAX_DAILY_TOKENS}")
+    if scope == "metrics" and daily is not None:
+        raise KeyProblem("a metrics key reaches no model: it takes no daily token budget")
+
+
+def _schedule_text(row: KeyRow) -> str | None:
+    """`07:00-21:00 mon,...,fri (Europe/Berlin); 50000 tokens a day`, or None: no schedule."""
+    parts = []
+    hours = row.schedule()
+    if hours is not None:
+        parts.append(hours.describe())
+    if row.daily_tokens is not None:
+        parts.append(f"{row.daily_tokens} tokens a day")
+    return "; ".join(parts) or None
+
+
 class Keep(Enum):
     """A field of `KeyUpdate` left as stored."""
 
@@ -285,6 +340,10 @@ class KeyUpdate:
     loads: str | Keep | None = KEEP  # allow, deny, or None: the default for its scope
     max_loads_per_hour: int | Keep | None = KEEP  # None: no cap
     tools: str | Keep = KEEP  # allow or deny
+    hours: str | Keep | None = KEEP  # None: any hour
+    days: str | Keep | None = KEEP  # None: every day
+    tz: str | Keep | None = KEEP  # None: the gateway's zone
+    daily_tokens: int | Keep | None = KEEP  # None: no budget
 
     @property
     def empty(self) -> bool:
@@ -306,7 +365,8 @@ class KeyStore:
             self.db.execute(
                 "INSERT INTO api_keys (id, name, digest, hint, scope, models, rpm, tpm,"
                 " max_concurrent, created_at, expires_at, tools, weight, priority, loads,"
-                " max_loads_per_hour) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " max_loads_per_hour, hours, days, tz, daily_tokens)"
+                f" VALUES ({', '.join('?' * 20)})",
                 (
                     key_id,
                     spec.name,
@@ -324,6 +384,10 @@ class KeyStore:
                     spec.priority,
                     None if spec.loads is None else int(spec.loads == "allow"),
                     spec.max_loads_per_hour,
+                    _blank(spec.hours),
+                    _blank(spec.days),
+                    _blank(spec.tz),
+                    spec.daily_tokens,
                 ),
             )
         except sqlite3.IntegrityError as exc:
@@ -385,15 +449,24 @@ class KeyStore:
         if row.scope == "metrics" and tools == "allow":
             raise KeyProblem("a metrics key reaches no model: it cannot use tools")
         check_scheduling(row.scope, weight, priority, loads, max_loads)
+        hours = row.hours if change.hours is KEEP else _blank(change.hours)
+        days = row.days if change.days is KEEP else _blank(change.days)
+        tz = row.tz if change.tz is KEEP else _blank(change.tz)
+        daily = row.daily_tokens if change.daily_tokens is KEEP else change.daily_tokens
+        check_schedule(row.scope, hours, days, tz, daily)
         self.db.execute(
-            "UPDATE api_keys SET weight=?, priority=?, loads=?, max_loads_per_hour=?, tools=?"
-            " WHERE id=?",
+            "UPDATE api_keys SET weight=?, priority=?, loads=?, max_loads_per_hour=?, tools=?,"
+            " hours=?, days=?, tz=?, daily_tokens=? WHERE id=?",
             (
                 float(weight),
                 priority,
                 None if loads is None else int(loads == "allow"),
                 max_loads,
                 int(tools == "allow"),
+                hours,
+                days,
+                tz,
+                daily,
                 row.id,
             ),
         )

@@ -135,7 +135,7 @@ export function createKeys(root, ctx) {
       return;
     }
     const limits = (k) =>
-      [k.rpm ? `${k.rpm} rpm` : null, k.tpm ? `${k.tpm} tpm` : null, k.maxConcurrent ? `${k.maxConcurrent} at once` : null]
+      [k.rpm ? `${k.rpm} rpm` : null, k.tpm ? `${k.tpm} tpm` : null, k.maxConcurrent ? `${k.maxConcurrent} at once` : null, k.schedule]
         .filter(Boolean)
         .join(", ") || "none";
     const managedRow = (k) =>

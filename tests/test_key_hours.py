@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lmgate.guard.key_hours import (
+from lmgate.key_hours import (
     KeyHours,
     ScheduleProblem,
     local_day_start,

@@ -144,6 +144,22 @@ class KeyHours:
         return shown.strftime("%a %Y-%m-%d %H:%M %Z").strip()
 
 
+def stored_hours(hours: str | None, days: str | None, zone: str | None) -> KeyHours | None:
+    """A key's stored schedule (checked when written); a zone this machine no longer knows
+    falls back to its local time rather than locking the key out."""
+    try:
+        return KeyHours.parse(hours, days, zone)
+    except ScheduleProblem:
+        return KeyHours.parse(hours, days, None)
+
+
+def stored_zone(name: str | None) -> tzinfo | None:
+    try:
+        return parse_zone(name)
+    except ScheduleProblem:
+        return None
+
+
 def _wall(now: float, zone: tzinfo | None) -> datetime:
     return (
         datetime.fromtimestamp(now, zone).replace(tzinfo=None)

@@ -359,7 +359,7 @@ def test_preload_loads_the_listed_models_at_start_and_logs_refusals(
     gw = None
     try:
         gw = start_gateway(tmp_root, emu.url, env=env)
-        _until(lambda: log.exists() and log.read_text().count('"model_preload"') >= 2)
+        _until(lambda: log.exists() and log.read_text().count('"model_preload"') >= 2, 60)
         lines = [json.loads(x) for x in log.read_text().splitlines() if "model_preload" in x]
         outcome = {x["model"]: x for x in lines if x.get("event") == "model_preload"}
         assert outcome["no-such/model"]["status"] == "refused"

@@ -68,7 +68,7 @@ TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 PRINCIPAL = "lmgate.principal"  # where the guard leaves the caller's key in the scope
 RELIST_MIN_S = 1.0  # refusals read the model list again at most this often
-PRELOAD_TRIES = 3  # a preload refused because a load runs is tried again this often
+PRELOAD_TRIES = 3  # a preload refused while another load runs is tried again this often
 
 
 def config_of(settings: Settings) -> SchedulerConfig:
@@ -517,9 +517,9 @@ class SchedulerShell:
             try:
                 actions = self.local.request_load(model, self.clock())
             except LoadRefused as exc:
-                if exc.code != "busy" or attempt == PRELOAD_TRIES - 1:
+                if not self._loading() or attempt == PRELOAD_TRIES - 1:
                     return "refused", exc.message
-                await asyncio.sleep(max(1.0, exc.retry_after or 1.0))
+                await self._load_ended()  # another load runs: try again once it is over
                 if self.watcher.is_loaded(model):
                     return "already_loaded", None
                 continue
@@ -530,6 +530,17 @@ class SchedulerShell:
                 ("loaded", None) if ok else ("failed", "the load failed; see model_switch_complete")
             )
         return "refused", "a load was running"  # not reached: the last try returns
+
+    def _loading(self) -> bool:
+        up = self.core.ups[UPSTREAM]
+        return up.loading is not None or up.switch is not None
+
+    async def _load_ended(self) -> None:
+        """Until the background work running now (the load among it) is over."""
+        me = asyncio.current_task()
+        others = [t for t in self._tasks if t is not me]
+        if others:
+            await asyncio.wait(others, timeout=self.settings.load_timeout)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ Gateway state changes only after the upstream said yes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,6 +233,9 @@ class ModelManager:
         outcome = self._with_extras(outcome, request, converted.applied_as, {})
         config = {REST_FIELDS[k]: v for k, v in (done.effective or {}).items() if k in REST_FIELDS}
         self.watcher.record(added=Instance(done.instance_id, request.model, config))
+        if "parallel" not in config:  # the SDK reads no `parallel` back: the listing has it,
+            with contextlib.suppress(GatewayError):  # and the scheduler's slots come from it
+                await self._refresh()
         self._made[done.instance_id] = (key, outcome)
         self.bus.publish(
             "model_loaded",

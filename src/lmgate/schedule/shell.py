@@ -532,7 +532,7 @@ class SchedulerShell:
         return "refused", "a load was running"  # not reached: the last try returns
 
     def _loading(self) -> bool:
-        up = self.core.ups[UPSTREAM]
+        up = self.local.ups[UPSTREAM]
         return up.loading is not None or up.switch is not None
 
     async def _load_ended(self) -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
-from lmgate.errors import GatewayError, NotFound
+from lmgate.errors import GatewayError, NotFound, UpstreamError
 from lmgate.loading.choose import Chooser
 from lmgate.loading.errors import LoadFailed
 from lmgate.loading.fields import REST, flatten, needs
@@ -30,6 +31,7 @@ from lmgate.upstream.inventory import Instance
 from lmgate.upstream.load_config import REST_FIELDS, matches
 from lmgate.upstream.sync import UpstreamWatcher
 
+log = structlog.get_logger("lmgate.models")
 PROGRESS_EVERY_S = 2.0
 CPU_THREADS_AS = (
     "applied as a per-request default: stored in this model's defaultInference and sent as "
@@ -120,14 +122,47 @@ class ModelManager:
         self.stats = stats
         self.load_timeout = load_timeout
         self.chooser = Chooser(surfaces)
+        self.loadable = False  # a surface could load at the last look (see `loadable_now`)
         self._loads: dict[bytes, asyncio.Task[LoadOutcome]] = {}
         # What lmgate loaded each instance with (request key, outcome): the listing shows
         # only part of a config, so an identical request is recognised by this.
         self._made: dict[str, tuple[bytes, LoadOutcome]] = {}
 
+    async def loadable_now(self) -> bool:
+        """Whether any surface can load on this upstream now; kept in `loadable` for readers
+        that cannot wait (the scheduler), who are told when it changes."""
+        ok = bool(await self.chooser.available())
+        if ok != self.loadable:
+            self.loadable = ok
+            if self.watcher.synced_at is not None:  # before the first sync, that sync tells
+                for after in self.watcher.synced:
+                    after()
+        return ok
+
     async def can_manage(self) -> bool:
-        """Whether any surface can load on this upstream now."""
-        return bool(await self.chooser.available())
+        """Whether any surface can load on this upstream now. An upstream that refuses the
+        gateway's token is an error, not "cannot manage": answering with a manual workflow
+        would hide the cause."""
+        if await self.loadable_now():
+            return True
+        caps = self.watcher.caps
+        if caps.reachable and caps.auth_required:
+            said = caps.last_error or "no reason given"
+            raise UpstreamError(
+                "LM Studio refused the gateway's credentials (LMGATE_UPSTREAM_TOKEN), so no "
+                f"load surface works: {await self.chooser.summary()}; LM Studio said: {said}",
+                code="upstream_auth_failed",
+            )
+        return False
+
+    async def watch_surfaces(self, interval: float) -> None:
+        """Background: keep `loadable` current (each surface caches its own check)."""
+        while True:
+            try:
+                await self.loadable_now()
+            except Exception:  # a surface's bug must not end the loop
+                log.exception("load_surfaces_check_failed")
+            await asyncio.sleep(interval)
 
     async def load(
         self,

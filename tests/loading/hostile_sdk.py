@@ -84,7 +84,9 @@ async def misbehave(ws: ServerConnection, mode: str, channel: int) -> None:
     else:
         while True:
             message = {"type": "loadProgress", "progress": 0.5}
-            await ws.send(json.dumps({"type": "channelSend", "channelId": channel, "message": message}))
+            await ws.send(
+                json.dumps({"type": "channelSend", "channelId": channel, "message": message})
+            )
             await asyncio.sleep(0)
 
 
@@ -95,7 +97,9 @@ async def handle(ws: ServerConnection, mode: str) -> None:
         frame: dict[str, Any] = json.loads(raw)
         if frame.get("type") == "rpcCall":
             result: Any = [INFO] if frame["endpoint"] == "listDownloadedModels" else []
-            await ws.send(json.dumps({"type": "rpcResult", "callId": frame["callId"], "result": result}))
+            await ws.send(
+                json.dumps({"type": "rpcResult", "callId": frame["callId"], "result": result})
+            )
         elif frame.get("type") == "channelCreate":
             await misbehave(ws, mode, int(frame["channelId"]))
 

@@ -70,7 +70,9 @@ def adm(sdk_gw: ServerProcess, sdk_emu: ServerProcess, sdk_lms: FakeLms) -> Iter
 
 
 def load_configs(server: ServerProcess) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = httpx.get(server.url + "/__emulator/load-configs", timeout=10).json()
+    got: list[dict[str, Any]] = httpx.get(
+        server.url + "/__emulator/load-configs", timeout=10
+    ).json()
     return got
 
 
@@ -153,7 +155,9 @@ def test_the_spec_load_config_goes_through_the_sdk(
     assert sent["body"]["cpu_threads"] == 4  # type: ignore[index]
 
 
-def test_gpu_layers_alone_is_reported_not_guessed(adm: httpx.Client, sdk_emu: ServerProcess) -> None:
+def test_gpu_layers_alone_is_reported_not_guessed(
+    adm: httpx.Client, sdk_emu: ServerProcess
+) -> None:
     body = adm.post(
         "/admin/models/load", json={"modelKey": GEMMA, "loadConfig": {"gpu": {"layers": 20}}}
     ).json()
@@ -271,7 +275,11 @@ def test_lm_studio_03_with_the_sdk_loads_on_demand(tmp_root: Path) -> None:
                 time.sleep(0.2)
             profile = {"loadConfig": {"contextLength": 4096, "ropeFrequencyScale": 0.5}}
             assert adm.put(f"/admin/models/{GEMMA}/profile", json=profile).status_code == 200
-            chat = {"model": GEMMA, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+            chat = {
+                "model": GEMMA,
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4,
+            }
             resp = adm.post("/v1/chat/completions", json=chat)
             assert resp.status_code == 200, resp.text
             [record] = load_configs(emu)
@@ -290,9 +298,12 @@ def test_the_upstream_dying_mid_load(tmp_root: Path) -> None:
     gw = start_gateway(tmp_root, emu.url, env=env)
     try:
         with httpx.Client(base_url=gw.url, headers=admin_headers(), timeout=60) as adm:
-            assert adm.put(
-                f"/admin/models/{GEMMA}/profile", json={"loadConfig": {"seed": 3}}
-            ).status_code == 200
+            assert (
+                adm.put(
+                    f"/admin/models/{GEMMA}/profile", json={"loadConfig": {"seed": 3}}
+                ).status_code
+                == 200
+            )
             answers: list[httpx.Response] = []
             asked = threading.Thread(
                 target=lambda: answers.append(

@@ -122,22 +122,28 @@ class ModelManager:
         self.stats = stats
         self.load_timeout = load_timeout
         self.chooser = Chooser(surfaces)
-        self.loadable = False  # a surface could load at the last look (see `loadable_now`)
+        self._loadable = False  # a surface could load at the last look (`loadable_now`)
         self._loads: dict[bytes, asyncio.Task[LoadOutcome]] = {}
         # What lmgate loaded each instance with (request key, outcome): the listing shows
         # only part of a config, so an identical request is recognised by this.
         self._made: dict[str, tuple[bytes, LoadOutcome]] = {}
 
+    @property
+    def loadable(self) -> bool:
+        """For readers that cannot wait (the scheduler): a surface could load at the last
+        look, or REST v1 is there (known at once from the capabilities, so a gateway that
+        just started does not wait for the slower SDK and `lms` checks)."""
+        return self._loadable or self.watcher.caps.native_v1
+
     async def loadable_now(self) -> bool:
-        """Whether any surface can load on this upstream now; kept in `loadable` for readers
-        that cannot wait (the scheduler), who are told when it changes."""
-        ok = bool(await self.chooser.available())
-        if ok != self.loadable:
-            self.loadable = ok
-            if self.watcher.synced_at is not None:  # before the first sync, that sync tells
-                for after in self.watcher.synced:
-                    after()
-        return ok
+        """Whether any surface can load on this upstream now; those following the upstream
+        (the scheduler) are told when `loadable` changes."""
+        before = self.loadable
+        self._loadable = bool(await self.chooser.available())
+        if self.loadable != before and self.watcher.synced_at is not None:
+            for after in self.watcher.synced:  # before the first sync, that sync tells
+                after()
+        return self._loadable
 
     async def can_manage(self) -> bool:
         """Whether any surface can load on this upstream now. An upstream that refuses the

@@ -75,10 +75,12 @@ async def misbehave(ws: ServerConnection, mode: str, channel: int) -> None:
     if mode == "huge":
         await ws.send(fragments())
     elif mode == "bigframe":
-        frame = '{"type":"channelSend","channelId":%d,"message":{"junk":"%s"}}' % (
-            channel,
-            "y" * (64 * MIB),
-        )
+        message = {
+            "type": "channelSend",
+            "channelId": channel,
+            "message": {"junk": "y" * (64 * MIB)},
+        }
+        frame = json.dumps(message)
         while True:
             await ws.send(frame)
     else:

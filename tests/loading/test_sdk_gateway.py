@@ -20,7 +20,6 @@ import pytest
 
 from tests.loading.conftest import FakeLms, gateway_env, instances, make_fake_lms
 from tests.servers import (
-    ADMIN_KEY,
     ServerProcess,
     admin_headers,
     free_port,

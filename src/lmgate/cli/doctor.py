@@ -22,10 +22,10 @@ import typer
 from lmgate.cli import startup
 from lmgate.cli.serve import keys_required, resolve_settings
 from lmgate.guard.exposure import Finding, lan_addresses, listener_findings, upstream_findings
+from lmgate.loading.choose import Chooser, surfaces_for
 from lmgate.settings import Origins, Settings, is_loopback_host
 from lmgate.store.db import DB_NAME
 from lmgate.store.integrity import StateError, verify
-from lmgate.loading.choose import Chooser, surfaces_for
 from lmgate.upstream.capabilities import Capabilities, detect
 from lmgate.upstream.client import UpstreamClient
 

@@ -149,6 +149,8 @@ class Gateway:
         )
         gw.background.append(gw.downloads.run)
         gw.background.append(scheduler.run)
+        if settings.on_demand_load:  # the scheduler loads through whichever surface works
+            gw.background.append(lambda: models.watch_surfaces(settings.sync_interval))
         obs.watcher = watcher
         gw.background.extend(obs.loops())
         if worker.shared and not worker.primary:

@@ -49,13 +49,13 @@ GATEWAY_CONFIG: dict[str, Any] = {
 }
 
 
-def settings(url: str, token: str | None = None, *, request_timeout: float = 60) -> Settings:
+def settings(url: str, token: str | None = None, *, load_timeout: float = 60) -> Settings:
     return Settings(
         upstream=url,
         upstream_token=SecretStr(token) if token is not None else None,
         data_dir=Path("/nonexistent-lmgate-test"),
         connect_timeout=2.0,
-        request_timeout=request_timeout,
+        load_timeout=load_timeout,
     )
 
 
@@ -103,7 +103,7 @@ async def test_load_applies_every_sdk_setting_and_reads_it_back(emu: ServerProce
     assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) >= 3
     assert set(result.not_applied) == {"gpu.layers", "parallel"}
     expected = {k: v for k, v in _flat(GATEWAY_CONFIG).items() if k not in result.not_applied}
-    assert result.applied == expected
+    assert result.applied == {**expected, "ttl": 600, "identifier": "gemma-a"}
     assert result.effective is not None and result.effective["contextLength"] == 8192
 
     record = received(emu)[-1]
@@ -241,10 +241,10 @@ async def test_upstream_killed_mid_load(tmp_path: Path) -> None:
     assert not await surface_after.available()
 
 
-async def test_a_load_slower_than_the_request_timeout(tmp_path: Path) -> None:
+async def test_a_load_slower_than_the_load_timeout(tmp_path: Path) -> None:
     server = start_emulator(tmp_path, "--load-delay", "5")
     try:
-        surface = SdkSurface(settings(server.url, request_timeout=0.5))
+        surface = SdkSurface(settings(server.url, load_timeout=0.5))
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout, match=r"within 0\.5 s"):
             await surface.load(LoadSpec("google/gemma-3-1b"), lambda _: None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,10 +12,11 @@ from lmgate.loading.choose import Chooser
 from lmgate.loading.errors import SurfaceUnavailable
 from lmgate.loading.fields import fields_of, flatten, nest
 from lmgate.loading.layers import convert, layer_count
-from lmgate.loading.lms import target_args
+from lmgate.loading.lms import LmsSurface, target_args
 from lmgate.loading.process import OUTPUT_LIMIT, TimedOut, run
 from lmgate.loading.secrets import summarize
 from lmgate.loading.surface import LoadSpec, Progress, SurfaceLoad
+from tests.loading.conftest import make_fake_lms
 
 
 class Standing:
@@ -116,3 +118,23 @@ def test_a_tool_is_bounded_in_output_and_time() -> None:
     assert "50%" in "".join(seen)
     with pytest.raises(OSError):
         asyncio.run(run(["/nonexistent/lms", "version"], limit_s=5))
+
+
+def test_concurrent_lms_checks_share_one_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check running while another starts (a load beside the background check) must not
+    see `lms` as missing half way through the first one."""
+    fake = make_fake_lms(tmp_path / "lms")
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+
+    async def is_lmstudio() -> bool:
+        return True
+
+    async def both() -> list[bool]:
+        surface = LmsSurface(str(fake.path), "http://127.0.0.1:1234", is_lmstudio, load_timeout=30)
+        return list(await asyncio.gather(*(surface.available() for _ in range(4))))
+
+    assert asyncio.run(both()) == [True] * 4
+    assert [argv for argv in fake.calls() if argv[:1] == ["version"]] == [["version"]]

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
-from lmgate.errors import GatewayError, NotFound
+from lmgate.errors import GatewayError, NotFound, UpstreamError
 from lmgate.loading.choose import Chooser
 from lmgate.loading.errors import LoadFailed
 from lmgate.loading.fields import REST, flatten, needs
@@ -31,6 +32,7 @@ from lmgate.upstream.inventory import Instance
 from lmgate.upstream.load_config import REST_FIELDS, matches
 from lmgate.upstream.sync import UpstreamWatcher
 
+log = structlog.get_logger("lmgate.models")
 PROGRESS_EVERY_S = 2.0
 CPU_THREADS_AS = (
     "applied as a per-request default: stored in this model's defaultInference and sent as "
@@ -121,14 +123,53 @@ class ModelManager:
         self.stats = stats
         self.load_timeout = load_timeout
         self.chooser = Chooser(surfaces)
+        self._loadable = False  # a surface could load at the last look (`loadable_now`)
         self._loads: dict[bytes, asyncio.Task[LoadOutcome]] = {}
         # What lmgate loaded each instance with (request key, outcome): the listing shows
         # only part of a config, so an identical request is recognised by this.
         self._made: dict[str, tuple[bytes, LoadOutcome]] = {}
 
+    @property
+    def loadable(self) -> bool:
+        """For readers that cannot wait (the scheduler): a surface could load at the last
+        look, or REST v1 is there (known at once from the capabilities, so a gateway that
+        just started does not wait for the slower SDK and `lms` checks)."""
+        return self._loadable or self.watcher.caps.native_v1
+
+    async def loadable_now(self) -> bool:
+        """Whether any surface can load on this upstream now; those following the upstream
+        (the scheduler) are told when `loadable` changes."""
+        before = self.loadable
+        self._loadable = bool(await self.chooser.available())
+        if self.loadable != before and self.watcher.synced_at is not None:
+            for after in self.watcher.synced:  # before the first sync, that sync tells
+                after()
+        return self._loadable
+
     async def can_manage(self) -> bool:
-        """Whether any surface can load on this upstream now."""
-        return bool(await self.chooser.available())
+        """Whether any surface can load on this upstream now. An upstream that refuses the
+        gateway's token is an error, not "cannot manage": answering with a manual workflow
+        would hide the cause."""
+        if await self.loadable_now():
+            return True
+        caps = self.watcher.caps
+        if caps.reachable and caps.auth_required:
+            said = caps.last_error or "no reason given"
+            raise UpstreamError(
+                "LM Studio refused the gateway's credentials (LMGATE_UPSTREAM_TOKEN), so no "
+                f"load surface works: {await self.chooser.summary()}; LM Studio said: {said}",
+                code="upstream_auth_failed",
+            )
+        return False
+
+    async def watch_surfaces(self, interval: float) -> None:
+        """Background: keep `loadable` current (each surface caches its own check)."""
+        while True:
+            try:
+                await self.loadable_now()
+            except Exception:  # a surface's bug must not end the loop
+                log.exception("load_surfaces_check_failed")
+            await asyncio.sleep(interval)
 
     async def load(
         self,

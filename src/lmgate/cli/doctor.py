@@ -22,10 +22,11 @@ import typer
 from lmgate.cli import startup
 from lmgate.cli.serve import keys_required, resolve_settings
 from lmgate.guard.exposure import Finding, lan_addresses, listener_findings, upstream_findings
+from lmgate.loading.choose import Chooser, surfaces_for
 from lmgate.settings import Origins, Settings, is_loopback_host
 from lmgate.store.db import DB_NAME
 from lmgate.store.integrity import StateError, verify
-from lmgate.upstream.capabilities import detect
+from lmgate.upstream.capabilities import Capabilities, detect
 from lmgate.upstream.client import UpstreamClient
 
 _MARK = {"ok": "[ ok ]", "warn": "[WARN]", "fail": "[FAIL]"}
@@ -98,15 +99,28 @@ async def upstream_health(settings: Settings) -> list[Finding]:
     await client.start()
     try:
         caps = await detect(client, limit_s=min(settings.connect_timeout, 5.0))
+        url = settings.upstream_shown
+        if not caps.reachable:
+            return [Finding("fail", "upstream", f"{url} does not answer: {caps.last_error}")]
+        if caps.auth_required and settings.upstream_token is None:
+            return [Finding("fail", "upstream", f"{url} wants a token: set LMGATE_UPSTREAM_TOKEN")]
+        management = await _model_management(settings, client, caps)
     finally:
         await client.close()
-    url = settings.upstream_shown
-    if not caps.reachable:
-        return [Finding("fail", "upstream", f"{url} does not answer: {caps.last_error}")]
-    if caps.auth_required and settings.upstream_token is None:
-        return [Finding("fail", "upstream", f"{url} wants a token: set LMGATE_UPSTREAM_TOKEN")]
-    management = "model management available" if caps.model_management else "no model management"
     return [Finding("ok", "upstream", f"{url} answers: {caps.kind}, {management}")]
+
+
+async def _model_management(settings: Settings, client: UpstreamClient, caps: Capabilities) -> str:
+    """Whether lmgate can load models there, and through which surfaces (and why not the
+    others): the same check `serve` makes before each load."""
+
+    async def known() -> Capabilities:
+        return caps
+
+    chooser = Chooser(surfaces_for(settings, client, known))
+    works = bool(await chooser.available())
+    head = "model management available" if works else "no model management"
+    return f"{head}: {await chooser.summary()}"
 
 
 def run_checks(settings: Settings, origins: Origins | None = None) -> list[Finding]:

@@ -6,19 +6,20 @@ every requested field (SDK > lms > REST), else the one that applies the most.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
 
 from lmgate.loading.errors import SurfaceUnavailable
-from lmgate.loading.fields import PREFERENCE, SURFACE_NAMES, table
+from lmgate.loading.fields import PREFERENCE, table
 from lmgate.loading.lms import LmsSurface
 from lmgate.loading.rest import RestSurface
 from lmgate.loading.sdk import SdkSurface
 from lmgate.loading.surface import LoadSurface
 from lmgate.settings import Settings
+from lmgate.upstream.capabilities import Capabilities
 from lmgate.upstream.client import UpstreamClient
 from lmgate.upstream.sync import UpstreamWatcher
 
@@ -38,12 +39,22 @@ def build_surfaces(
     settings: Settings, client: UpstreamClient, watcher: UpstreamWatcher
 ) -> list[LoadSurface]:
     """The gateway's load surfaces, best first: LM Studio's SDK, then `lms`, then REST."""
+    return surfaces_for(settings, client, watcher.capabilities)
+
+
+def surfaces_for(
+    settings: Settings,
+    client: UpstreamClient,
+    capabilities: Callable[[], Awaitable[Capabilities]],
+) -> list[LoadSurface]:
+    """The load surfaces for an upstream whose capabilities `capabilities` tells (the
+    gateway's watcher, or one probe for `lmgate doctor`)."""
 
     async def rest_offered() -> bool:
-        return (await watcher.capabilities()).native_v1
+        return (await capabilities()).native_v1
 
     async def is_lmstudio() -> bool:
-        return (await watcher.capabilities()).lmstudio
+        return (await capabilities()).lmstudio
 
     return [
         SdkSurface(settings),
@@ -86,8 +97,8 @@ class Chooser:
             if surface is None or not await surface.available():
                 why = getattr(surface, "why_not", None) if surface is not None else None
                 raise SurfaceUnavailable(
-                    f"the {SURFACE_NAMES.get(forced, forced)} load surface is not available "
-                    f"for this upstream" + (f": {why}" if why else ""),
+                    f"the {forced!r} load surface is not available for this upstream"
+                    + (f": {why}" if why else ""),
                     param="surface",
                 )
             return Choice(surface, asked - surface.fields())
@@ -96,6 +107,18 @@ class Chooser:
             raise SurfaceUnavailable("no load surface is available for this upstream")
         best = max(candidates, key=lambda s: (len(asked & s.fields()), -_rank(s)))
         return Choice(best, asked - best.fields())
+
+    async def summary(self) -> str:
+        """One line for people: the surfaces that work, and why each other one does not."""
+        described = await self.describe()
+        works = [name for name, entry in described.items() if entry["available"]]
+        not_here = [
+            f"{name}: {entry.get('reason') or 'not available'}"
+            for name, entry in described.items()
+            if not entry["available"]
+        ]
+        head = "load surfaces " + (", ".join(works) if works else "none")
+        return head + (f" (not {'; '.join(not_here)})" if not_here else "")
 
     async def describe(self) -> dict[str, Any]:
         """For `GET /admin/upstream`: each surface and whether (or why not) it works."""

@@ -11,6 +11,7 @@ The binary: `LMGATE_LMS_PATH`, else `lms` on PATH, else LM Studio's install loca
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -126,6 +127,7 @@ class LmsSurface:
         self.binary: Path | None = None
         self.why_not: str | None = None
         self._checked_at = -RECHECK_S
+        self._lock = asyncio.Lock()
 
     def fields(self) -> frozenset[str]:
         return fields_of(LMS)
@@ -136,6 +138,10 @@ class LmsSurface:
         if not await self._is_lmstudio():
             self.why_not = "the upstream is not LM Studio (no /lmstudio-greeting)"
             return False
+        async with self._lock:  # one check at a time: another caller waits for its answer
+            return await self._check()
+
+    async def _check(self) -> bool:
         if time.monotonic() - self._checked_at < RECHECK_S:
             return self.binary is not None
         self._checked_at = time.monotonic()

@@ -39,10 +39,13 @@ from lmgate.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from lmgate.loading import sdk_limits
+from lmgate.loading.fields import SDK, fields_of
 from lmgate.loading.surface import LoadSpec, Progress, SurfaceLoad
 from lmgate.settings import Settings
 
 Domain = Literal["llm", "embedding"]
+sdk_limits.install()
 
 # Gateway field (dotted) → SDK load config field (dotted), for LLMs.
 SDK_NAMES: dict[str, str] = {
@@ -288,15 +291,20 @@ class SdkSurface:
                     "which the SDK's handshake needs"
                 )
         self._connect_budget = max(1.0, settings.connect_timeout) * 3
-        self._load_budget = settings.request_timeout
+        self._load_budget = settings.load_timeout
         self._recheck_after = recheck_after
         self._checked_at: float | None = None
         self._ok = False
         self._lock = asyncio.Lock()
         self.reason: str | None = self._problem  # why it is unavailable, when it is
 
+    @property
+    def why_not(self) -> str | None:
+        """The reason it is unavailable, in the name the other surfaces use."""
+        return self.reason
+
     def fields(self) -> frozenset[str]:
-        return frozenset(SDK_NAMES)
+        return fields_of(SDK)  # the config fields, `ttl` and `identifier`
 
     async def available(self) -> bool:
         if self._problem is not None:
@@ -318,20 +326,29 @@ class SdkSurface:
         """An open SDK client; every SDK failure inside leaves as a `GatewayError`."""
         if self._problem is not None or self._host is None:
             raise UpstreamUnavailable(f"LM Studio's SDK cannot be used: {self._problem}")
-        client = _Client(self._host, self._auth, sessions)
-        try:
+        with sdk_limits.watched() as budget:
+            client = _Client(self._host, self._auth, sessions)
             try:
-                async with asyncio.timeout(self._connect_budget):
-                    await client.__aenter__()
-                yield client
-            finally:
-                await client.aclose()
-        except (GatewayError, asyncio.CancelledError):
-            raise
-        except BaseException as exc:
-            if not isinstance(exc, Exception | BaseExceptionGroup):
+                try:
+                    async with asyncio.timeout(self._connect_budget):
+                        await client.__aenter__()
+                    yield client
+                finally:
+                    await client.aclose()
+            except asyncio.CancelledError:
                 raise
-            raise gateway_error(_first_cause(exc), doing) from None
+            except BaseException as exc:
+                if not isinstance(exc, Exception | BaseExceptionGroup):
+                    raise
+                if budget.exceeded:
+                    raise UpstreamError(
+                        f"LM Studio sent more than {budget.limit // 2**20} MiB over one SDK "
+                        f"connection while {doing}; the connection was cut",
+                        code="upstream_answer_too_large",
+                    ) from None
+                if isinstance(exc, GatewayError):
+                    raise
+                raise gateway_error(_first_cause(exc), doing) from None
 
     async def _domain(self, client: _Client, model: str) -> Domain:
         """Whether `model` (key, `key@quant` or path) is an LLM or an embedding model."""
@@ -347,7 +364,7 @@ class SdkSurface:
         except TimeoutError:
             raise UpstreamTimeout(
                 f'LM Studio did not finish loading "{spec.model}" within '
-                f"{self._load_budget:g} s (LMGATE_REQUEST_TIMEOUT)"
+                f"{self._load_budget:g} s (LMGATE_LOAD_TIMEOUT)"
             ) from None
 
     async def _load(self, spec: LoadSpec, progress: Progress) -> SurfaceLoad:
@@ -369,16 +386,23 @@ class SdkSurface:
                 reported = (await handle.get_load_config()).to_dict()
             except lmstudio.LMStudioError as exc:
                 why = f"LM Studio did not report the load config: {type(exc).__name__}"
+                took, other = _beside(spec, handle.identifier)
                 return SurfaceLoad(
                     self.name,
                     handle.identifier,
                     seconds,
-                    {},
-                    {**refused, **dict.fromkeys(sent, why)},
+                    took,
+                    {**refused, **dict.fromkeys(sent, why), **other},
                 )
         applied, missing, effective = compare(sent, reported)
+        took, other = _beside(spec, handle.identifier)
         return SurfaceLoad(
-            self.name, handle.identifier, seconds, applied, {**refused, **missing}, effective
+            self.name,
+            handle.identifier,
+            seconds,
+            {**applied, **took},
+            {**refused, **missing, **other},
+            effective,
         )
 
     async def unload(self, instance_id: str) -> None:
@@ -389,6 +413,22 @@ class SdkSurface:
                     await session.unload(instance_id)
                     return
         raise NotFound(f'LM Studio has no loaded instance "{instance_id}"', code="model_not_found")
+
+
+def _beside(spec: LoadSpec, made: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(applied, not applied) for `ttl` and `identifier`, which travel beside the config. LM
+    Studio lists no instance's TTL to read back: the load it accepted carried it, and that
+    acceptance is the confirmation, as over REST."""
+    applied: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    if spec.ttl is not None:
+        applied["ttl"] = spec.ttl
+    if spec.identifier is not None:
+        if made == spec.identifier:
+            applied["identifier"] = made
+        else:
+            missing["identifier"] = f"LM Studio named the instance {made!r}"
+    return applied, missing
 
 
 def _reporter(progress: Progress) -> Callable[[float], None]:

@@ -179,12 +179,13 @@ class SchedulerShell:
     # -- the upstream as the core sees it -------------------------------------------------------
 
     def _spec(self) -> UpstreamSpec:
-        """Limits and capability: switching needs on-demand loading and LM Studio's REST v1."""
+        """Limits and capability: switching needs on-demand loading and a load surface (LM
+        Studio's SDK, `lms` or REST v1: `ModelManager.loadable`)."""
         caps, s = self.watcher.caps, self.settings
         old = caps.kind == "lmstudio-0.3"
         return UpstreamSpec(
             UPSTREAM,
-            can_load=s.on_demand_load and caps.model_management,
+            can_load=s.on_demand_load and self.models.loadable,
             max_loaded_models=s.max_loaded_models,
             memory_budget=s.model_memory_budget,
             default_slots=s.model_slots or (LMSTUDIO_03_SLOTS if old else None),
@@ -504,7 +505,7 @@ class SchedulerShell:
             return "refused", "the upstream does not offer this model"
         if self.watcher.is_loaded(model):
             return "already_loaded", None
-        if not self.watcher.caps.model_management:
+        if not await self.models.loadable_now():
             return "refused", "this upstream cannot be told to load models; load it there"
         if not self.spec.can_load:
             try:

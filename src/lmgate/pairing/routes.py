@@ -50,6 +50,9 @@ PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "cache-control": "no-store",
 }
+# HEAD as well as GET: link previews and some phone browsers look before they load.
+_READ = ["GET", "HEAD"]
+_DOWNLOAD_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
 _REFUSED = {
     "unknown": (404, "this pairing code is not valid"),
     "used": (410, "this pairing code was already used; ask for a new one"),
@@ -213,12 +216,11 @@ def _refused(gw: Gateway, request: Request, refusal: CodeRefused) -> GatewayErro
     return CodeGone(message)
 
 
-@public_router.get("/static/{name}")
+@public_router.api_route("/static/{name}", methods=_READ)
 async def asset(name: str) -> Response:
     if name not in _ASSETS:
         raise NotFound(f"no file {name}")
-    headers = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
-    return Response(_asset(name), media_type=_ASSETS[name], headers=headers)
+    return Response(_asset(name), media_type=_ASSETS[name], headers=_DOWNLOAD_HEADERS)
 
 
 def _ca_or_404(gw: Gateway) -> Any:
@@ -228,34 +230,43 @@ def _ca_or_404(gw: Gateway) -> Any:
     return ca
 
 
-@public_router.get("/ca.pem")
+@public_router.api_route("/ca.pem", methods=_READ)
 async def ca_pem(request: Request) -> Response:
     ca = _ca_or_404(gateway_of(request))
     return Response(
         ca.pem,
         media_type="application/x-pem-file",
-        headers={"content-disposition": 'attachment; filename="lmgate-ca.pem"'},
+        headers={
+            **_DOWNLOAD_HEADERS,
+            "content-disposition": 'attachment; filename="lmgate-ca.pem"',
+        },
     )
 
 
-@public_router.get("/ca.crt")
+@public_router.api_route("/ca.crt", methods=_READ)
 async def ca_der(request: Request) -> Response:
     """DER, the form Android and Windows install from a download."""
     ca = _ca_or_404(gateway_of(request))
     return Response(
         ca.der,
         media_type="application/x-x509-ca-cert",
-        headers={"content-disposition": 'attachment; filename="lmgate-ca.crt"'},
+        headers={
+            **_DOWNLOAD_HEADERS,
+            "content-disposition": 'attachment; filename="lmgate-ca.crt"',
+        },
     )
 
 
-@public_router.get("/ca.mobileconfig")
+@public_router.api_route("/ca.mobileconfig", methods=_READ)
 async def ca_profile(request: Request) -> Response:
     ca = _ca_or_404(gateway_of(request))
     return Response(
         ca.mobileconfig(),
         media_type="application/x-apple-aspen-config",
-        headers={"content-disposition": 'attachment; filename="lmgate-ca.mobileconfig"'},
+        headers={
+            **_DOWNLOAD_HEADERS,
+            "content-disposition": 'attachment; filename="lmgate-ca.mobileconfig"',
+        },
     )
 
 
@@ -273,13 +284,20 @@ def _page(title: str, body: str, status: int = 200) -> Response:
     return Response(text, status_code=status, media_type="text/html", headers=PAGE_HEADERS)
 
 
-@public_router.get("/{code}")
+def _code_in(rest: str) -> str:
+    """The code in what follows `/pair/`. Every spelling under `/pair/` is answered here, never
+    redirected or left to the router (whose answers would repeat the path, code included): a
+    trailing slash is forgiven, anything else is a wrong code and counts as a guess."""
+    return rest.removesuffix("/")
+
+
+@public_router.api_route("/{code:path}", methods=_READ)
 async def pairing_page(code: str, request: Request) -> Response:
     """The page the QR code opens: who it is for, and a button that redeems it."""
     gw = gateway_of(request)
     _guard(gw, request)
     try:
-        pairing = await asyncio.to_thread(_store(gw).peek, code)
+        pairing = await asyncio.to_thread(_store(gw).peek, _code_in(code))
     except CodeRefused as refusal:
         error = _refused(gw, request, refusal)
         body = (
@@ -301,7 +319,7 @@ It works once, for about {left} more minute{"s" if left != 1 else ""}.</p>
     return _page("Add a device", body)
 
 
-@public_router.post("/{code}")
+@public_router.post("/{code:path}")
 async def redeem(code: str, request: Request) -> JSONResponse:
     """Use the code up and answer the new key (the only place it ever appears)."""
     gw = gateway_of(request)
@@ -309,7 +327,7 @@ async def redeem(code: str, request: Request) -> JSONResponse:
     _guard(gw, request)
     who, _ = _who(request)
     try:
-        pairing, row, key = await asyncio.to_thread(_store(gw).redeem, code, who)
+        pairing, row, key = await asyncio.to_thread(_store(gw).redeem, _code_in(code), who)
     except CodeRefused as refusal:
         raise _refused(gw, request, refusal) from None
     except KeyProblem as exc:

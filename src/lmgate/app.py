@@ -39,6 +39,7 @@ from lmgate.exchange import ExchangeMiddleware, clip, exchange_of
 from lmgate.gateway import Gateway
 from lmgate.guard.origin import JSON_ONLY, json_problem
 from lmgate.guard.paths import Scope as KeyScope
+from lmgate.guard.paths import shown_path
 from lmgate.observe.routes import router as monitoring_router
 from lmgate.pairing.routes import admin_router as pairing_router
 from lmgate.pairing.routes import public_router as pair_router
@@ -110,7 +111,10 @@ def _control_plane(gw: Gateway) -> FastAPI:
     async def storage_failed(request: Request, exc: sqlite3.Error) -> Response:
         error = storage_error(exc, gw.db.path)  # a full disk is 507, not a plain-text 500
         log.error(
-            "storage_failed", path=clip(request.url.path), status=error.status, error=str(exc)
+            "storage_failed",
+            path=clip(shown_path(request.url.path)),
+            status=error.status,
+            error=str(exc),
         )
         return _error_response(error)
 
@@ -118,7 +122,7 @@ def _control_plane(gw: Gateway) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404:
             return _error_response(
-                NotFound(f"no route for {request.method} {clip(request.url.path)}")
+                NotFound(f"no route for {request.method} {clip(shown_path(request.url.path))}")
             )
         error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
         error.status = exc.status_code

@@ -18,6 +18,7 @@ import structlog
 
 from lmgate.asgi import ASGIApp, Message, Receive, Scope, Send
 from lmgate.errors import GatewayError, send_error
+from lmgate.guard.paths import shown_path
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 SHOWN_CHARS = 256  # of a client's string, in a record, a log line, an event or a message
@@ -116,10 +117,13 @@ class ExchangeMiddleware:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
+        shown = shown_path(scope["path"])
+        # A pairing request never keeps the client's id: it could carry the code itself.
+        headers = scope["headers"] if shown == scope["path"] else ()
         ex = Exchange(
-            request_id=_request_id(scope["headers"]),
+            request_id=_request_id(headers),
             method=scope["method"],
-            path=clip(scope["path"]),
+            path=clip(shown),
             client=client[0] if client else None,
         )
         scope["lmgate.exchange"] = ex

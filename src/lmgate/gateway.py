@@ -140,7 +140,9 @@ class Gateway:
             drain=Drain(obs.requests, settings.shutdown_grace),
             scheduler=scheduler,
             worker=worker,
-            power=UpstreamPower.build(settings, watcher, upstream, bus, alone=not worker.shared),
+            power=UpstreamPower.build(
+                settings, watcher, upstream, bus, alone=not worker.shared, run_dir=worker.run_dir
+            ),
         )
         gw.background.append(watcher.run)
         gw.background.extend(gw.power.loops())

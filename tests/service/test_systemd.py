@@ -49,8 +49,10 @@ def test_unit_is_hardened(tmp_path: Path, system: bool) -> None:
     unit_file = plan.files[0]
     unit = _unit(unit_file.content.decode())
     service_section = unit["Service"]
+    in_tmp = systemd._uses_tmp(spec)  # pytest's tmp_path is usually under /tmp
     for key, value in HARDENING.items():
-        assert service_section[key] == value, key
+        if key != "PrivateTmp" or not in_tmp:
+            assert service_section[key] == value, key
     families = service_section["RestrictAddressFamilies"].split()
     assert {"AF_INET", "AF_INET6", "AF_UNIX"} <= set(families)
     assert service_section["ReadWritePaths"] == str(tmp_path / "data")
@@ -69,6 +71,32 @@ def test_unit_is_hardened(tmp_path: Path, system: bool) -> None:
         assert unit["Install"]["WantedBy"] == "default.target"
         assert str(unit_file.path).startswith(str(tmp_path / "home/.config/systemd/user"))
         assert any("enable-linger" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "tls_dir", "private_tmp"),
+    [
+        ("/var/lib/lmgate", "/etc/lmgate", True),
+        ("/tmp/lmgate-data", "/etc/lmgate", False),
+        ("/var/tmp/lmgate", "/etc/lmgate", False),
+        ("/var/lib/lmgate", "/tmp/certs", False),
+        ("/var/lib/tmpfiles", "/etc/tmp", True),
+    ],
+)
+def test_private_tmp_never_hides_what_the_service_reads(
+    data_dir: str, tls_dir: str, private_tmp: bool
+) -> None:
+    """A private /tmp would hide a data dir or certificate kept there: the unit would fail."""
+    settings = Settings(
+        upstream="http://127.0.0.1:1234",
+        admin_key=ADMIN,
+        tls_cert=f"{tls_dir}/cert.pem",  # type: ignore[arg-type]
+        tls_key=f"{tls_dir}/key.pem",  # type: ignore[arg-type]
+    )
+    spec = build_spec(settings, {"admin_key", "tls_cert", "tls_key"}, data_dir=Path(data_dir))
+    unit = _unit(systemd.unit(spec, system=True, env_file=PurePosixPath("/etc/lmgate/x.env")))
+    assert ("PrivateTmp" in unit["Service"]) is private_tmp
+    assert unit["Service"]["ReadWritePaths"] == data_dir
 
 
 def test_low_port_gets_only_that_capability(tmp_path: Path) -> None:

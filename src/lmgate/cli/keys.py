@@ -19,6 +19,7 @@ from rich.console import Console
 from lmgate.cli.output import json_output, record
 from lmgate.cli.serve import check_state, load_settings
 from lmgate.cli.tables import print_table
+from lmgate.pairing.codes import PairingStore
 from lmgate.settings import Settings
 from lmgate.store.db import Database
 from lmgate.store.keys import (
@@ -249,23 +250,26 @@ def list_keys(
     data_dir: DataDir = None,
     config: Config = None,
 ) -> None:
-    """Every key: name, id, scope, models, limits, tools, scheduling (weight, priority, loads,
-    loads per hour), allowed hours and daily tokens, expiry, status (never the key)."""
+    """Every key: name, the device it was paired to (if any), id, scope, models, limits, tools,
+    scheduling (weight, priority, loads, loads per hour), allowed hours and daily tokens,
+    expiry, status (never the key)."""
     store, settings = _open(data_dir, config)
     rows = store.list(include_revoked=all_)
+    devices = PairingStore(store.db, store).devices()
     loads_default = settings.key_loads_default == "allow"
     if json:
-        shown = [r.as_json(loads_default) for r in rows]
+        shown = [{**r.as_json(loads_default), "device": devices.get(r.id)} for r in rows]
         typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
         return
     columns = (
-        *("name", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "tools"),
+        *("name", "device", "id", "hint", "scope", "models", "rpm", "tpm", "conc.", "tools"),
         *("weight", "prio.", "loads", "loads/h", "schedule", "expires"),
     )
     now = time.time()
     cells = [
         [
-            r.name, r.id, r.hint + "...", r.scope, ",".join(r.models) or "*",
+            r.name, devices.get(r.id) or "-", r.id, r.hint + "...", r.scope,
+            ",".join(r.models) or "*",
             *(str(v) if v is not None else "-" for v in (r.rpm, r.tpm, r.max_concurrent)),
             _tools(r), f"{r.weight:g}", str(r.priority), _loads(r, settings),
             str(r.max_loads_per_hour) if r.max_loads_per_hour is not None else "-",

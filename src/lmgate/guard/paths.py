@@ -105,8 +105,35 @@ PAIR_PREFIX = "/pair"
 PUBLIC_PREFIXES: tuple[str, ...] = ("/dashboard", PAIR_PREFIX)
 
 
+# What the pairing page itself loads: no credential in these paths, so records show them.
+_PAIR_FILES = frozenset(
+    (
+        PAIR_PREFIX,
+        "/pair/static/pair.js",
+        "/pair/static/pair.css",
+        "/pair/ca.pem",
+        "/pair/ca.crt",
+        "/pair/ca.mobileconfig",
+    )
+)
+_PAIR_MASK = PAIR_PREFIX + "/[code]"
+
+
 def shown_path(path: str) -> str:
-    """The path as records show it: a pairing code is a credential, so it is masked."""
-    if path[1:2] in ("p", "P") and path[:6].lower() == "/pair/" and path.count("/") == 2:
-        return PAIR_PREFIX + "/[code]"
-    return path
+    """The path as records, logs and messages show it. A pairing code is a credential, so
+    whatever follows `/pair/` is masked, however the path spells it (`//PAIR/C`, `/%70air/C/`,
+    `/pair/C%00`): raw or normalised, refused or routed, a record never carries a code."""
+    if "%" not in path and "\\" not in path and "/pair/" not in path.lower():
+        return path  # nearly every request: nothing could normalise to /pair/...
+    try:
+        folded = normalise(path).lower()
+    except BadRequest:
+        # A path the guard refuses: masked when any decoding of it mentions /pair/.
+        folded = path
+        for _ in range(_MAX_DECODE_ROUNDS + 1):
+            folded = unquote(folded)
+        folded = "/" + folded.replace("\\", "/").lower().lstrip("/")
+        return _PAIR_MASK if "pair/" in folded else path
+    if not folded.startswith(PAIR_PREFIX + "/") or folded.rstrip("/") in _PAIR_FILES:
+        return path
+    return _PAIR_MASK

@@ -23,9 +23,14 @@ from lmgate.store.keys import KeyProblem, KeyRow, KeyStore, NameTaken, NewKey, k
 VALID_FOR_S = 600.0  # ten minutes, unless the admin says otherwise
 MAX_VALID_FOR_S = 7 * 86400.0
 MAX_PENDING = 50
+# Codes that died unused (expired or cancelled) are kept as a record up to this many; the
+# oldest go first, so an admin loop of create-and-cancel cannot grow the table without end.
+# Redeemed codes are the audit of a key and are always kept.
+MAX_UNUSED_KEPT = 1000
+_PENDING = "redeemed_at IS NULL AND cancelled_at IS NULL AND expires_at > ?"
 MAX_DEVICE_CHARS = 64
 CODE_BYTES = 15  # 120 bits; 20 URL-safe characters
-_CODE = re.compile(r"^[A-Za-z0-9_-]{20}$")
+_CODE = re.compile(r"[A-Za-z0-9_-]{20}")
 _COLUMNS = (
     "id, device, key_name, scope, models, rpm, tpm, key_expires_at, created_at, expires_at,"
     " created_by, redeemed_at, redeemed_by, key_id, cancelled_at"
@@ -45,7 +50,7 @@ class CodeRefused(Exception):
 
 
 def looks_like_code(text: str) -> bool:
-    return bool(_CODE.match(text))
+    return bool(_CODE.fullmatch(text))
 
 
 def key_name_for(device: str) -> str:
@@ -144,22 +149,16 @@ class PairingStore:
         """A new code; the caller shows it once. Refused while `MAX_PENDING` codes wait."""
         now = time.time()
         spec.check(now)
-        pending = self.db.query(
-            "SELECT COUNT(*) FROM pairing_codes WHERE redeemed_at IS NULL"
-            " AND cancelled_at IS NULL AND expires_at > ?",
-            (now,),
-        )[0][0]
-        if pending >= MAX_PENDING:
-            raise PairingProblem(
-                f"{pending} pairing codes are still waiting; cancel some or let them expire"
-            )
         code = secrets.token_urlsafe(CODE_BYTES)
         pairing_id = "pair_" + secrets.token_hex(6)
         models = orjson.dumps(list(spec.models)).decode() if spec.models else None
-        self.db.execute(
+        # One statement counts and inserts, so admins creating codes at once (threads, workers)
+        # cannot slip past the bound between a count and an insert.
+        made = self.db.query(
             f"INSERT INTO pairing_codes (id, digest, device, key_name, scope, models, rpm, tpm,"
             f" key_expires_at, created_at, expires_at, created_by)"
-            f" VALUES ({', '.join('?' * 12)})",
+            f" SELECT {', '.join('?' * 12)} WHERE (SELECT COUNT(*) FROM pairing_codes"
+            f" WHERE {_PENDING}) < ? RETURNING id",
             (
                 pairing_id,
                 self._digest(code),
@@ -173,9 +172,24 @@ class PairingStore:
                 now,
                 now + spec.valid_for,
                 spec.created_by,
+                now,
+                MAX_PENDING,
             ),
         )
+        if not made:
+            raise PairingProblem(
+                f"{MAX_PENDING} pairing codes are still waiting; cancel some or let them expire"
+            )
+        self._forget_unused(now)
         return self.get(pairing_id), code
+
+    def _forget_unused(self, now: float) -> None:
+        self.db.execute(
+            "DELETE FROM pairing_codes WHERE id IN (SELECT id FROM pairing_codes"
+            " WHERE redeemed_at IS NULL AND (cancelled_at IS NOT NULL OR expires_at <= ?)"
+            " ORDER BY created_at DESC LIMIT -1 OFFSET ?)",
+            (now, MAX_UNUSED_KEPT),
+        )
 
     def get(self, pairing_id: str) -> Pairing:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM pairing_codes WHERE id=?", (pairing_id,))

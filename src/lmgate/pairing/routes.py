@@ -12,9 +12,11 @@ import asyncio
 import base64
 import html
 import time
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import structlog
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -26,6 +28,8 @@ from lmgate.gateway import Gateway, gateway_of
 from lmgate.guard.allowlist import parse_address
 from lmgate.guard.damping import bucket
 from lmgate.guard.origin import refuse_cross_site
+from lmgate.observe.events import address_blocked
+from lmgate.pairing.attempts import OneAtATime
 from lmgate.pairing.codes import (
     VALID_FOR_S,
     CodeRefused,
@@ -37,6 +41,9 @@ from lmgate.pairing.links import base_url, lan_ca, pairing_link, qr_png
 from lmgate.settings_values import parse_duration
 from lmgate.store.keys import KeyProblem, parse_expiry
 
+log = structlog.get_logger("lmgate.pairing")
+_T = TypeVar("_T")
+_TURNS = OneAtATime()
 admin_router = APIRouter(prefix="/admin/pairing", tags=["pairing"])
 public_router = APIRouter(prefix="/pair", include_in_schema=False)
 
@@ -50,6 +57,9 @@ PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "cache-control": "no-store",
 }
+# HEAD as well as GET: link previews and some phone browsers look before they load.
+_READ = ["GET", "HEAD"]
+_DOWNLOAD_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
 _REFUSED = {
     "unknown": (404, "this pairing code is not valid"),
     "used": (410, "this pairing code was already used; ask for a new one"),
@@ -62,6 +72,10 @@ class CodeGone(GatewayError):
     status = 410
     type = "invalid_request_error"
     code = "pairing_code_gone"
+
+
+class CodeInvalid(NotFound):
+    code = "pairing_code_invalid"
 
 
 class NewPairingBody(BaseModel):
@@ -205,20 +219,33 @@ def _guard(gw: Gateway, request: Request) -> None:
 def _refused(gw: Gateway, request: Request, refusal: CodeRefused) -> GatewayError:
     who, addr = _who(request)
     if refusal.reason == "unknown" and gw.security.damper.counts(addr):
-        gw.security.damper.failed(who)
+        block = gw.security.damper.failed(who)
+        if block:  # announced as a block for bad keys is: the same damper, the same record
+            log.warning("address_blocked", address=who, seconds=block)
+            address_blocked(gw.bus, who, block)
     gw.bus.publish("pairing_refused", reason=refusal.reason, address=who)
     status, message = _REFUSED[refusal.reason]
-    if status == 404:
-        return NotFound(message, code="pairing_code_invalid")
-    return CodeGone(message)
+    return CodeInvalid(message) if status == 404 else CodeGone(message)
 
 
-@public_router.get("/static/{name}")
+async def _use_code(gw: Gateway, request: Request, lookup: Callable[[], _T]) -> _T:
+    """Run one code lookup for the asking address, its turn (`OneAtATime`) held from the
+    block check to the counting of a wrong code; a refused code raises `CodeInvalid` or
+    `CodeGone`, a blocked address `TooManyRequests`."""
+    who, _ = _who(request)
+    async with _TURNS.turn(who):
+        _guard(gw, request)
+        try:
+            return await asyncio.to_thread(lookup)
+        except CodeRefused as refusal:
+            raise _refused(gw, request, refusal) from None
+
+
+@public_router.api_route("/static/{name}", methods=_READ)
 async def asset(name: str) -> Response:
     if name not in _ASSETS:
         raise NotFound(f"no file {name}")
-    headers = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
-    return Response(_asset(name), media_type=_ASSETS[name], headers=headers)
+    return Response(_asset(name), media_type=_ASSETS[name], headers=_DOWNLOAD_HEADERS)
 
 
 def _ca_or_404(gw: Gateway) -> Any:
@@ -228,34 +255,43 @@ def _ca_or_404(gw: Gateway) -> Any:
     return ca
 
 
-@public_router.get("/ca.pem")
+@public_router.api_route("/ca.pem", methods=_READ)
 async def ca_pem(request: Request) -> Response:
     ca = _ca_or_404(gateway_of(request))
     return Response(
         ca.pem,
         media_type="application/x-pem-file",
-        headers={"content-disposition": 'attachment; filename="lmgate-ca.pem"'},
+        headers={
+            **_DOWNLOAD_HEADERS,
+            "content-disposition": 'attachment; filename="lmgate-ca.pem"',
+        },
     )
 
 
-@public_router.get("/ca.crt")
+@public_router.api_route("/ca.crt", methods=_READ)
 async def ca_der(request: Request) -> Response:
     """DER, the form Android and Windows install from a download."""
     ca = _ca_or_404(gateway_of(request))
     return Response(
         ca.der,
         media_type="application/x-x509-ca-cert",
-        headers={"content-disposition": 'attachment; filename="lmgate-ca.crt"'},
+        headers={
+            **_DOWNLOAD_HEADERS,
+            "content-disposition": 'attachment; filename="lmgate-ca.crt"',
+        },
     )
 
 
-@public_router.get("/ca.mobileconfig")
+@public_router.api_route("/ca.mobileconfig", methods=_READ)
 async def ca_profile(request: Request) -> Response:
     ca = _ca_or_404(gateway_of(request))
     return Response(
         ca.mobileconfig(),
         media_type="application/x-apple-aspen-config",
-        headers={"content-disposition": 'attachment; filename="lmgate-ca.mobileconfig"'},
+        headers={
+            **_DOWNLOAD_HEADERS,
+            "content-disposition": 'attachment; filename="lmgate-ca.mobileconfig"',
+        },
     )
 
 
@@ -273,15 +309,21 @@ def _page(title: str, body: str, status: int = 200) -> Response:
     return Response(text, status_code=status, media_type="text/html", headers=PAGE_HEADERS)
 
 
-@public_router.get("/{code}")
+def _code_in(rest: str) -> str:
+    """The code in what follows `/pair/`. Every spelling under `/pair/` is answered here, never
+    redirected or left to the router (whose answers would repeat the path, code included): a
+    trailing slash is forgiven, anything else is a wrong code and counts as a guess."""
+    return rest.removesuffix("/")
+
+
+@public_router.api_route("/{code:path}", methods=_READ)
 async def pairing_page(code: str, request: Request) -> Response:
     """The page the QR code opens: who it is for, and a button that redeems it."""
     gw = gateway_of(request)
-    _guard(gw, request)
+    store = _store(gw)
     try:
-        pairing = await asyncio.to_thread(_store(gw).peek, code)
-    except CodeRefused as refusal:
-        error = _refused(gw, request, refusal)
+        pairing = await _use_code(gw, request, lambda: store.peek(_code_in(code)))
+    except (CodeInvalid, CodeGone) as error:
         body = (
             f'<h1>Pairing failed</h1><p class="error" id="refused">{html.escape(error.message)}</p>'
         )
@@ -301,17 +343,15 @@ It works once, for about {left} more minute{"s" if left != 1 else ""}.</p>
     return _page("Add a device", body)
 
 
-@public_router.post("/{code}")
+@public_router.post("/{code:path}")
 async def redeem(code: str, request: Request) -> JSONResponse:
     """Use the code up and answer the new key (the only place it ever appears)."""
     gw = gateway_of(request)
     refuse_cross_site(request.scope)
-    _guard(gw, request)
     who, _ = _who(request)
+    store = _store(gw)
     try:
-        pairing, row, key = await asyncio.to_thread(_store(gw).redeem, code, who)
-    except CodeRefused as refusal:
-        raise _refused(gw, request, refusal) from None
+        pairing, row, key = await _use_code(gw, request, lambda: store.redeem(_code_in(code), who))
     except KeyProblem as exc:
         raise _problem(exc) from exc
     gw.security.keys.refresh()

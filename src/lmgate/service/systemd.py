@@ -35,6 +35,16 @@ def _path(path: PurePosixPath | Path) -> str:
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
+_TMP = (PurePosixPath("/tmp"), PurePosixPath("/var/tmp"))
+
+
+def _uses_tmp(spec: ServiceSpec) -> bool:
+    """Whether the data dir or a file the service reads (a certificate, the config) lies in
+    /tmp or /var/tmp: a private /tmp would hide it, and the service would not start."""
+    paths = [str(spec.data_dir), *(e.value for e in spec.env if e.value.startswith("/"))]
+    return any(PurePosixPath(p).is_relative_to(tmp) for p in paths for tmp in _TMP)
+
+
 def unit(spec: ServiceSpec, *, system: bool, env_file: PurePosixPath) -> str:
     data = PurePosixPath(spec.data_dir)
     lines = [
@@ -85,7 +95,7 @@ def unit(spec: ServiceSpec, *, system: bool, env_file: PurePosixPath) -> str:
         "ProtectSystem=strict",
         "ProtectHome=read-only",
         f"ReadWritePaths={_path(data)}",
-        "PrivateTmp=yes",
+        *(["PrivateTmp=yes"] if not _uses_tmp(spec) else []),
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
         "RestrictRealtime=yes",
         "LockPersonality=yes",

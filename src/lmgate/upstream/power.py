@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lmgate.exchange import Observer
@@ -32,9 +33,11 @@ class UpstreamPower:
         bus: EventBus,
         *,
         alone: bool = True,
+        run_dir: Path | None = None,
     ) -> UpstreamPower:
+        """`alone`: one worker; else `run_dir` is where the workers agree who sends a wake."""
         return cls(
-            Waker.build(settings, watcher, client, bus),
+            Waker.build(settings, watcher, client, bus, None if alone else run_dir),
             IdleSleeper.build(settings, watcher, bus, alone=alone),
         )
 

@@ -4,7 +4,10 @@ When the upstream does not answer and a MAC address is configured, one `Waker` (
 upstream) sends a magic packet and holds the requests that arrive meanwhile, in a set bounded
 like the scheduler's queue, until the upstream answers `/v1/models` or the wake timeout passes;
 then they go on, or fail with 503 `wake_timeout`. One wake runs at a time: a burst of requests
-sends one packet. The hook costs one attribute read while the upstream is known to answer.
+sends one packet. With several workers, each holds its own requests but only the one that
+takes an `flock` on the run directory's `wake.lock` sends the packet and announces the wake;
+the others wait for the same upstream to answer. The hook costs one attribute read while the
+upstream is known to answer.
 
 Streams waiting for a wake get no `: waking upstream` comments: sending them would commit a
 200 before the upstream's own status is known. The answer that waited says so in a header.
@@ -17,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import math
+import os
 import re
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -179,6 +185,7 @@ class Waker:
         bus: EventBus,
         send: Sender = send_magic_packet,
         clock: Callable[[], float] = time.monotonic,
+        lock_path: Path | None = None,
     ) -> None:
         self.mac = mac
         self.target = target
@@ -189,6 +196,7 @@ class Waker:
         self.bus = bus
         self.send = send
         self.clock = clock
+        self.lock_path = lock_path  # shared by every worker; None with one worker
         self.held = 0  # requests waiting for the wake now
         self.packets = 0  # magic packets sent since start
         self._wake: asyncio.Task[bool] | None = None
@@ -198,9 +206,15 @@ class Waker:
 
     @classmethod
     def build(
-        cls, settings: Settings, watcher: UpstreamWatcher, client: UpstreamClient, bus: EventBus
+        cls,
+        settings: Settings,
+        watcher: UpstreamWatcher,
+        client: UpstreamClient,
+        bus: EventBus,
+        run_dir: Path | None = None,
     ) -> Waker | None:
-        """The upstream's waker, or None when no MAC address is configured."""
+        """The upstream's waker, or None when no MAC address is configured. `run_dir`: the
+        workers' shared directory, when there are several."""
         if settings.wake_mac is None:
             return None
         return cls(
@@ -211,6 +225,7 @@ class Waker:
             watcher=watcher,
             client=client,
             bus=bus,
+            lock_path=run_dir / "wake.lock" if run_dir is not None else None,
         )
 
     # -- the request path ------------------------------------------------------------------
@@ -262,22 +277,50 @@ class Waker:
         if not self.watcher.caps.checked_at and await self._answers(FIRST_PROBE_S):
             await self._refresh()
             return True
-        host, port = self.target
         self._sent = True
+        sender, lock = self._claim()
         try:
-            self.send(self.mac, host, port)
-        except OSError as exc:
-            log.warning("wake_send_failed", target=format_target(host, port), error=str(exc))
-        else:
-            self.packets += 1
-        self.bus.publish(
-            "upstream_waking",
-            mac=format_mac(self.mac),
-            target=format_target(host, port),
-            waiting=self.held,
-            timeoutSeconds=self.timeout,
-        )
-        log.info("upstream_waking", mac=format_mac(self.mac), target=format_target(host, port))
+            return await self._wake_and_wait(started, deadline, sender=sender)
+        finally:
+            if lock is not None:
+                os.close(lock)  # the next wake, in any worker, may send again
+
+    def _claim(self) -> tuple[bool, int | None]:
+        """Whether this worker sends the packet, and the lock it then holds for the wake (None
+        with one worker); False when another worker's wake is already under way."""
+        if self.lock_path is None:
+            return True, None
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return True, None  # no run directory left to agree in: wake rather than not at all
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False, None
+        return True, fd
+
+    async def _wake_and_wait(self, started: float, deadline: float, *, sender: bool) -> bool:
+        """Send the packet (the `sender` only, who also announces the wake), then poll the
+        upstream, ever less often, until it answers or the deadline passes."""
+        host, port = self.target
+        target = format_target(host, port)
+        if sender:
+            try:
+                self.send(self.mac, host, port)
+            except OSError as exc:
+                log.warning("wake_send_failed", target=target, error=str(exc))
+            else:
+                self.packets += 1
+            self.bus.publish(
+                "upstream_waking",
+                mac=format_mac(self.mac),
+                target=target,
+                waiting=self.held,
+                timeoutSeconds=self.timeout,
+            )
+            log.info("upstream_waking", mac=format_mac(self.mac), target=target)
         delay = FIRST_POLL_S
         while (left := deadline - self.clock()) > 0:
             await asyncio.sleep(min(delay, left))
@@ -285,13 +328,15 @@ class Waker:
             if left > 0 and await self._answers(min(self.client.connect_timeout, left)):
                 seconds = round(self.clock() - started, 3)
                 await self._refresh()
-                self.bus.publish("upstream_awake", seconds=seconds, waiting=self.held)
-                log.info("upstream_awake", seconds=seconds)
+                if sender:
+                    self.bus.publish("upstream_awake", seconds=seconds, waiting=self.held)
+                    log.info("upstream_awake", seconds=seconds)
                 return True
             delay = min(delay * 2, MAX_POLL_S)
         seconds = round(self.clock() - started, 3)
-        self.bus.publish("upstream_wake_failed", seconds=seconds, waiting=self.held)
-        log.warning("upstream_wake_failed", seconds=seconds)
+        if sender:
+            self.bus.publish("upstream_wake_failed", seconds=seconds, waiting=self.held)
+            log.warning("upstream_wake_failed", seconds=seconds)
         return False
 
     async def _refresh(self) -> None:

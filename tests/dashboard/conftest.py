@@ -33,8 +33,14 @@ LOAD_DELAY_S = 2.5  # longer than the gateway's 2 s progress interval
 
 @pytest.fixture(scope="session")
 def dash_emulator(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(
-        tmp_root, "--token-delay", "0.01", "--load-delay", str(LOAD_DELAY_S), name="dash-emu"
+    server = start_emulator(  # REST loads: the page shows what REST could not set
+        tmp_root,
+        "--token-delay",
+        "0.01",
+        "--load-delay",
+        str(LOAD_DELAY_S),
+        "--no-sdk",
+        name="dash-emu",
     )
     yield server
     server.stop()

@@ -254,8 +254,10 @@ def test_a_load_that_does_not_fit_the_memory_budget_evicts_by_size_bytes(
         assert _chat(_client(gw, KEY_A), GEMMA)[2] == "length"
         start = reader.next("model_switch_start")
         assert start["modelKey"] == GEMMA and start["victims"] == [QWEN]
-        assert start["reason"]
-        assert reader.next("model_switch_complete")["ok"] is True
+        assert start["reason"] == "demand"
+        complete = reader.next("model_switch_complete")
+        assert complete["ok"] is True and complete["modelKey"] == GEMMA
+        assert complete["victims"] == [QWEN] and complete["reason"] == "demand"
         assert _emu_loaded(emu) == {GEMMA}
         embedded = httpx.post(
             gw.url + "/v1/embeddings",
@@ -270,6 +272,37 @@ def test_a_load_that_does_not_fit_the_memory_budget_evicts_by_size_bytes(
     assert _emu_loaded(emu) == {GEMMA, EMBED}
     assert _queue(gw)["upstreams"][0]["bytesUsed"] <= 3 * 10**9
     assert _emu_stats(emu)["busy_unloads"] == 0
+    metrics = httpx.get(gw.url + "/metrics", headers=admin_headers()).text
+    assert f'lmgate_model_switches_total{{model="{GEMMA}",reason="demand"}} 1.0' in metrics
+    assert f'lmgate_model_evictions_total{{model="{QWEN}",reason="make_room"}} 1.0' in metrics
+
+
+def test_waiting_requests_are_told_as_queued_and_dequeued_events_with_their_wait(
+    tmp_root: Path, started: list[ServerProcess]
+) -> None:
+    emu = start_emulator(tmp_root, "--parallel", "1", "--token-delay", "0.1", name="emu-ev")
+    started.append(emu)
+    gw = start_gateway(tmp_root, emu.url, env=BASE)
+    started.append(gw)
+    _synced(gw, QWEN)
+    reader = EventReader(gw.url, "?types=request_queued,request_dequeued")
+    try:
+        reader.next("connected")
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            answers = [pool.submit(_chat, _client(gw, KEY_A), QWEN, 5) for _ in range(3)]
+            results = [a.result() for a in answers]
+        queued = [reader.next("request_queued") for _ in range(2)]
+        dequeued = [reader.next("request_dequeued") for _ in range(2)]
+    finally:
+        reader.close()
+    assert sorted(q["position"] for q in queued) == [1, 2]
+    assert all(q["model"] == QWEN and q["key"] for q in queued)
+    assert all(d["model"] == QWEN and d["waitedMs"] >= 100 for d in dequeued)
+    waits = sorted(int(r[0]["x-queue-wait-ms"]) for r in results if "x-queue-wait-ms" in r[0])
+    assert len(waits) == 2 and waits[1] > waits[0]
+    metrics = httpx.get(gw.url + "/metrics", headers=admin_headers()).text
+    assert f'lmgate_queue_wait_seconds_count{{model="{QWEN}"}} 2.0' in metrics
+    assert f'lmgate_queue_length{{model="{QWEN}"}} 0.0' in metrics
 
 
 def test_the_active_model_is_evicted_last_and_loaded_again_for_model_less_requests(

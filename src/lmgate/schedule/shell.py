@@ -428,7 +428,11 @@ class SchedulerShell:
                     self.local.load_failed(load.upstream, load.model, self.clock(), "unload failed")
                 )
                 self.bus.publish(
-                    "model_switch_complete", modelKey=load.model, victims=victims, ok=False
+                    "model_switch_complete",
+                    modelKey=load.model,
+                    victims=victims,
+                    reason=load.reason,
+                    ok=False,
                 )
                 return False
         try:
@@ -440,6 +444,7 @@ class SchedulerShell:
                 "model_switch_complete",
                 modelKey=load.model,
                 victims=victims,
+                reason=load.reason,
                 ok=False,
                 error=exc.message,
             )
@@ -452,6 +457,7 @@ class SchedulerShell:
             "model_switch_complete",
             modelKey=load.model,
             victims=victims,
+            reason=load.reason,
             ok=True,
             seconds=round(time.monotonic() - started, 3),
         )

@@ -441,3 +441,48 @@ def test_clients_leaving_on_every_worker_never_reach_the_upstream(
     with httpx.Client(base_url=emu.url) as up:
         sent = [str(r["body"]) for r in upstream_requests(up)]
     assert not any("LEFT-" in s for s in sent)
+
+
+# -- keeping the active model loaded --------------------------------------------------------------
+
+
+def test_keep_active_loaded_reloads_the_active_model_once_after_an_idle_unload(
+    tmp_root: Path, started: list[ServerProcess]
+) -> None:
+    emu = start_emulator(tmp_root, "--load-delay", "0.1", "--no-preload", name="emu-keep")
+    started.append(emu)
+    env = {
+        **BASE,
+        "LMGATE_ON_DEMAND_LOAD": "true",
+        "LMGATE_MODEL_TTL": "1",
+        "LMGATE_KEEP_ACTIVE_LOADED": "true",
+    }
+    gw = start_gateway(tmp_root, emu.url, env=env)
+    started.append(gw)
+    reader = EventReader(gw.url, "?types=model_idle_unloaded,model_switch_start")
+    admin = httpx.Client(base_url=gw.url, headers=admin_headers(), timeout=30)
+    try:
+        reader.next("connected")
+        _until(lambda: admin.get("/admin/models").status_code == 200)
+        for model in (QWEN, GEMMA):
+            answer = admin.post("/admin/models/load", json={"modelKey": model})
+            assert answer.status_code == 200, answer.text
+        assert admin.get("/admin/models").json()["activeModel"] == QWEN
+        time.sleep(4.0)  # several TTLs of idleness
+        events = reader.drain(quiet=1.0)
+    finally:
+        reader.close()
+        admin.close()
+    unloaded = [d["modelKey"] for e, d in events if e == "model_idle_unloaded"]
+    reloads = [d["modelKey"] for e, d in events if e == "model_switch_start"]
+    assert sorted(unloaded) == [GEMMA, QWEN]  # each idle model once; no unload-reload cycle
+    assert reloads == [QWEN]
+    assert _emu_loaded(emu) == {QWEN}
+    assert admin_active(gw) == QWEN
+
+
+def admin_active(gw: ServerProcess) -> str | None:
+    active: str | None = httpx.get(gw.url + "/admin/models", headers=admin_headers()).json()[
+        "activeModel"
+    ]
+    return active

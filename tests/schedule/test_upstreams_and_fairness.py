@@ -486,3 +486,47 @@ def admin_active(gw: ServerProcess) -> str | None:
         "activeModel"
     ]
     return active
+
+
+# -- the starvation cap --------------------------------------------------------------------------
+
+
+def test_a_request_kept_waiting_by_a_busy_model_switches_after_the_cap_and_cuts_nothing(
+    tmp_root: Path, started: list[ServerProcess]
+) -> None:
+    emu = start_emulator(
+        tmp_root, "--parallel", "2", "--token-delay", "0.05", "--load-delay", "0.3", name="emu-cap"
+    )
+    started.append(emu)
+    env = {
+        **BASE,
+        "LMGATE_ON_DEMAND_LOAD": "true",
+        "LMGATE_MAX_LOADED_MODELS": "1",
+        "LMGATE_MANAGE_ALL_MODELS": "true",
+        "LMGATE_SWITCH_MAX_WAIT": "2",
+    }
+    gw = start_gateway(tmp_root, emu.url, env=env)
+    started.append(gw)
+    _synced(gw, QWEN)
+    a = _client(gw, KEY_A)
+    stop = threading.Event()
+    a_done: list[Any] = []
+
+    def keep_qwen_busy() -> None:
+        while not stop.is_set():
+            a_done.append(_chat(a, QWEN, 8))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        busy = [pool.submit(keep_qwen_busy) for _ in range(4)]
+        _until(lambda: _emu_stats(emu)["generating"].get(QWEN, 0) >= 2)
+        headers, text, finish, took = _chat(_client(gw, KEY_B), GEMMA, 3)
+        stop.set()
+        for f in busy:
+            f.result()
+    assert finish == "length" and text
+    # Held by qwen's traffic up to the cap (2 s), then qwen drains (answers of 8 tokens at
+    # 0.05 s) and gemma loads (0.3 s): well under the queue timeout, never before the cap.
+    assert 1.5 < took < 15.0, took
+    assert int(headers["x-queue-wait-ms"]) >= 1500
+    assert all(r[2] == "length" and len(r[1].split()) == 8 for r in a_done)  # none cut off
+    assert _emu_stats(emu)["busy_unloads"] == 0

@@ -26,6 +26,7 @@ from lmgate.settings import Settings
 from tests.observe.helpers import EventReader
 from tests.servers import (
     ADMIN_KEY,
+    METRICS_KEY,
     ServerProcess,
     admin_headers,
     free_port,
@@ -282,9 +283,12 @@ def test_waiting_requests_are_told_as_queued_and_dequeued_events_with_their_wait
 ) -> None:
     emu = start_emulator(tmp_root, "--parallel", "1", "--token-delay", "0.1", name="emu-ev")
     started.append(emu)
-    gw = start_gateway(tmp_root, emu.url, env=BASE)
+    gw = start_gateway(tmp_root, emu.url, env={**BASE, "LMGATE_METRICS_KEY": METRICS_KEY})
     started.append(gw)
     _synced(gw, QWEN)
+    for key, status in ((None, 401), (KEY_A, 403), (METRICS_KEY, 403)):
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+        assert httpx.get(gw.url + "/debug/queue", headers=headers).status_code == status
     reader = EventReader(gw.url, "?types=request_queued,request_dequeued")
     try:
         reader.next("connected")
@@ -300,7 +304,7 @@ def test_waiting_requests_are_told_as_queued_and_dequeued_events_with_their_wait
     assert all(d["model"] == QWEN and d["waitedMs"] >= 100 for d in dequeued)
     waits = sorted(int(r[0]["x-queue-wait-ms"]) for r in results if "x-queue-wait-ms" in r[0])
     assert len(waits) == 2 and waits[1] > waits[0]
-    metrics = httpx.get(gw.url + "/metrics", headers=admin_headers()).text
+    metrics = httpx.get(gw.url + "/metrics", headers=admin_headers(METRICS_KEY)).text
     assert f'lmgate_queue_wait_seconds_count{{model="{QWEN}"}} 2.0' in metrics
     assert f'lmgate_queue_length{{model="{QWEN}"}} 0.0' in metrics
 

@@ -158,7 +158,9 @@ def test_a_one_per_second_key_waits_within_one_service_time_while_another_sends_
     # Each of B's answers: one service time on an idle gateway, plus at most one service time
     # waiting for a slot (margin for a loaded box); A's own requests waited through the flood.
     assert max(b_times) < 2 * idle + 1.0, (b_times, idle)
-    assert all(p <= 2 for p in b_positions), b_positions
+    # Next whatever A has queued; only A's first queued request, light itself when it came,
+    # may go before B's first.
+    assert all(p <= 2 for p in b_positions) and set(b_positions[1:]) <= {1}, b_positions
     assert statistics.mean(a_times) > 3 * statistics.mean(b_times), (a_times, b_times)
     assert _emu_stats(emu)["peak_generating"][QWEN] == 2
 

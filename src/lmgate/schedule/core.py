@@ -310,7 +310,7 @@ class Scheduler:
         return Admit(request.id, up.name, request.model, waited, position)
 
     def admit_waiting(self, waiting: Waiting, up: UpstreamState, now: float) -> Admit:
-        self.queue.remove(waiting.request.id)
+        self.queue.served(waiting.request.id)
         return self._admit(waiting.request, up, now, now - waiting.arrival, waiting.position)
 
     def retry_after(self) -> int:

@@ -4,6 +4,7 @@ all of its own, backlogged keys share by weight, and the queue forgets what it n
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +97,43 @@ def test_a_key_with_nothing_queued_starts_fresh_and_state_stays_bounded() -> Non
         queue.push(Request(f"x{i % 3}", "X", "m"), 2.0)
         queue.remove(f"x{i % 3}")
     assert len(queue._starts) < 200 and queue.virtual_time() == queue.entries["a-again"].order[1]
+
+
+def test_a_light_key_is_next_whatever_other_keys_have_queued() -> None:
+    """One slot, three flooding keys: a key asking once in a while waits only for the slot to
+    free (one service time), each time it asks."""
+    world = World(SchedulerConfig(default_slots=1, queue_max=1000))
+    world.preload("lms", "m")
+    for k in range(3):
+        for i in range(40):
+            world.submit(f"f{k}-{i}", key=f"F{k}")
+    for turn in range(5):
+        for _ in range(4):  # time passes: the floods are served a while
+            world.finish(next(iter(world.running)))
+        world.submit(f"light{turn}", key="L")
+        world.finish(next(iter(world.running)))
+        assert world.admits[-1].request_id == f"light{turn}"
+        world.finish(f"light{turn}")
+
+
+@pytest.mark.parametrize("keys", [1, 3, 5])
+def test_a_key_that_asks_again_at_once_gets_its_share_not_more(keys: int) -> None:
+    """One request outstanding, sent again as soon as it is answered: a backlogged key like the
+    others, so it gets about 1/(keys + 1) of the slot."""
+    world = World(SchedulerConfig(default_slots=1, queue_max=5000))
+    world.preload("lms", "m")
+    for k in range(keys):
+        for i in range(400):
+            world.submit(f"f{k}-{i}", key=f"F{k}")
+    world.submit("loop0", key="L")
+    sent = 1
+    start = len(world.admits)
+    for _ in range(40 * (keys + 1)):
+        running = next(iter(world.running))
+        world.finish(running)
+        if running.startswith("loop"):
+            world.submit(f"loop{sent}", key="L")
+            sent += 1
+    got = [world.submitted[a.request_id].key for a in world.admits[start:]]
+    share = got.count("L") / len(got)
+    assert abs(share - 1 / (keys + 1)) <= 0.05, share

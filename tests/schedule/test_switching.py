@@ -280,3 +280,26 @@ def test_idle_models_lmgate_loaded_are_unloaded_after_their_ttl() -> None:
     assert [u.model for u in world.unloads] == ["short", "plain"]
     world.advance(10_000.0)
     assert len(world.unloads) == 2
+
+
+def test_a_model_loaded_again_to_keep_it_waits_for_a_request_before_its_ttl_runs() -> None:
+    world = World(SchedulerConfig(model_ttl=10.0), TWO, active="act")
+    world.preload("lms", "act")
+    world.advance(10.0)
+    assert world.unloads == [Unload("lms", "act", "idle_ttl")]
+    world.apply(world.sched.request_load("act", world.now, keep=True))  # keep it loaded
+    world.complete_load()
+    assert world.sched.next_deadline(world.now) is None
+    assert {v.model: v.ttl_remaining for v in world.sched.snapshot(world.now).models} == {
+        "act": None
+    }
+    world.advance(1_000.0)
+    assert len(world.unloads) == 1  # no unload-and-load-again every TTL
+    world.submit("r", model="act")
+    world.finish("r")
+    world.advance(10.0)
+    assert [u.model for u in world.unloads] == ["act", "act"]  # used: its TTL runs again
+    world.apply(world.sched.request_load("act", world.now))  # a plain admin load
+    world.complete_load()
+    world.advance(10.0)
+    assert len(world.unloads) == 3

@@ -69,6 +69,7 @@ class Scheduler:
         self.running: dict[str, Running] = {}
         self.load_history = LoadHistory()
         self.evicted: dict[str, float] = {}  # model: last eviction to make room (recent only)
+        self.keeping: set[str] = set()  # loads that keep a model loaded (`request_load(keep=)`)
         self.estimates = Estimates(config.service_estimate_s, config.load_estimate_s)
 
     # -- events -------------------------------------------------------------------------------
@@ -146,6 +147,9 @@ class Scheduler:
             if slots is not None:
                 resident.reported_slots = slots
                 resident.slots = up.slots_for(self.policies.get(model), slots, self._slots)
+        if model in self.keeping:
+            self.keeping.discard(model)
+            resident.kept = True
         up.failed.pop(model, None)
         return self._settle(now)
 
@@ -156,6 +160,7 @@ class Scheduler:
         if up.loading == model:
             up.loading = None
         up.failed[model] = (now + self.config.load_retry_s, reason)
+        self.keeping.discard(model)
         return self._settle(now)
 
     def unloaded(self, upstream: str, model: str, now: float) -> list[Action]:
@@ -224,11 +229,22 @@ class Scheduler:
         return self._settle(now)
 
     def request_load(
-        self, model: str, now: float, *, upstream: str | None = None, key: str | None = None
+        self,
+        model: str,
+        now: float,
+        *,
+        upstream: str | None = None,
+        key: str | None = None,
+        keep: bool = False,
     ) -> list[Action]:
         """An explicit load (admin route, preload): the same rules as a switch, but it never
-        waits; it raises `LoadRefused` when a load runs or only busy models could make room."""
-        return planner.explicit_load(self, model, now, upstream, key)
+        waits; it raises `LoadRefused` when a load runs or only busy models could make room.
+        `keep`: the load keeps a model loaded after its idle unload, so its idle TTL waits for
+        the next request (else it would be unloaded and loaded again every TTL)."""
+        actions = planner.explicit_load(self, model, now, upstream, key)
+        if keep:
+            self.keeping.add(model)
+        return actions
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -288,12 +304,13 @@ class Scheduler:
             up.residents[request.model] = resident
         resident.in_flight += 1
         resident.last_used = now
+        resident.kept = False
         up.in_flight += 1
         self.running[request.id] = Running(request, up, resident, now)
         return Admit(request.id, up.name, request.model, waited, position)
 
     def admit_waiting(self, waiting: Waiting, up: UpstreamState, now: float) -> Admit:
-        self.queue.remove(waiting.request.id)
+        self.queue.served(waiting.request.id)
         return self._admit(waiting.request, up, now, now - waiting.arrival, waiting.position)
 
     def retry_after(self) -> int:

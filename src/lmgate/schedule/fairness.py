@@ -2,12 +2,19 @@
 
 Each waiting request carries a start tag: `max(V, F[key])`, and the key's finish tag moves on by
 `1 / weight`. V is the smallest start tag still waiting, so a key that floods the queue only
-pushes its *own* later requests back: a key arriving with nothing queued gets tag V and is
-behind at most one request per other key (the ties at V, broken by arrival). Among keys that
-stay backlogged, service follows their weights. A key's finish tag is forgotten as soon as it
-has nothing queued, so memory is bounded by the queue, and credit cannot be hoarded.
+pushes its *own* later requests back. Among keys that stay backlogged, service follows their
+weights. A key's finish tag is forgotten as soon as it has nothing queued, so memory is bounded
+by the queue, and credit cannot be hoarded; only the finish tag of its last request *served*
+from the queue is kept while it is ahead of V (all are dropped when the queue empties).
 
-Order is `(-priority, start, seq)`: a higher priority class always goes first.
+A key that arrives with nothing queued and no served tag ahead of V is light: it gets tag V and
+goes before the requests of backlogged keys tied at V, so a single request waits only for a
+slot to free (one service time), never behind another key's flood. A key that sends again as
+soon as it is answered keeps a served tag ahead of V, so it takes its turn like a backlogged key
+and gets no more than its weighted share.
+
+Order is `(-priority, start, rank, seq)`, rank 0 for a light key's request: a higher priority
+class always goes first.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 
 from lmgate.schedule.types import Request
 
-Order = tuple[int, float, int]
+Order = tuple[int, float, int, int]
 
 
 @dataclass(slots=True)
@@ -40,6 +47,7 @@ class FairQueue:
         self.entries: dict[str, Waiting] = {}
         self._seq = 0
         self._finish: dict[str, float] = {}
+        self._served: dict[str, float] = {}  # finish tags of served requests still ahead of V
         self._per_key: dict[str, int] = {}
         self.restricted: dict[str, int] = {}  # model: waiting requests bound to named upstreams
         self._starts: list[tuple[float, int, str]] = []  # min-heap, stale entries skipped
@@ -53,7 +61,7 @@ class FairQueue:
 
     def _live(self, entry: tuple[float, int, str]) -> bool:
         waiting = self.entries.get(entry[2])
-        return waiting is not None and waiting.order[2] == entry[1]
+        return waiting is not None and waiting.order[3] == entry[1]
 
     def virtual_time(self) -> float:
         """The smallest start tag still waiting (0 when nothing waits)."""
@@ -63,13 +71,17 @@ class FairQueue:
         return starts[0][0] if starts else 0.0
 
     def push(self, request: Request, arrival: float) -> Waiting:
-        start = self.virtual_time()
-        if request.key in self._per_key:
-            start = max(start, self._finish[request.key])
-        self._finish[request.key] = start + 1.0 / max(request.weight, 1e-6)
-        self._per_key[request.key] = self._per_key.get(request.key, 0) + 1
+        vtime = start = self.virtual_time()
+        key = request.key
+        if key in self._per_key:
+            start = max(start, self._finish[key])
+        else:
+            start = max(start, self._served.get(key, start))
+        rank = 0 if start == vtime and key not in self._per_key else 1
+        self._finish[key] = start + 1.0 / max(request.weight, 1e-6)
+        self._per_key[key] = self._per_key.get(key, 0) + 1
         self._seq += 1
-        order: Order = (-request.priority, start, self._seq)
+        order: Order = (-request.priority, start, rank, self._seq)
         lst = self.by_model.setdefault(request.model, [])
         index = bisect_left(lst, order, key=_order)
         waiting = Waiting(request, arrival, order, index + 1)
@@ -81,6 +93,19 @@ class FairQueue:
         heapq.heappush(self._arrivals, (arrival, self._seq, request.id))
         return waiting
 
+    def served(self, request_id: str) -> Waiting | None:
+        """Remove a request that is admitted: its key's finish tag is kept while ahead of V, so
+        a key that sends again at once is not light (a cancelled request leaves no tag)."""
+        waiting = self.remove(request_id)
+        if waiting is not None and self.entries:
+            req = waiting.request
+            finish = waiting.order[1] + 1.0 / max(req.weight, 1e-6)
+            self._served[req.key] = max(finish, self._served.get(req.key, finish))
+            if len(self._served) > 2 * len(self._per_key) + 64:
+                vtime = self.virtual_time()
+                self._served = {k: f for k, f in self._served.items() if f > vtime}
+        return waiting
+
     def remove(self, request_id: str) -> Waiting | None:
         waiting = self.entries.pop(request_id, None)
         if waiting is None:
@@ -90,6 +115,8 @@ class FairQueue:
         del lst[bisect_left(lst, waiting.order, key=_order)]
         if not lst:
             del self.by_model[model]
+            if not self.entries:
+                self._served.clear()  # V starts again from 0
         if waiting.request.upstreams is not None:
             if self.restricted[model] > 1:
                 self.restricted[model] -= 1

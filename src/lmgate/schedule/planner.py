@@ -204,7 +204,7 @@ def ttl_of(s: Scheduler, up: UpstreamState, model: str, owned: bool) -> float | 
 def _idle(s: Scheduler, now: float, actions: list[Action]) -> None:
     for up in s.ups.values():
         for resident in list(up.residents.values()):
-            if resident.in_flight or resident.draining_since is not None:
+            if resident.in_flight or resident.draining_since is not None or resident.kept:
                 continue
             ttl = ttl_of(s, up, resident.model, resident.owned)
             if ttl is None or now - resident.last_used < ttl:
@@ -233,7 +233,7 @@ def next_deadline(s: Scheduler, now: float) -> float | None:
         for r in up.residents.values():
             if r.draining_since is not None:
                 times.append(r.draining_since + cfg.drain_max_wait)
-            ttl = ttl_of(s, up, r.model, r.owned)
+            ttl = None if r.kept else ttl_of(s, up, r.model, r.owned)
             if ttl is not None and not r.in_flight:
                 times.append(r.last_used + ttl)
     future = [t for t in times if t > now]

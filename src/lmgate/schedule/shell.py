@@ -414,7 +414,7 @@ class SchedulerShell:
         self.bus.publish("model_idle_unloaded", modelKey=unload.model)
         active = self.state.state.active_model
         if self.settings.keep_active_loaded and active == unload.model:
-            self.load(active)
+            self.load(active, keep=True)
 
     async def _switch(self, load: Load, evicting: list[Unload]) -> bool:
         started = time.monotonic()
@@ -428,7 +428,11 @@ class SchedulerShell:
                     self.local.load_failed(load.upstream, load.model, self.clock(), "unload failed")
                 )
                 self.bus.publish(
-                    "model_switch_complete", modelKey=load.model, victims=victims, ok=False
+                    "model_switch_complete",
+                    modelKey=load.model,
+                    victims=victims,
+                    reason=load.reason,
+                    ok=False,
                 )
                 return False
         try:
@@ -440,6 +444,7 @@ class SchedulerShell:
                 "model_switch_complete",
                 modelKey=load.model,
                 victims=victims,
+                reason=load.reason,
                 ok=False,
                 error=exc.message,
             )
@@ -452,6 +457,7 @@ class SchedulerShell:
             "model_switch_complete",
             modelKey=load.model,
             victims=victims,
+            reason=load.reason,
             ok=True,
             seconds=round(time.monotonic() - started, 3),
         )
@@ -475,10 +481,10 @@ class SchedulerShell:
         elif self.local.ups[UPSTREAM].loading != model:
             self._run(self.local.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
 
-    def load(self, model: str) -> None:
+    def load(self, model: str, *, keep: bool = False) -> None:
         """An explicit load (keeping the active model loaded), under the core's rules."""
         try:
-            self._run(self.local.request_load(model, self.clock()))
+            self._run(self.local.request_load(model, self.clock(), keep=keep))
         except LoadRefused as exc:
             log.info("model_load_refused", model=model, reason=exc.message)
 

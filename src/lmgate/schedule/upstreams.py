@@ -25,6 +25,7 @@ class Resident:
     in_flight: int = 0
     draining_since: float | None = None  # new requests are held while set
     implicit: bool = False  # on an upstream without load capability, known only from traffic
+    kept: bool = False  # loaded again after an idle unload: no idle TTL until its next request
 
 
 @dataclass(slots=True)

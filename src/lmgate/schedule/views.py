@@ -104,7 +104,7 @@ def build_snapshot(s: Scheduler, now: float) -> Snapshot:
     for up in s.ups.values():
         for r in up.residents.values():
             policy = s.policies.get(r.model)
-            ttl = ttl_of(s, up, r.model, r.owned)
+            ttl = None if r.kept else ttl_of(s, up, r.model, r.owned)
             remaining = None
             if ttl is not None:
                 remaining = ttl if r.in_flight else max(0.0, ttl - (now - r.last_used))

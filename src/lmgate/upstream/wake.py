@@ -57,6 +57,7 @@ FIRST_POLL_S = 0.25  # the upstream is polled this soon after the packet, then e
 MAX_POLL_S = 5.0
 FIRST_PROBE_S = 1.0  # the one look before a wake, when the watcher has not looked yet
 WAITED_HEADER = b"x-upstream-wake-ms"
+WOKEN_LATELY_S = 60.0  # a worker's watcher may not know of another's wake for this long
 WAKING_HEADER = b"x-upstream-waking"  # on an answer started while the upstream wakes
 
 _MAC = re.compile(r"[0-9a-f]{12}")
@@ -140,6 +141,20 @@ def send_magic_packet(mac: bytes, host: str, port: int) -> int:
         if is_broadcast(host):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         return sock.sendto(packet, (host, port))
+
+
+def _mark_woken(lock: int) -> None:
+    """Note in the shared lock file when a wake succeeded (wall time: workers share no clock)."""
+    with contextlib.suppress(OSError):
+        os.pwrite(lock, b"%-32.3f" % time.time(), 0)
+
+
+def _woken_lately(lock: int) -> bool:
+    try:
+        woken = float(os.pread(lock, 32, 0) or b"0")
+    except (OSError, ValueError):
+        return False
+    return abs(time.time() - woken) < WOKEN_LATELY_S
 
 
 class UpstreamAsleep(GatewayError):
@@ -310,7 +325,15 @@ class Waker:
         self._sent = True
         sender, lock = self._claim()
         try:
-            return await self._wake_and_wait(started, deadline, sender=sender)
+            # Another worker woke it moments ago, before this one's watcher looked again.
+            if lock is not None and _woken_lately(lock) and await self._answers(FIRST_PROBE_S):
+                self._sent = False
+                await self._refresh()
+                return True
+            awake = await self._wake_and_wait(started, deadline, sender=sender)
+            if awake and lock is not None:
+                _mark_woken(lock)
+            return awake
         finally:
             if lock is not None:
                 os.close(lock)  # the next wake, in any worker, may send again

@@ -328,6 +328,33 @@ def test_a_wake_timeout_after_the_early_start_is_an_error_the_sdk_raises(
         listener.close()
 
 
+def test_a_stream_that_leaves_during_the_comments_frees_its_place(tmp_path: Path) -> None:
+    listener = UdpListener()
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = wake_env(listener, LMGATE_WAKE_TIMEOUT="6", LMGATE_QUEUE_MAX="1")
+    gw = start_gateway(tmp_path, dead, env=env)
+    body = {"model": QWEN, "messages": MESSAGES, "stream": True}
+    try:
+        with (
+            httpx.Client(base_url=gw.url, headers=AUTH, timeout=30) as http,
+            http.stream(
+                "POST", "/v1/chat/completions", json=body, headers={"X-Request-ID": "left"}
+            ) as resp,
+        ):
+            assert resp.status_code == 200
+            assert WAKING.match(next(resp.iter_lines()).encode())
+        # gone: its place is free again, so this one is held (and told) instead of refused
+        time.sleep(0.3)
+        record = _completed(gw, "left")
+        assert record["status"] == 499
+        after = RawStream(gw.url).start().join()
+        assert after.status == 200 and after.matching(WAKING)
+        assert orjson.loads(after.data()[-1])["error"]["code"] == "wake_timeout"
+    finally:
+        gw.stop()
+        listener.close()
+
+
 def test_comments_off_by_setting_leaves_streams_unstarted(tmp_path: Path) -> None:
     listener = UdpListener()
     dead = f"http://127.0.0.1:{free_port()}"

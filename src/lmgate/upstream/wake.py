@@ -41,7 +41,6 @@ import structlog
 from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
 from lmgate.hooks import EarlyAnswer, ProxyRequest, ResponseTap
-from lmgate.schedule.notify import EARLY_AFTER_S, HEARTBEAT_S, wants_comments
 
 if TYPE_CHECKING:
     from lmgate.observe.events import EventBus
@@ -59,6 +58,8 @@ FIRST_PROBE_S = 1.0  # the one look before a wake, when the watcher has not look
 WAITED_HEADER = b"x-upstream-wake-ms"
 WOKEN_LATELY_S = 60.0  # a worker's watcher may not know of another's wake for this long
 WAKING_HEADER = b"x-upstream-waking"  # on an answer started while the upstream wakes
+EARLY_AFTER_S = 1.0  # as the queue's: a stream waiting longer has its answer started
+HEARTBEAT_S = 2.0  # and hears a comment this often
 
 _MAC = re.compile(r"[0-9a-f]{12}")
 
@@ -188,6 +189,7 @@ class WakeTap:
 
 
 Sender = Callable[[bytes, str, int], int]
+Announce = Callable[[ProxyRequest], EarlyAnswer | None]  # the answer to start early, if any
 
 
 class Waker:
@@ -207,7 +209,7 @@ class Waker:
         send: Sender = send_magic_packet,
         clock: Callable[[], float] = time.monotonic,
         lock_path: Path | None = None,
-        comments: bool = True,
+        announce: Announce | None = None,
     ) -> None:
         self.mac = mac
         self.target = target
@@ -219,7 +221,7 @@ class Waker:
         self.send = send
         self.clock = clock
         self.lock_path = lock_path  # shared by every worker; None with one worker
-        self.comments = comments  # streams that wait long are told in the stream
+        self.announce = announce  # None: no stream is told in the stream
         self.held = 0  # requests waiting for the wake now
         self.packets = 0  # magic packets sent since start
         self._wake: asyncio.Task[bool] | None = None
@@ -240,6 +242,8 @@ class Waker:
         workers' shared directory, when there are several."""
         if settings.wake_mac is None:
             return None
+        from lmgate.schedule.notify import wants_comments  # run time only: see the module's note
+
         return cls(
             mac=parse_mac(settings.wake_mac),
             target=parse_target(settings.wake_broadcast),
@@ -249,7 +253,7 @@ class Waker:
             client=client,
             bus=bus,
             lock_path=run_dir / "wake.lock" if run_dir is not None else None,
-            comments=settings.queue_sse_comments,
+            announce=wants_comments if settings.queue_sse_comments else None,
         )
 
     # -- the request path ------------------------------------------------------------------
@@ -257,7 +261,7 @@ class Waker:
     async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
         if self.watcher.caps.reachable:
             return None
-        early = wants_comments(request) if self.comments else None
+        early = self.announce(request) if self.announce is not None else None
         return await self.hold(early)
 
     async def hold(self, early: EarlyAnswer | None = None) -> ResponseTap | None:

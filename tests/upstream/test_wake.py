@@ -241,6 +241,8 @@ def test_burst_waits_for_one_wake_then_is_answered(
 def test_stream_waits_for_the_wake(
     tmp_path: Path, sleeping: tuple[ServerProcess, UdpListener]
 ) -> None:
+    """Without comments (`test_wake_comments` has them), a stream's answer starts only once
+    the upstream answers, and says in a header how long it waited."""
     upstream, listener = sleeping
     gw = start_gateway(tmp_path, upstream.url, env=wake_env(listener))
     try:
@@ -248,7 +250,7 @@ def test_stream_waits_for_the_wake(
             "POST",
             gw.url + "/v1/chat/completions",
             json={**CHAT, "stream": True},
-            headers=AUTH,
+            headers={**AUTH, "X-Lmgate-Queue-Comments": "off"},
             timeout=90,
         ) as resp:
             body = b"".join(resp.iter_bytes())

@@ -61,7 +61,8 @@ async def wait_announcing(
     info = where()
     if info is None:  # left the queue this very moment: its verdict is on its way
         return await verdict
-    await early.start([(b"x-queue-position", str(info.position).encode())])
+    if not early.started:  # it may have started while the upstream woke (`upstream.wake`)
+        await early.start([(b"x-queue-position", str(info.position).encode())])
     await early.write(comment(info))
     told, told_at = info, loop.time()
     while True:

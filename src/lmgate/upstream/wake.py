@@ -9,8 +9,12 @@ takes an `flock` on the run directory's `wake.lock` sends the packet and announc
 the others wait for the same upstream to answer. The hook costs one attribute read while the
 upstream is known to answer.
 
-Streams waiting for a wake get no `: waking upstream` comments: sending them would commit a
-200 before the upstream's own status is known. The answer that waited says so in a header.
+A request that waited says so in a header. A stream that waits longer than a second is told
+in the stream instead, as the scheduler's queue tells its own (`lmgate.schedule.notify`): its
+answer starts (200, an event stream) and `: waking upstream waited_ms=N` comments follow every
+couple of seconds, which every SSE client skips; a client (or a proxy in between) that hears
+nothing for the minute a machine takes to wake may give up. A failed wake then ends the answer
+as the endpoint's error event (`lmgate.proxy.early`).
 
 This module is imported by the settings (MAC and address parsing): what it needs from the
 rest of the gateway at run time is handed to `Waker`, never imported here.
@@ -36,7 +40,7 @@ import structlog
 
 from lmgate.errors import GatewayError
 from lmgate.exchange import Exchange
-from lmgate.hooks import ProxyRequest, ResponseTap
+from lmgate.hooks import EarlyAnswer, ProxyRequest, ResponseTap
 
 if TYPE_CHECKING:
     from lmgate.observe.events import EventBus
@@ -52,6 +56,10 @@ FIRST_POLL_S = 0.25  # the upstream is polled this soon after the packet, then e
 MAX_POLL_S = 5.0
 FIRST_PROBE_S = 1.0  # the one look before a wake, when the watcher has not looked yet
 WAITED_HEADER = b"x-upstream-wake-ms"
+WOKEN_LATELY_S = 60.0  # a worker's watcher may not know of another's wake for this long
+WAKING_HEADER = b"x-upstream-waking"  # on an answer started while the upstream wakes
+EARLY_AFTER_S = 1.0  # as the queue's: a stream waiting longer has its answer started
+HEARTBEAT_S = 2.0  # and hears a comment this often
 
 _MAC = re.compile(r"[0-9a-f]{12}")
 
@@ -136,6 +144,20 @@ def send_magic_packet(mac: bytes, host: str, port: int) -> int:
         return sock.sendto(packet, (host, port))
 
 
+def _mark_woken(lock: int) -> None:
+    """Note in the shared lock file when a wake succeeded (wall time: workers share no clock)."""
+    with contextlib.suppress(OSError):
+        os.pwrite(lock, b"%-32.3f" % time.time(), 0)
+
+
+def _woken_lately(lock: int) -> bool:
+    try:
+        woken = float(os.pread(lock, 32, 0) or b"0")
+    except (OSError, ValueError):
+        return False
+    return abs(time.time() - woken) < WOKEN_LATELY_S
+
+
 class UpstreamAsleep(GatewayError):
     """The upstream is asleep and being woken, and no more requests may wait for it."""
 
@@ -167,6 +189,7 @@ class WakeTap:
 
 
 Sender = Callable[[bytes, str, int], int]
+Announce = Callable[[ProxyRequest], EarlyAnswer | None]  # the answer to start early, if any
 
 
 class Waker:
@@ -186,6 +209,7 @@ class Waker:
         send: Sender = send_magic_packet,
         clock: Callable[[], float] = time.monotonic,
         lock_path: Path | None = None,
+        announce: Announce | None = None,
     ) -> None:
         self.mac = mac
         self.target = target
@@ -197,6 +221,7 @@ class Waker:
         self.send = send
         self.clock = clock
         self.lock_path = lock_path  # shared by every worker; None with one worker
+        self.announce = announce  # None: no stream is told in the stream
         self.held = 0  # requests waiting for the wake now
         self.packets = 0  # magic packets sent since start
         self._wake: asyncio.Task[bool] | None = None
@@ -217,6 +242,8 @@ class Waker:
         workers' shared directory, when there are several."""
         if settings.wake_mac is None:
             return None
+        from lmgate.schedule.notify import wants_comments  # run time only: see the module's note
+
         return cls(
             mac=parse_mac(settings.wake_mac),
             target=parse_target(settings.wake_broadcast),
@@ -226,6 +253,7 @@ class Waker:
             client=client,
             bus=bus,
             lock_path=run_dir / "wake.lock" if run_dir is not None else None,
+            announce=wants_comments if settings.queue_sse_comments else None,
         )
 
     # -- the request path ------------------------------------------------------------------
@@ -233,11 +261,12 @@ class Waker:
     async def before_forward(self, ex: Exchange, request: ProxyRequest) -> ResponseTap | None:
         if self.watcher.caps.reachable:
             return None
-        return await self.hold()
+        early = self.announce(request) if self.announce is not None else None
+        return await self.hold(early)
 
-    async def hold(self) -> ResponseTap | None:
+    async def hold(self, early: EarlyAnswer | None = None) -> ResponseTap | None:
         """Wait for the (one) wake in progress, starting it if none is; a client that goes
-        away leaves the set at once."""
+        away leaves the set at once. `early`: a stream's answer, to start if the wait is long."""
         wake = self._wake
         if wake is None or wake.done():
             self._sent = False
@@ -253,15 +282,35 @@ class Waker:
         started = self.clock()
         self.held += 1
         try:
-            awake = await asyncio.shield(wake)
+            if early is None:
+                awake = await asyncio.shield(wake)
+            else:
+                awake = await self._announcing(wake, early, started)
         finally:
             self.held -= 1
         if not awake:
-            raise WakeTimeout(
+            raise WakeTimeout(  # after an early start: the relay sends it as an error event
                 f"the upstream did not wake within {self.timeout:g} s of a Wake-on-LAN packet",
                 headers={"Retry-After": "10"},
             )
+        if early is not None and early.started:
+            return None  # the stream told it: no header can follow the start
         return WakeTap(self.clock() - started) if self._sent else None
+
+    async def _announcing(self, wake: asyncio.Task[bool], early: EarlyAnswer, since: float) -> bool:
+        """Await `wake` (never cancelling it: others wait for it too); past `EARLY_AFTER_S`,
+        start the stream's answer and say how long it has waited, every `HEARTBEAT_S`."""
+        done, _ = await asyncio.wait((wake,), timeout=EARLY_AFTER_S)
+        if done:
+            return wake.result()
+        if not early.started:
+            await early.start([(WAKING_HEADER, b"1")])
+        while True:
+            waited_ms = round((self.clock() - since) * 1000.0)
+            await early.write(b": waking upstream waited_ms=%d\n\n" % waited_ms)
+            done, _ = await asyncio.wait((wake,), timeout=HEARTBEAT_S)
+            if done:
+                return wake.result()
 
     # -- the wake ----------------------------------------------------------------------------
 
@@ -280,7 +329,15 @@ class Waker:
         self._sent = True
         sender, lock = self._claim()
         try:
-            return await self._wake_and_wait(started, deadline, sender=sender)
+            # Another worker woke it moments ago, before this one's watcher looked again.
+            if lock is not None and _woken_lately(lock) and await self._answers(FIRST_PROBE_S):
+                self._sent = False
+                await self._refresh()
+                return True
+            awake = await self._wake_and_wait(started, deadline, sender=sender)
+            if awake and lock is not None:
+                _mark_woken(lock)
+            return awake
         finally:
             if lock is not None:
                 os.close(lock)  # the next wake, in any worker, may send again

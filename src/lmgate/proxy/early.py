@@ -28,7 +28,7 @@ from lmgate.upstream.client import (
 # Endpoints that answer `"stream": true` with an event stream (embeddings ignore the flag).
 STREAMING = frozenset(("chat", "completions", "responses", "messages", "native_chat"))
 ERROR_BODY_LIMIT = 64 * 1024  # of an upstream's refusal, read to say what it was
-IN_STREAM = " (sent in the event stream: the answer had started while the request was queued)"
+IN_STREAM = " (sent in the event stream: the answer had started while the request waited)"
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",

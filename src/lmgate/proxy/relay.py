@@ -27,8 +27,11 @@ from lmgate.pipeline.injection import INJECTED, inject
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse
+from lmgate.upstreams.merged import MergedAnswer
+from lmgate.upstreams.routing import Router
 
 _COPY_BELOW = 64 * 1024
+Answer = UpstreamResponse | MergedAnswer  # an upstream's, or the merged model list
 
 
 class ClientGone(Exception):
@@ -127,8 +130,10 @@ class ProxyApp:
         max_body_bytes: int,
         forward_credentials: bool,
         hooks: Sequence[ProxyHook] = (),
+        router: Router | None = None,
     ) -> None:
         self.upstream = upstream
+        self.router = router  # several upstreams: picks each request's; None: `upstream`
         self.state = state
         self.events = events
         self.max_body = max_body_bytes
@@ -190,12 +195,13 @@ class ProxyApp:
         target = quote_path(request.path)
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
+        upstream = self.upstream if self.router is None else self.router.client_for(ex, request)
         headers = request_headers(
             scope["headers"],
-            auth_header=self.upstream.auth_header,
+            auth_header=upstream.auth_header,
             forward_credentials=self.forward_credentials,
         )
-        async with self.upstream.open(
+        async with upstream.open(
             request.method, target, headers, _outgoing(request), streaming=ex.streamed
         ) as resp:
             # The request is sent. An answer can take minutes; its headers need not stay in
@@ -227,7 +233,7 @@ class ProxyApp:
         ex.model = model if isinstance(model, str) else None
         ex.streamed = obj.get("stream") is True
 
-    async def _relay(self, ex: Exchange, resp: UpstreamResponse, send: Send) -> None:
+    async def _relay(self, ex: Exchange, resp: Answer, send: Send) -> None:
         try:
             async for chunk in resp.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -237,7 +243,7 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": b""})
 
     async def _relay_tapped(
-        self, ex: Exchange, resp: UpstreamResponse, taps: list[ResponseTap], send: Send
+        self, ex: Exchange, resp: Answer, taps: list[ResponseTap], send: Send
     ) -> None:
         """As `_relay`, with every chunk shown to the taps; each tap's `end` runs exactly once."""
         tap = taps[0] if len(taps) == 1 else _Taps(taps)  # usually one: usage accounting

@@ -54,6 +54,8 @@ from lmgate.schedule.types import (
 from lmgate.settings import Settings
 from lmgate.store.state import ModelState, StateStore
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.upstreams.members import Member, Upstreams
+from lmgate.upstreams.routing import ROUTE, candidates
 from lmgate.workers.slot import Worker
 
 if TYPE_CHECKING:
@@ -61,7 +63,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lmgate.schedule")
 
-UPSTREAM = "upstream"  # one upstream per gateway today
 _ID = "sched_id"  # the core's id for an exchange, in `Exchange.attributes`
 TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
@@ -113,19 +114,28 @@ class SchedulerShell:
         *,
         clock: Callable[[], float] = time.monotonic,
         worker: Worker | None = None,
+        upstreams: Upstreams | None = None,
     ) -> None:
         self.settings = settings
-        self.watcher = watcher
+        self.watcher = watcher  # the primary's
+        self.upstreams = upstreams or Upstreams(
+            [Member(settings.upstream_configs()[0], watcher.client, watcher, models)]
+        )
+        self.primary = self.upstreams.primary.name
+        self.several = self.upstreams.several
         self.models = models
         self.state = state
         self.bus = bus
         self.clock = clock
         self.worker = worker or Worker()
-        self.spec = self._spec()
+        self.specs = {m.name: self._spec_of(m) for m in self.upstreams}
+        self.spec = self.specs[self.primary]
         self._profiles = state.state.profiles
         self._policies: dict[str, ModelPolicy] = self._policies_of(state.state)
         # hosted here when primary
-        self.local = Scheduler(config_of(settings), [self.spec], policies=self._policies)
+        self.local = Scheduler(
+            config_of(settings), list(self.specs.values()), policies=self._policies
+        )
         # What the request path talks to: the local core, or the primary's through its socket.
         self.core: Scheduler | RemoteScheduler = self.local
         self.remote: RemoteScheduler | None = None
@@ -177,31 +187,44 @@ class SchedulerShell:
 
     # -- the upstream as the core sees it -------------------------------------------------------
 
-    def _spec(self) -> UpstreamSpec:
+    def _spec_of(self, member: Member) -> UpstreamSpec:
         """Limits and capability: switching needs on-demand loading and LM Studio's REST v1."""
-        caps, s = self.watcher.caps, self.settings
+        caps, c = member.watcher.caps, member.config
         old = caps.kind == "lmstudio-0.3"
         return UpstreamSpec(
-            UPSTREAM,
-            can_load=s.on_demand_load and caps.model_management,
-            max_loaded_models=s.max_loaded_models,
-            memory_budget=s.model_memory_budget,
-            default_slots=s.model_slots or (LMSTUDIO_03_SLOTS if old else None),
-            max_concurrent=LMSTUDIO_03_SLOTS if old and s.model_slots is None else None,
+            member.name,
+            can_load=self.settings.on_demand_load and caps.model_management,
+            max_loaded_models=c.max_loaded_models,
+            memory_budget=c.memory_budget,
+            default_slots=c.slots or (LMSTUDIO_03_SLOTS if old else None),
+            max_concurrent=LMSTUDIO_03_SLOTS if old and c.slots is None else None,
+            weight=c.weight,
         )
 
     def synced(self) -> None:
-        """After each model-list sync: capability, the active model, what is loaded."""
+        """After each model-list sync: capability, the active model, what is loaded (every
+        upstream listed so far; one upstream's sync costs the others nothing they had not)."""
         if self.remote is not None:
             return  # the host feeds the core from its own syncs
         now = self.clock()
-        spec = self._spec()
-        if spec != self.spec:
-            self.spec = spec
-            self._run(self.local.set_upstream(spec, now))
         self.local.set_active(self.state.state.active_model)
+        for member in self.upstreams:
+            if member.watcher.synced_at is not None or member is self.upstreams.primary:
+                self._observe(member, now)
+        if self._preload_pending:
+            self._preload_pending = False
+            if self.worker.primary:
+                self._spawn(self.preload(self.settings.preload))
+
+    def _observe(self, member: Member, now: float) -> None:
+        spec = self._spec_of(member)
+        if spec != self.specs.get(member.name):
+            self.specs[member.name] = spec
+            if member is self.upstreams.primary:
+                self.spec = spec
+            self._run(self.local.set_upstream(spec, now))
         loaded: dict[str, int | None] = {}
-        for instance in self.watcher.instances.values():
+        for instance in member.watcher.instances.values():
             parallel = instance.config.get("parallel")
             slots = parallel if isinstance(parallel, int) and parallel > 0 else None
             if instance.model_key in loaded:
@@ -209,13 +232,9 @@ class SchedulerShell:
                 slots = None if before is None or slots is None else before + slots
             loaded[instance.model_key] = slots
         sizes = {
-            m.key: m.size_bytes for m in self.watcher.models.values() if m.size_bytes is not None
+            m.key: m.size_bytes for m in member.watcher.models.values() if m.size_bytes is not None
         }
-        self._run(self.local.observe(UPSTREAM, now, loaded, sizes))
-        if self._preload_pending:
-            self._preload_pending = False
-            if self.worker.primary:
-                self._spawn(self.preload(self.settings.preload))
+        self._run(self.local.observe(member.name, now, loaded, sizes))
 
     # -- profiles: the models' policies ---------------------------------------------------------
 
@@ -251,16 +270,21 @@ class SchedulerShell:
         """Admit the request, or make it wait its turn, or refuse it."""
         if request.kind is None or not ex.model:
             return None
-        model = self._model_key(ex.model)
-        if model is None:  # unknown to the upstream: its own answer says so
-            return None
+        where: frozenset[str] | None = None
+        if self.several:  # the upstreams that may take it, or a 404 saying why none may
+            model, where = candidates(self.upstreams, ex.model)
+        else:
+            found = self._model_key(ex.model)
+            if found is None:  # unknown to the upstream: its own answer says so
+                return None
+            model = found
         principal: Principal | None = request.scope.get(PRINCIPAL)
         if principal is not None and not principal.may_load:
-            await self._refuse_jit_load(principal, model)
+            await self._refuse_jit_load(principal, model, where)
         rid = str(next(self._ids))
         ex.attributes[_ID] = rid
         verdict = self._run(
-            self.core.submit(self._request_for(principal, rid, model), self.clock()), rid
+            self.core.submit(self._request_for(principal, rid, model, where), self.clock()), rid
         )
         if verdict is None and self.remote is not None:
             verdict = await self.remote.arrival(rid)  # the host's first answer; None: queued
@@ -269,30 +293,41 @@ class SchedulerShell:
         if isinstance(verdict, Reject):
             del ex.attributes[_ID]
             raise SchedulerRefusal(verdict)
+        if where is not None:
+            ex.attributes[ROUTE] = verdict.upstream
         if verdict.position:
             return QueueTap(verdict.position, verdict.waited)
         return None
 
     @staticmethod
-    def _request_for(principal: Principal | None, rid: str, model: str) -> Request:
-        """The request as the core sees it, with its key's attributes (no key: the defaults)."""
+    def _request_for(
+        principal: Principal | None, rid: str, model: str, where: frozenset[str] | None = None
+    ) -> Request:
+        """The request as the core sees it, with its key's attributes (no key: the defaults)
+        and the upstreams it may go to (None: any)."""
         if principal is None:
-            return Request(rid, "-", model)
+            return Request(rid, "-", model, upstreams=where)
         p = principal
         return Request(
-            rid, p.name, model, p.weight, p.priority, None, p.may_load, p.max_loads_per_hour
+            rid, p.name, model, p.weight, p.priority, where, p.may_load, p.max_loads_per_hour
         )
 
-    async def _refuse_jit_load(self, principal: Principal, model: str) -> None:
+    async def _refuse_jit_load(
+        self, principal: Principal, model: str, where: frozenset[str] | None = None
+    ) -> None:
         """A key that may not cause loads, where lmgate does not load models itself: LM
         Studio's JIT loading would load an unloaded model for it, so it is refused here, as
         the core refuses it when lmgate loads. The listing may be a few seconds old: it is
         read again before a refusal, at most once a second whatever the refusals."""
-        watcher = self.watcher
-        if self.spec.can_load or watcher.is_loaded(model):
+        if where is not None:  # several upstreams: the listings the watchers keep decide
+            members = [m for m in self.upstreams if m.name in where]
+            if any(self.specs[m.name].can_load or m.loaded(model) for m in members):
+                return
+        elif self.spec.can_load or self.watcher.is_loaded(model):
             return
+        watcher = self.watcher
         synced = watcher.synced_at
-        if synced is None or time.time() - synced > RELIST_MIN_S:  # a flood costs one read
+        if where is None and (synced is None or time.time() - synced > RELIST_MIN_S):
             relist = self._relist
             if relist is None or relist.done():
                 relist = self._relist = asyncio.get_running_loop().create_task(watcher.poll())
@@ -384,7 +419,7 @@ class SchedulerShell:
     async def _evict(self, unload: Unload) -> bool:
         """Unload every instance of the model; the activation stays whatever happens."""
         try:
-            await self.models.evict(unload.model)
+            await self._manager(unload.upstream).evict(unload.model)
         except GatewayError as exc:
             log.warning("model_unload_failed", model=unload.model, error=exc.message)
             self._run(self.local.unload_failed(unload.upstream, unload.model, self.clock()))
@@ -419,7 +454,7 @@ class SchedulerShell:
                 return False
         try:
             profile = self.state.profile(load.model)
-            await self.models.load(load.model, profile.load_config or {})
+            await self._manager(load.upstream).load(load.model, profile.load_config or {})
         except GatewayError as exc:
             self._run(self.local.load_failed(load.upstream, load.model, self.clock(), exc.message))
             self.bus.publish(
@@ -432,7 +467,7 @@ class SchedulerShell:
             return False
         if self.metrics is not None:
             self.metrics.switched(load.model, load.reason)
-        slots = self._slots(load.model)
+        slots = self._slots(load.model, load.upstream)
         self._run(self.local.load_finished(load.upstream, load.model, self.clock(), slots))
         self.bus.publish(
             "model_switch_complete",
@@ -443,9 +478,15 @@ class SchedulerShell:
         )
         return True
 
-    def _slots(self, model: str) -> int | None:
+    def _manager(self, upstream: str) -> ModelManager:
+        member = self.upstreams.get(upstream)
+        return self.models if member is None else member.models
+
+    def _slots(self, model: str, upstream: str | None = None) -> int | None:
+        member = self.upstreams.get(upstream or self.primary)
+        watcher = self.watcher if member is None else member.watcher
         total = 0
-        for instance in self.watcher.instances.values():
+        for instance in watcher.instances.values():
             if instance.model_key == model:
                 parallel = instance.config.get("parallel")
                 if not isinstance(parallel, int) or parallel < 1:
@@ -458,8 +499,9 @@ class SchedulerShell:
         so its idle TTL applies."""
         if self.remote is not None:
             self.remote.loaded(model)
-        elif self.local.ups[UPSTREAM].loading != model:
-            self._run(self.local.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
+        elif self.local.ups[self.primary].loading != model:
+            slots = self._slots(model)
+            self._run(self.local.load_finished(self.primary, model, self.clock(), slots))
 
     def load(self, model: str) -> None:
         """An explicit load (keeping the active model loaded), under the core's rules."""

@@ -175,7 +175,7 @@ class LmgateApp(ExchangeMiddleware):
             max_body_bytes=settings.max_body_bytes,
             forward_credentials=not gw.security.keys.required,
             hooks=gw.proxy_hooks(),
-            router=Router(gw.upstreams) if gw.upstreams.several else None,
+            router=Router(gw.upstreams),
         )
 
         dashboard = DashboardApp()

@@ -152,7 +152,6 @@ class Gateway:
             power=UpstreamPower.build(settings, watcher, upstream, bus, alone=not worker.shared),
         )
         gw.background.append(watcher.run)
-        gw.background.extend(upstreams.loops())
         gw.background.extend(gw.power.loops())
         gw.downloads = DownloadManager(
             upstream, watcher, bus, poll_seconds=settings.download_poll_seconds

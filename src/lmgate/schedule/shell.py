@@ -122,7 +122,8 @@ class SchedulerShell:
             [Member(settings.upstream_configs()[0], watcher.client, watcher, models)]
         )
         self.primary = self.upstreams.primary.name
-        self.several = self.upstreams.several
+        self.upstreams.added.append(self._added)
+        self.upstreams.busy = self._busy
         self.models = models
         self.state = state
         self.bus = bus
@@ -216,13 +217,26 @@ class SchedulerShell:
             if self.worker.primary:
                 self._spawn(self.preload(self.settings.preload))
 
-    def _observe(self, member: Member, now: float) -> None:
+    def _added(self, member: Member) -> None:
+        """An upstream added at runtime: the core knows it now, and each of its syncs."""
+        member.watcher.synced.append(self.synced)
+        if self.remote is None:
+            self._observe(member, self.clock(), listing=False)
+
+    def _busy(self, upstream: str) -> int:
+        """Answers running on `upstream` (this worker's core; 0 when another hosts it)."""
+        up = self.local.ups.get(upstream)
+        return 0 if up is None or self.remote is not None else up.in_flight
+
+    def _observe(self, member: Member, now: float, *, listing: bool = True) -> None:
         spec = self._spec_of(member)
         if spec != self.specs.get(member.name):
             self.specs[member.name] = spec
             if member is self.upstreams.primary:
                 self.spec = spec
             self._run(self.local.set_upstream(spec, now))
+        if not listing:
+            return
         loaded: dict[str, int | None] = {}
         for instance in member.watcher.instances.values():
             parallel = instance.config.get("parallel")
@@ -271,7 +285,7 @@ class SchedulerShell:
         if request.kind is None or not ex.model:
             return None
         where: frozenset[str] | None = None
-        if self.several:  # the upstreams that may take it, or a 404 saying why none may
+        if self.upstreams.routed:  # the upstreams that may take it, or a 404 saying why not
             model, where = candidates(self.upstreams, ex.model)
         else:
             found = self._model_key(ex.model)

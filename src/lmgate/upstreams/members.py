@@ -9,9 +9,8 @@ list of one and the request path never looks at it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from lmgate.admin.models import ModelManager
 from lmgate.loading.choose import build_surfaces
@@ -22,8 +21,7 @@ from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient
 from lmgate.upstream.sync import UpstreamWatcher
 from lmgate.upstreams.config import UpstreamConfig
-
-Loop = Callable[[], Coroutine[Any, Any, None]]
+from lmgate.upstreams.registry import UpstreamRegistry
 
 
 def settings_for(settings: Settings, config: UpstreamConfig) -> Settings:
@@ -71,9 +69,17 @@ class Member:
 
 
 class Upstreams:
-    def __init__(self, members: list[Member]) -> None:
+    def __init__(self, members: list[Member], parts: Parts | None = None) -> None:
         self.members: dict[str, Member] = {m.name: m for m in members}
         self.primary = members[0]
+        self.parts = parts  # what building another member takes (None: no runtime changes)
+        # Requests are routed once there were ever several (a removed upstream stays known to
+        # the scheduler, so a request must say where it may go).
+        self.routed = len(members) > 1
+        self.added: list[Callable[[Member], None]] = []  # told of each runtime addition
+        self.busy: Callable[[str], int] = lambda name: 0  # answers running on an upstream
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self.members.values()))
@@ -110,13 +116,57 @@ class Upstreams:
 
     async def start(self) -> None:
         for member in self.others():
-            await member.client.start()
+            await self._run(member)
+
+    async def _run(self, member: Member) -> None:
+        await member.client.start()
+        self._tasks[member.name] = asyncio.get_running_loop().create_task(member.watcher.run())
 
     async def close(self) -> None:
+        tasks = [*self._tasks.values(), *self._retiring]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(m.client.close() for m in self.others()), return_exceptions=True)
 
-    def loops(self) -> list[Loop]:
-        return [m.watcher.run for m in self.others()]
+    # -- runtime changes (`/admin/upstreams`) ---------------------------------------------------
+
+    async def add(self, config: UpstreamConfig) -> Member:
+        """A new upstream, listed and taking requests from its first model-list read."""
+        if self.parts is None:
+            raise RuntimeError("upstreams cannot be added to this gateway")
+        member = member_of(self.parts.settings, config, *self.parts.shared())
+        self.members[member.name] = member
+        self.routed = True
+        for told in self.added:
+            told(member)
+        await self._run(member)
+        return member
+
+    def drain(self, name: str) -> Member:
+        """No new requests; what runs there ends normally."""
+        member = self.members[name]
+        member.draining = True
+        return member
+
+    def remove(self, name: str) -> Member:
+        """Gone from the list at once; its connections close once its answers have ended."""
+        member = self.members.pop(name)
+        member.draining = True
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+        retire = asyncio.get_running_loop().create_task(self._retire(member))
+        self._retiring.add(retire)
+        retire.add_done_callback(self._retiring.discard)
+        return member
+
+    async def _retire(self, member: Member, *, most_s: float = 3600.0) -> None:
+        waited = 0.0
+        while self.busy(member.name) and waited < most_s:
+            await asyncio.sleep(0.5)
+            waited += 0.5
+        await member.client.close()
 
     @classmethod
     def build(
@@ -127,11 +177,32 @@ class Upstreams:
         bus: EventBus,
         stats: Stats,
     ) -> Upstreams:
+        parts = Parts(settings, state, bus, stats)
         configs = settings.upstream_configs()
-        members = [Member(configs[0], *primary)]
-        for config in configs[1:]:
+        listed = parts.registry.apply(configs) if parts.registry else [(c, False) for c in configs]
+        members = [Member(configs[0], *primary, draining=listed[0][1])]
+        for config, draining in listed[1:]:
             members.append(member_of(settings, config, state, bus, stats))
-        return cls(members)
+            members[-1].draining = draining
+        return cls(members, parts)
+
+
+@dataclass(slots=True)
+class Parts:
+    """What every member shares: settings, state, events, statistics, the stored changes."""
+
+    settings: Settings
+    state: StateStore
+    bus: EventBus
+    stats: Stats
+    registry: UpstreamRegistry | None = None
+
+    def __post_init__(self) -> None:
+        if self.registry is None:
+            self.registry = UpstreamRegistry(self.state.db)
+
+    def shared(self) -> tuple[StateStore, EventBus, Stats]:
+        return self.state, self.bus, self.stats
 
 
 def member_of(

@@ -63,6 +63,8 @@ class Router:
         self.upstreams = upstreams
 
     def client_for(self, ex: Exchange, request: ProxyRequest) -> UpstreamClient | MergedListing:
+        if not self.upstreams.routed:  # one upstream, as ever
+            return self.upstreams.primary.client
         chosen = ex.attributes.get(ROUTE)
         if isinstance(chosen, str):
             return self.upstreams.client_of(chosen)

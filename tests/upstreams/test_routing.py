@@ -3,6 +3,11 @@ model list covers every upstream; `/admin/upstreams` shows each, never a token."
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import httpx
 import openai
 
@@ -116,3 +121,15 @@ def test_admin_upstreams_shows_kinds_and_no_token(three: Servers) -> None:
     assert HIDDEN not in ups["a"]["models"] and ONLY_A in ups["a"]["models"]
     assert ups["b"]["loaded"] == [ONLY_B] and ups["c"]["tags"] == ["plain"]
     assert ups["a"]["maxLoadedModels"] == 2 and ups["b"]["slots"] == 1
+
+
+def test_cli_lists_the_upstreams(three: Servers) -> None:
+    gw = three["gateway"]
+    base = [sys.executable, "-m", "lmgate", "upstreams", "list", "--url", gw.url]
+    env = {**os.environ, "LMGATE_ADMIN_KEY": ADMIN_KEY, "COLUMNS": "200"}
+    table = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert "a *" in table.stdout and "openai-compatible" in table.stdout
+    assert TOKEN_B not in table.stdout
+    raw = subprocess.run([*base, "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert [u["name"] for u in json.loads(raw.stdout)["upstreams"]] == ["a", "b", "c"]

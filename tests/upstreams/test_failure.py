@@ -35,6 +35,8 @@ def test_an_upstream_killed_mid_stream(tmp_path: Path) -> None:
     )
     try:
         wait_for(listed(gw, ONLY_A, ONLY_B))
+        ready = httpx.get(gw.url + "/ready", headers=ADMIN, timeout=10)
+        assert ready.status_code == 200 and ready.json()["upstreams"] == {"a": True, "b": True}
         body = {"model": ONLY_B, "messages": [{"role": "user", "content": "hi"}], "stream": True}
         started = time.monotonic()
         with httpx.stream(
@@ -66,6 +68,17 @@ def test_an_upstream_killed_mid_stream(tmp_path: Path) -> None:
         assert [u["state"] for u in state["upstreams"]] == ["up", "down"]
         ids = {e["id"] for e in httpx.get(gw.url + "/v1/models", headers=ADMIN).json()["data"]}
         assert ids == {ONLY_A}
+        ready = httpx.get(gw.url + "/ready", headers=ADMIN, timeout=10)
+        assert ready.status_code == 200 and ready.json()["upstreams"] == {"a": True, "b": False}
+        for model, status in ((ONLY_B, 503), (ONLY_A, 200)):  # the active model's upstream
+            activated = httpx.post(
+                gw.url + "/admin/models/activate",
+                json={"modelKey": model, "force": True},
+                headers=ADMIN,
+            )
+            assert activated.status_code == 200, activated.text
+            assert httpx.get(gw.url + "/ready", headers=ADMIN, timeout=10).status_code == status
+        assert httpx.get(gw.url + "/health", timeout=10).status_code == 200
     finally:
         gw.stop()
         a.stop()

@@ -79,6 +79,8 @@ def test_an_upstream_killed_mid_stream(tmp_path: Path) -> None:
             assert activated.status_code == 200, activated.text
             assert httpx.get(gw.url + "/ready", headers=ADMIN, timeout=10).status_code == status
         assert httpx.get(gw.url + "/health", timeout=10).status_code == 200
+        failed = [line for line in gw.logs().splitlines() if "upstream_sync_failed" in line]
+        assert failed and all('"name":"b"' in line.replace(" ", "") for line in failed)
     finally:
         gw.stop()
         a.stop()

@@ -35,6 +35,7 @@ class UpstreamWatcher:
         self.client = client
         self.bus = bus
         self.interval = interval
+        self.name: str | None = None  # with several upstreams: this one's, in events and logs
         self.caps = Capabilities()
         self.models: dict[str, UpstreamModel] = {}
         self.instances: dict[str, Instance] = {}
@@ -124,6 +125,7 @@ class UpstreamWatcher:
             instanceId=instance.id,
             config=instance.config,
             source="upstream",
+            **({"upstream": self.name} if self.name else {}),
         )
         for listener in self.listeners:
             await listener(kind, instance)
@@ -143,7 +145,9 @@ class UpstreamWatcher:
             except GatewayError as exc:
                 if self.last_error != exc.message:
                     shown = redact_url(self.client.base)
-                    log.warning("upstream_sync_failed", upstream=shown, error=exc.message)
+                    log.warning(
+                        "upstream_sync_failed", upstream=shown, name=self.name, error=exc.message
+                    )
                 self.last_error = exc.message
                 delay = min(max(delay * 2, self.interval), MAX_BACKOFF_S)
                 await self.capabilities(refresh=True)

@@ -76,6 +76,8 @@ class Upstreams:
         # Requests are routed once there were ever several (a removed upstream stays known to
         # the scheduler, so a request must say where it may go).
         self.routed = len(members) > 1
+        if self.routed:
+            self._name_watchers()
         self.added: list[Callable[[Member], None]] = []  # told of each runtime addition
         self.busy: Callable[[str], int] = lambda name: 0  # answers running on an upstream
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -114,6 +116,11 @@ class Upstreams:
         """Every upstream but the primary (whose parts the gateway starts and stops itself)."""
         return [m for m in self.members.values() if m is not self.primary]
 
+    def _name_watchers(self) -> None:
+        """Events and logs name the upstream once there are several."""
+        for member in self.members.values():
+            member.watcher.name = member.name
+
     async def start(self) -> None:
         for member in self.others():
             await self._run(member)
@@ -138,6 +145,7 @@ class Upstreams:
         member = member_of(self.parts.settings, config, *self.parts.shared())
         self.members[member.name] = member
         self.routed = True
+        self._name_watchers()
         for told in self.added:
             told(member)
         await self._run(member)

@@ -126,6 +126,7 @@ class Gateway:
             )
         )
         upstreams = Upstreams.build(settings, (upstream, watcher, models), state, bus, stats)
+        upstreams.metrics(obs.prometheus.registry)
         scheduler = SchedulerShell(
             settings, watcher, models, state, bus, worker=worker, upstreams=upstreams
         )

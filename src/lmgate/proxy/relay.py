@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse
 from lmgate.upstreams.merged import MergedAnswer
-from lmgate.upstreams.routing import Router
+from lmgate.upstreams.routing import ROUTE, Router
 
 _COPY_BELOW = 64 * 1024
 Answer = UpstreamResponse | MergedAnswer  # an upstream's, or the merged model list
@@ -196,17 +197,28 @@ class ProxyApp:
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
         upstream = self.upstream if self.router is None else self.router.client_for(ex, request)
-        headers = request_headers(
-            scope["headers"],
-            auth_header=upstream.auth_header,
-            forward_credentials=self.forward_credentials,
-        )
-        async with upstream.open(
-            request.method, target, headers, _outgoing(request), streaming=ex.streamed
-        ) as resp:
-            # The request is sent. An answer can take minutes; its headers need not stay in
-            # memory all that time (the body was the upstream client's alone).
+        attempts = None if self.router is None else self.router.attempts
+        if attempts is not None and ROUTE in ex.attributes:  # admitted on one of several
+            opened: AbstractAsyncContextManager[Answer] = attempts.open(
+                ex,
+                request,
+                target,
+                _outgoing(request),
+                forward_credentials=self.forward_credentials,
+            )
+        else:
+            headers = request_headers(
+                scope["headers"],
+                auth_header=upstream.auth_header,
+                forward_credentials=self.forward_credentials,
+            )
+            opened = upstream.open(
+                request.method, target, headers, _outgoing(request), streaming=ex.streamed
+            )
+            # The request is sent once opened. An answer can take minutes; its headers need
+            # not stay in memory all that time (the body was the upstream client's alone).
             del headers
+        async with opened as resp:
             if not ex.streamed:
                 ex.streamed = resp.event_stream
             out_headers = response_headers(resp.headers)

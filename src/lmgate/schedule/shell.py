@@ -313,6 +313,36 @@ class SchedulerShell:
             return QueueTap(verdict.position, verdict.waited)
         return None
 
+    async def reroute(self, ex: Exchange, request: ProxyRequest, failed: str) -> str | None:
+        """`failed` did not accept the request: its place there is given up, and it is admitted
+        on another upstream that may take it (waiting its turn there if it must). None: no
+        other upstream may, or the scheduler refused it there."""
+        rid = ex.attributes.pop(_ID, None)
+        ex.attributes.pop(ROUTE, None)
+        if rid is not None:
+            self._run(self.core.cancel(rid, self.clock()))
+        if not ex.model:
+            return None
+        try:
+            model, where = candidates(self.upstreams, ex.model, exclude=failed)
+        except GatewayError:
+            return None
+        principal: Principal | None = request.scope.get(PRINCIPAL)
+        rid = str(next(self._ids))
+        ex.attributes[_ID] = rid
+        verdict = self._run(
+            self.core.submit(self._request_for(principal, rid, model, where), self.clock()), rid
+        )
+        if verdict is None and self.remote is not None:
+            verdict = await self.remote.arrival(rid)
+        if verdict is None:
+            verdict = await self._wait(ex, rid, model)
+        if isinstance(verdict, Reject):
+            ex.attributes.pop(_ID, None)
+            return None
+        ex.attributes[ROUTE] = verdict.upstream
+        return verdict.upstream
+
     @staticmethod
     def _request_for(
         principal: Principal | None, rid: str, model: str, where: frozenset[str] | None = None

@@ -43,6 +43,7 @@ class UpstreamWatcher:
         self.last_error: str | None = None
         self.listeners: list[Listener] = []
         self.synced: list[Callable[[], None]] = []  # told after every successful poll
+        self.failed: list[Callable[[], None]] = []  # told after every failed one
         # told the one loaded embedding model (None: none or several) whenever the view changes
         self.on_embedding: Callable[[str | None], None] | None = None
         self._lock = asyncio.Lock()
@@ -149,6 +150,8 @@ class UpstreamWatcher:
                         "upstream_sync_failed", upstream=shown, name=self.name, error=exc.message
                     )
                 self.last_error = exc.message
+                for told in self.failed:
+                    told()
                 delay = min(max(delay * 2, self.interval), MAX_BACKOFF_S)
                 await self.capabilities(refresh=True)
             except Exception:  # a bug must not end the loop for the gateway's lifetime

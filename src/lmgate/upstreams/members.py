@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import structlog
+from prometheus_client import CollectorRegistry
 
 from lmgate.admin.models import ModelManager
 from lmgate.loading.choose import build_surfaces
@@ -21,7 +24,11 @@ from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient
 from lmgate.upstream.sync import UpstreamWatcher
 from lmgate.upstreams.config import UpstreamConfig
+from lmgate.upstreams.health import Breaker
+from lmgate.upstreams.metrics import UpstreamMetrics
 from lmgate.upstreams.registry import UpstreamRegistry
+
+log = structlog.get_logger("lmgate.upstreams")
 
 
 def settings_for(settings: Settings, config: UpstreamConfig) -> Settings:
@@ -46,6 +53,8 @@ class Member:
     watcher: UpstreamWatcher
     models: ModelManager
     draining: bool = False  # takes no new requests; what runs there finishes
+    breaker: Breaker = field(default_factory=Breaker)
+    was_up: bool | None = None  # as last reported (`upstream_up` / `upstream_down`)
 
     @property
     def name(self) -> str:
@@ -53,9 +62,10 @@ class Member:
 
     @property
     def up(self) -> bool:
-        """Listed at least once, and its last model-list read worked."""
+        """Listed at least once, its last model-list read worked, and its breaker is not open."""
         watcher = self.watcher
-        return watcher.synced_at is not None and watcher.last_error is None
+        listed = watcher.synced_at is not None and watcher.last_error is None
+        return listed and not self.breaker.is_open
 
     def offers(self, model: str) -> str | None:
         """The key this upstream knows `model` by, when it lists it and may serve it."""
@@ -78,6 +88,8 @@ class Upstreams:
         self.routed = len(members) > 1
         if self.routed:
             self._name_watchers()
+        for member in members:
+            self._watch_health(member)
         self.added: list[Callable[[Member], None]] = []  # told of each runtime addition
         self.busy: Callable[[str], int] = lambda name: 0  # answers running on an upstream
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -116,6 +128,61 @@ class Upstreams:
         """Every upstream but the primary (whose parts the gateway starts and stops itself)."""
         return [m for m in self.members.values() if m is not self.primary]
 
+    # -- health: `upstream_up` / `upstream_down` -------------------------------------------------
+
+    def _watch_health(self, member: Member) -> None:
+        def check() -> None:
+            self.health_changed(member)
+
+        member.watcher.synced.append(check)
+        member.watcher.failed.append(check)
+
+    def health_changed(self, member: Member, why: str | None = None) -> None:
+        """Publish a change of `member.up` (the first look reports only a down upstream)."""
+        now_up = member.up
+        if now_up == member.was_up or (member.was_up is None and now_up):
+            if member.was_up is None and self.parts is not None and self.parts.metrics:
+                self.parts.metrics.up(member.name, now_up)
+            member.was_up = now_up
+            return
+        member.was_up = now_up
+        if not now_up:
+            breaker = member.breaker
+            why = why or ("circuit open" if breaker.is_open else member.watcher.last_error)
+        kind = "upstream_up" if now_up else "upstream_down"
+        (log.info if now_up else log.warning)(kind, upstream=member.name, reason=why)
+        if self.parts is not None:
+            self.parts.bus.publish(kind, upstream=member.name, reason=why)
+        if self.parts is not None and self.parts.metrics is not None:
+            self.parts.metrics.up(member.name, now_up)
+
+    def metrics(self, registry: CollectorRegistry) -> None:
+        """Per-upstream Prometheus series, in this registry."""
+        if self.parts is not None:
+            self.parts.metrics = UpstreamMetrics(registry)
+
+    def sent(self, name: str, outcome: str) -> None:
+        if self.parts is not None and self.parts.metrics is not None:
+            self.parts.metrics.sent(name, outcome)
+
+    def retried(self, model: str | None, failed: str, to: str, why: str) -> None:
+        log.warning("request_retried", model=model, upstream=failed, to=to, reason=why)
+        if self.parts is not None:
+            self.parts.bus.publish(
+                "request_retried", model=model, upstream=failed, to=to, reason=why
+            )
+
+    def failed(self, name: str, why: str) -> None:
+        """A request to `name` failed before its answer (refused, lost, or a 5xx)."""
+        member = self.members.get(name)
+        if member is not None and member.breaker.failure():
+            self.health_changed(member, f"circuit open: {why}")
+
+    def answered(self, name: str) -> None:
+        member = self.members.get(name)
+        if member is not None and member.breaker.success():
+            self.health_changed(member)
+
     def _name_watchers(self) -> None:
         """Events and logs name the upstream once there are several."""
         for member in self.members.values():
@@ -146,6 +213,7 @@ class Upstreams:
         self.members[member.name] = member
         self.routed = True
         self._name_watchers()
+        self._watch_health(member)
         for told in self.added:
             told(member)
         await self._run(member)
@@ -204,6 +272,7 @@ class Parts:
     bus: EventBus
     stats: Stats
     registry: UpstreamRegistry | None = None
+    metrics: UpstreamMetrics | None = None
 
     def __post_init__(self) -> None:
         if self.registry is None:

@@ -10,11 +10,17 @@ path goes to an upstream that lists it; anything else goes to the primary.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aiohttp
+
 from lmgate.classify import classify
-from lmgate.errors import NotFound
+from lmgate.errors import GatewayError, NotFound, UpstreamError
 from lmgate.exchange import Exchange, clip
 from lmgate.hooks import ProxyRequest
-from lmgate.upstream.client import UpstreamClient
+from lmgate.proxy.headers import request_headers
+from lmgate.upstream.client import UpstreamClient, UpstreamResponse
 from lmgate.upstreams.members import Upstreams
 from lmgate.upstreams.merged import MergedListing
 
@@ -25,10 +31,12 @@ class ModelNotAvailable(NotFound):
     code = "model_not_found"
 
 
-def candidates(upstreams: Upstreams, model: str) -> tuple[str, frozenset[str]]:
-    """The model's key and the upstreams that may take a request for it now; a 404 that says
-    where it exists but may not be used, or is not available, when none may."""
-    offering = upstreams.offering(model)
+def candidates(
+    upstreams: Upstreams, model: str, exclude: str | None = None
+) -> tuple[str, frozenset[str]]:
+    """The model's key and the upstreams that may take a request for it now (but `exclude`);
+    a 404 that says where it exists but may not be used, or is not available, when none may."""
+    offering = [(m, key) for m, key in upstreams.offering(model) if m.name != exclude]
     if offering:
         # Where it is loaded, if anywhere (the scheduler then admits on a free slot or queues
         # for the shortest wait); else wherever it may be loaded (JIT, or the core's load
@@ -44,7 +52,10 @@ def candidates(upstreams: Upstreams, model: str) -> tuple[str, frozenset[str]]:
         if not member.config.allows(found.key):
             denied.append(member.name)
         else:
-            away.append(f"{member.name} ({'draining' if member.draining else 'down'})")
+            state = (
+                "draining" if member.draining else "failed" if member.name == exclude else "down"
+            )
+            away.append(f"{member.name} ({state})")
     shown = clip(model)
     if denied or away:
         parts = []
@@ -59,8 +70,9 @@ def candidates(upstreams: Upstreams, model: str) -> tuple[str, frozenset[str]]:
 class Router:
     """Picks the client (or the merged listing) one proxied request is sent to."""
 
-    def __init__(self, upstreams: Upstreams) -> None:
+    def __init__(self, upstreams: Upstreams, reroute: Reroute | None = None) -> None:
         self.upstreams = upstreams
+        self.attempts = None if reroute is None else Attempts(upstreams, reroute)
 
     def client_for(self, ex: Exchange, request: ProxyRequest) -> UpstreamClient | MergedListing:
         if not self.upstreams.routed:  # one upstream, as ever
@@ -77,3 +89,66 @@ class Router:
                 if offering:
                     return offering[0][0].client
         return self.upstreams.primary.client
+
+
+Reroute = Callable[[Exchange, ProxyRequest, str], Awaitable[str | None]]
+
+
+def not_accepted(exc: GatewayError) -> bool:
+    """The upstream never took the request: its connection was refused or not made in time.
+    Anything later (a connection lost after sending, a timeout) may have reached it."""
+    return isinstance(exc.__cause__, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+class Attempts:
+    """Sends an admitted inference request, and once more elsewhere when its upstream did not
+    accept it (`not_accepted`): the scheduler gives up its place there and admits it on
+    another upstream that may take it (`reroute`). Every outcome feeds the upstream's breaker.
+    The body is kept for the second try only until the first has been accepted."""
+
+    def __init__(self, upstreams: Upstreams, reroute: Reroute) -> None:
+        self.upstreams = upstreams
+        self.reroute = reroute
+
+    @asynccontextmanager
+    async def open(
+        self,
+        ex: Exchange,
+        request: ProxyRequest,
+        target: str,
+        body: bytes | None,
+        *,
+        forward_credentials: bool,
+    ) -> AsyncIterator[UpstreamResponse]:
+        ups = self.upstreams
+        name = str(ex.attributes[ROUTE])
+        upstream = ups.client_of(name)
+        async with AsyncExitStack() as stack:
+            for attempt in (1, 2):
+                headers = request_headers(
+                    request.scope["headers"],
+                    auth_header=upstream.auth_header,
+                    forward_credentials=forward_credentials,
+                )
+                opened = upstream.open(request.method, target, headers, body, streaming=ex.streamed)
+                try:
+                    resp = await stack.enter_async_context(opened)
+                    break
+                except UpstreamError as exc:
+                    ups.failed(name, exc.message)
+                    other = None
+                    if attempt == 1 and not_accepted(exc):
+                        other = await self.reroute(ex, request, name)
+                    if other is None:
+                        ups.sent(name, "error")
+                        raise
+                    ups.sent(name, "retried")
+                    ups.retried(ex.model, name, other, exc.message)
+                    name, upstream = other, ups.client_of(other)
+            del body, headers
+            if resp.status >= 500:
+                ups.failed(name, f"HTTP {resp.status}")
+            else:
+                ups.answered(name)
+            ups.sent(name, "ok" if resp.status < 500 else "error")
+            yield resp

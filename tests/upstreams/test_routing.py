@@ -133,3 +133,22 @@ def test_cli_lists_the_upstreams(three: Servers) -> None:
     assert TOKEN_B not in table.stdout
     raw = subprocess.run([*base, "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert [u["name"] for u in json.loads(raw.stdout)["upstreams"]] == ["a", "b", "c"]
+
+
+def test_admin_load_goes_to_the_named_or_a_capable_upstream(three: Servers) -> None:
+    gw = three["gateway"]
+
+    def load(**body: object) -> httpx.Response:
+        return httpx.post(gw.url + "/admin/models/load", json=body, headers=ADMIN, timeout=30)
+
+    chosen = load(modelKey=ONLY_A)  # only a offers it
+    assert chosen.status_code == 200, chosen.text
+    assert chosen.json()["upstream"] == "a" and chosen.json()["status"] == "loaded"
+    native = httpx.get(three["a"].url + "/api/v1/models", timeout=5).json()["models"]
+    assert any(m["key"] == ONLY_A and m["loaded_instances"] for m in native)
+    plain = load(modelKey=PLAIN, upstream="c")  # c cannot be told to load: stored only
+    assert plain.status_code == 200 and plain.json()["status"] == "stored"
+    missing = load(modelKey=ONLY_B, upstream="nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "upstream_not_found"
+    nobody = load(modelKey="nobody/has-this")
+    assert nobody.status_code == 404 and nobody.json()["error"]["code"] == "model_not_found"

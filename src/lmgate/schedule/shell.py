@@ -538,14 +538,15 @@ class SchedulerShell:
                 total += parallel
         return total or None
 
-    def loaded(self, model: str) -> None:
-        """lmgate loaded `model` outside the scheduler (the admin route): it is lmgate's own,
-        so its idle TTL applies."""
+    def loaded(self, model: str, upstream: str | None = None) -> None:
+        """lmgate loaded `model` outside the scheduler (the admin route; on the primary unless
+        named): it is lmgate's own, so its idle TTL applies."""
+        upstream = upstream or self.primary
         if self.remote is not None:
             self.remote.loaded(model)
-        elif self.local.ups[self.primary].loading != model:
-            slots = self._slots(model)
-            self._run(self.local.load_finished(self.primary, model, self.clock(), slots))
+        elif upstream in self.local.ups and self.local.ups[upstream].loading != model:
+            slots = self._slots(model, upstream)
+            self._run(self.local.load_finished(upstream, model, self.clock(), slots))
 
     def load(self, model: str) -> None:
         """An explicit load (keeping the active model loaded), under the core's rules."""

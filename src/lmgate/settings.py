@@ -122,6 +122,13 @@ class Settings(BaseSettings):
         "(the other is ignored).",
     )
     upstream_token: SecretStr | None = Field(None, description="Bearer token sent upstream.")
+    upstream_affinity_margin: int | None = Field(
+        None,
+        ge=0,
+        description="With several upstreams: keep a key's requests for a model on the upstream "
+        "it used last while that runs at most this many answers more than the others; "
+        "unset = off.",
+    )
     upstreams: Annotated[list[UpstreamConfig], NoDecode] = Field(
         default_factory=list,
         description="Several upstreams: `name=url,name2=url2`, or `[[upstreams]]` tables in the "

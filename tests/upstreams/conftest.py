@@ -19,6 +19,7 @@ ONLY_A = "alpha/only-a"
 HIDDEN = "alpha/hidden"
 ONLY_B = "beta/only-b"
 PLAIN = "gamma/plain-1b"
+ALIAS = "small"  # ONLY_A on a, ONLY_B on b
 
 
 def llm(key: str) -> dict[str, object]:
@@ -100,12 +101,14 @@ name = "a"
 url = "{a.url}"
 models = ["*", "!{HIDDEN}"]
 maxLoadedModels = 2
+aliases = {{ {ALIAS} = "{ONLY_A}" }}
 
 [[upstreams]]
 name = "b"
 url = "{b.url}"
 token = "{TOKEN_B}"
 slots = 1
+aliases = {{ {ALIAS} = "{ONLY_B}" }}
 
 [[upstreams]]
 name = "c"

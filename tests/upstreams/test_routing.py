@@ -12,7 +12,7 @@ import httpx
 import openai
 
 from tests.servers import ADMIN_KEY, ServerProcess, upstream_requests
-from tests.upstreams.conftest import HIDDEN, ONLY_A, ONLY_B, PLAIN, SHARED, TOKEN_B
+from tests.upstreams.conftest import ALIAS, HIDDEN, ONLY_A, ONLY_B, PLAIN, SHARED, TOKEN_B
 
 Servers = dict[str, ServerProcess]
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -79,7 +79,7 @@ def test_each_upstream_gets_its_own_token_and_no_other(three: Servers) -> None:
 def test_one_merged_model_list_for_the_sdk(three: Servers) -> None:
     gw = three["gateway"]
     ids = [m.id for m in _sdk(gw).models.list()]
-    assert sorted(ids) == sorted({SHARED, ONLY_A, ONLY_B, PLAIN})  # each once; HIDDEN denied
+    assert sorted(ids) == sorted({SHARED, ONLY_A, ONLY_B, PLAIN, ALIAS})  # once; HIDDEN denied
     listing = httpx.get(gw.url + "/v1/models", headers=ADMIN, timeout=10).json()
     assert listing["object"] == "list"
     where = {e["id"]: e["lmgate"] for e in listing["data"]}
@@ -152,3 +152,22 @@ def test_admin_load_goes_to_the_named_or_a_capable_upstream(three: Servers) -> N
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "upstream_not_found"
     nobody = load(modelKey="nobody/has-this")
     assert nobody.status_code == 404 and nobody.json()["error"]["code"] == "model_not_found"
+
+
+def test_an_alias_reaches_an_upstream_as_its_own_key(three: Servers) -> None:
+    gw = three["gateway"]
+    before = {name: len(_chats(three[name], "")) for name in ("a", "b", "c")}
+    answered = _sdk(gw).chat.completions.create(
+        model=ALIAS, messages=[{"role": "user", "content": "alias"}], max_tokens=3
+    )
+    assert answered.choices
+    got = {name: _chats(three[name], "")[before[name] :] for name in ("a", "b", "c")}
+    assert not got["c"]
+    (where,) = [name for name in ("a", "b") if got[name]]
+    (sent,) = got[where]
+    assert f'"{ONLY_A if where == "a" else ONLY_B}"' in str(sent["body"]).replace("'", '"')
+    assert ALIAS not in str(sent["body"])
+    listing = httpx.get(gw.url + "/v1/models", headers=ADMIN, timeout=10).json()
+    entry = next(e for e in listing["data"] if e["id"] == ALIAS)
+    assert entry["lmgate"]["upstreams"] == ["a", "b"]
+    assert entry["lmgate"]["aliasOf"] == {"a": ONLY_A, "b": ONLY_B}

@@ -54,8 +54,9 @@ from lmgate.schedule.types import (
 from lmgate.settings import Settings
 from lmgate.store.state import ModelState, StateStore
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.upstreams.affinity import Affinity
 from lmgate.upstreams.members import Member, Upstreams
-from lmgate.upstreams.routing import ROUTE, candidates
+from lmgate.upstreams.routing import ROUTE, candidates, spell
 from lmgate.workers.slot import Worker
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lmgate.schedule")
 
 _ID = "sched_id"  # the core's id for an exchange, in `Exchange.attributes`
+_KEY = "sched_key"  # with several upstreams: the model key it was placed by
 TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 PRINCIPAL = "lmgate.principal"  # where the guard leaves the caller's key in the scope
@@ -124,6 +126,8 @@ class SchedulerShell:
         self.primary = self.upstreams.primary.name
         self.upstreams.added.append(self._added)
         self.upstreams.busy = self._busy
+        margin = settings.upstream_affinity_margin
+        self.affinity = None if margin is None else Affinity(margin)
         self.models = models
         self.state = state
         self.bus = bus
@@ -287,6 +291,10 @@ class SchedulerShell:
         where: frozenset[str] | None = None
         if self.upstreams.routed:  # the upstreams that may take it, or a 404 saying why not
             model, where = candidates(self.upstreams, ex.model)
+            spell(self.upstreams, ex.model, where, request)
+            if self.affinity is not None:
+                where = self.affinity.narrow(ex.key_name or "-", model, where, self._busy)
+            ex.attributes[_KEY] = model
         else:
             found = self._model_key(ex.model)
             if found is None:  # unknown to the upstream: its own answer says so
@@ -309,6 +317,8 @@ class SchedulerShell:
             raise SchedulerRefusal(verdict)
         if where is not None:
             ex.attributes[ROUTE] = verdict.upstream
+            if self.affinity is not None:
+                self.affinity.remember(ex.key_name or "-", model, verdict.upstream)
         if verdict.position:
             return QueueTap(verdict.position, verdict.waited)
         return None
@@ -324,7 +334,9 @@ class SchedulerShell:
         if not ex.model:
             return None
         try:
-            model, where = candidates(self.upstreams, ex.model, exclude=failed)
+            model, where = candidates(
+                self.upstreams, ex.model, exclude=failed, only_key=ex.attributes.get(_KEY)
+            )
         except GatewayError:
             return None
         principal: Principal | None = request.scope.get(PRINCIPAL)

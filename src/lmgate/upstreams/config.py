@@ -38,6 +38,8 @@ class UpstreamConfig(BaseModel):
     max_loaded_models: int | None = Field(None, ge=1)
     memory_budget: int | None = Field(None, ge=1)
     slots: int | None = Field(None, ge=1)
+    # gateway-level name -> this upstream's key for it (`qwen-small` = `qwen/qwen3-4b`)
+    aliases: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -74,6 +76,10 @@ class UpstreamConfig(BaseModel):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    def key_of(self, name: str) -> str:
+        """The key this upstream knows a gateway-level name by (an alias, or the name)."""
+        return self.aliases.get(name, name)
+
     def allows(self, model: str) -> bool:
         """Whether this upstream may serve `model` (its `models` patterns)."""
         allow = [p for p in self.models if not p.startswith("!")]
@@ -96,6 +102,7 @@ class UpstreamConfig(BaseModel):
             "maxLoadedModels": self.max_loaded_models,
             "memoryBudget": self.memory_budget,
             "slots": self.slots,
+            "aliases": dict(self.aliases),
         }
 
 

@@ -69,7 +69,7 @@ class Member:
 
     def offers(self, model: str) -> str | None:
         """The key this upstream knows `model` by, when it lists it and may serve it."""
-        found = self.watcher.find(model)
+        found = self.watcher.find(self.config.key_of(model))
         if found is None or not self.config.allows(found.key):
             return None
         return found.key

@@ -78,21 +78,39 @@ class MergedListing:
             if not isinstance(answer, dict) or not isinstance(answer.get(self.field), list):
                 continue
             shape = shape or answer
+            here: dict[str, dict[str, Any]] = {}
             for entry in answer[self.field]:
                 if not isinstance(entry, dict) or not isinstance(entry.get(self.id_field), str):
                     continue
                 model = entry[self.id_field]
-                if not member.config.allows(model):
-                    continue
-                kept = entries.setdefault(model, {**entry, "lmgate": _where()})
-                where = kept["lmgate"]
-                where["upstreams"].append(member.name)
-                if member.loaded(model):
-                    where["loadedOn"].append(member.name)
+                if member.config.allows(model):
+                    here[model] = entry
+                    self._add(entries, model, entry, member, model)
+            for alias, target in member.config.aliases.items():
+                if target in here:
+                    self._add(entries, alias, here[target], member, target)
         if shape is None:
             raise UpstreamUnavailable("no upstream answered with its model list")
         return {**shape, self.field: list(entries.values())}
 
+    def _add(
+        self,
+        entries: dict[str, dict[str, Any]],
+        name: str,
+        entry: dict[str, Any],
+        member: Member,
+        key: str,
+    ) -> None:
+        """`name` is offered by `member` as its `key` (the same, or an alias's target)."""
+        if name not in entries:
+            entries[name] = {**entry, self.id_field: name, "lmgate": _where()}
+        where = entries[name]["lmgate"]
+        where["upstreams"].append(member.name)
+        if member.loaded(key):
+            where["loadedOn"].append(member.name)
+        if key != name:
+            where.setdefault("aliasOf", {})[member.name] = key
 
-def _where() -> dict[str, list[str]]:
+
+def _where() -> dict[str, Any]:
     return {"upstreams": [], "loadedOn": []}

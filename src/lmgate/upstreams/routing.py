@@ -32,21 +32,25 @@ class ModelNotAvailable(NotFound):
 
 
 def candidates(
-    upstreams: Upstreams, model: str, exclude: str | None = None
+    upstreams: Upstreams, model: str, exclude: str | None = None, only_key: str | None = None
 ) -> tuple[str, frozenset[str]]:
     """The model's key and the upstreams that may take a request for it now (but `exclude`);
     a 404 that says where it exists but may not be used, or is not available, when none may."""
     offering = [(m, key) for m, key in upstreams.offering(model) if m.name != exclude]
+    if only_key is not None:
+        offering = [(m, key) for m, key in offering if key == only_key]
     if offering:
         # Where it is loaded, if anywhere (the scheduler then admits on a free slot or queues
         # for the shortest wait); else wherever it may be loaded (JIT, or the core's load
-        # placement: fewest evictions, memory budget, weight).
+        # placement: fewest evictions, memory budget, weight). An alias may name different
+        # keys on different upstreams: the scheduler places one key, the first found.
         loaded = [(m, key) for m, key in offering if m.loaded(key)]
         chosen = loaded or offering
-        return chosen[0][1], frozenset(m.name for m, _ in chosen)
+        key = chosen[0][1]
+        return key, frozenset(m.name for m, k in chosen if k == key)
     denied, away = [], []
     for member in upstreams:
-        found = member.watcher.find(model)
+        found = member.watcher.find(member.config.key_of(model))
         if found is None:
             continue
         if not member.config.allows(found.key):
@@ -65,6 +69,16 @@ def candidates(
             parts.append(f"not available on {', '.join(away)}")
         raise ModelNotAvailable(f"model '{shown}' is {'; '.join(parts)}")
     raise ModelNotAvailable(f"no upstream offers model '{shown}'")
+
+
+def spell(upstreams: Upstreams, name: str, where: frozenset[str], request: ProxyRequest) -> None:
+    """A gateway-level alias becomes the chosen upstreams' own key in the body sent."""
+    for member in upstreams:
+        if member.name in where and name in member.config.aliases:
+            if request.body is not None:
+                request.body["model"] = member.config.aliases[name]
+                request.changed = True
+            return
 
 
 class Router:

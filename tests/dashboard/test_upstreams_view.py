@@ -47,6 +47,8 @@ def test_upstreams_are_shown_drained_and_removed(
     mac.get_by_role("button", name="Confirm drain").click()
     expect(page.locator(".toast.ok")).to_contain_text("Upstream mac is draining")
     expect(mac).to_have_attribute("data-state", "draining")
+    mac.get_by_role("button", name="Resume").click()
+    expect(mac).to_have_attribute("data-state", "up")
     mac.get_by_role("button", name="Remove").click()
     mac.get_by_role("button", name="Confirm remove").click()
     expect(mac).to_have_count(0)

@@ -3,6 +3,9 @@ changes outlive a restart, and each is an event naming the upstream, never its t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -80,6 +83,17 @@ def test_add_drain_remove_and_restart(tmp_path: Path) -> None:
         gw.stop()  # the drained state and the added upstream outlive a restart
         gw = start_gateway(tmp_path, a.url, env=env, data_dir=data)
         wait_for(lambda: _names(gw) == [("upstream", "up"), ("b", "draining")])
+        resumed = subprocess.run(
+            [sys.executable, "-m", "lmgate", "upstreams", "resume", "b", "--url", gw.url],
+            env={**os.environ, "LMGATE_ADMIN_KEY": ADMIN_KEY},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert _names(gw) == [("upstream", "up"), ("b", "up")]
+        assert _ask(gw, ONLY_B).status_code == 200
+        assert "event: upstream_resumed" in _events(gw, "upstream_resumed")
 
         removed = httpx.delete(gw.url + "/admin/upstreams/b", headers=ADMIN, timeout=10)
         assert removed.status_code == 200

@@ -1,4 +1,4 @@
-"""`lmgate upstreams list|add|drain|remove`: the upstreams of a running gateway."""
+"""`lmgate upstreams list|add|drain|resume|remove`: the upstreams of a running gateway."""
 
 from __future__ import annotations
 
@@ -86,6 +86,18 @@ def drain(name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Js
         _print(data)
         return
     console.print(f"draining upstream {name}")
+
+
+@upstreams_app.command("resume")
+def resume(
+    name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False
+) -> None:
+    """Let a drained upstream take new requests again."""
+    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/resume")
+    if as_json:
+        _print(data)
+        return
+    console.print(f"upstream {name} takes requests again")
 
 
 @upstreams_app.command("remove")

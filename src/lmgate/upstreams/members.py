@@ -94,6 +94,7 @@ class Upstreams:
         self.busy: Callable[[str], int] = lambda name: 0  # answers running on an upstream
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._removed: dict[str, Member] = {}  # until what was admitted there has ended
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self.members.values()))
@@ -109,7 +110,9 @@ class Upstreams:
         return self.members.get(name)
 
     def client_of(self, name: str) -> UpstreamClient:
-        member = self.members.get(name)
+        """The client of upstream `name`; one just removed still serves what was admitted
+        there before (a request that waited in its queue)."""
+        member = self.members.get(name) or self._removed.get(name)
         return self.primary.client if member is None else member.client
 
     def offering(self, model: str) -> list[tuple[Member, str]]:
@@ -209,6 +212,9 @@ class Upstreams:
         """A new upstream, listed and taking requests from its first model-list read."""
         if self.parts is None:
             raise RuntimeError("upstreams cannot be added to this gateway")
+        gone = self._removed.pop(config.name, None)  # added again before it was retired
+        if gone is not None:
+            await gone.client.close()
         member = member_of(self.parts.settings, config, *self.parts.shared())
         self.members[member.name] = member
         self.routed = True
@@ -225,10 +231,17 @@ class Upstreams:
         member.draining = True
         return member
 
+    def resume(self, name: str) -> Member:
+        """A drained upstream takes new requests again."""
+        member = self.members[name]
+        member.draining = False
+        return member
+
     def remove(self, name: str) -> Member:
         """Gone from the list at once; its connections close once its answers have ended."""
         member = self.members.pop(name)
         member.draining = True
+        self._removed[name] = member
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
@@ -242,6 +255,8 @@ class Upstreams:
         while self.busy(member.name) and waited < most_s:
             await asyncio.sleep(0.5)
             waited += 0.5
+        if self._removed.get(member.name) is member:
+            del self._removed[member.name]
         await member.client.close()
 
     @classmethod

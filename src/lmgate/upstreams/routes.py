@@ -95,6 +95,18 @@ async def drain(name: str, request: Request) -> dict[str, Any]:
     return {"upstream": describe(member, primary=member is ups.primary)}
 
 
+@router.post("/upstreams/{name}/resume")
+async def resume(name: str, request: Request) -> dict[str, Any]:
+    """A drained upstream takes new requests again. Kept across restarts."""
+    gw = gateway_of(request)
+    ups, registry = _registry(gw)
+    member = _member(ups, name)
+    await asyncio.to_thread(registry.save, member.config, ACTIVE)
+    ups.resume(name)
+    gw.bus.publish("upstream_resumed", upstream=name)
+    return {"upstream": describe(member, primary=member is ups.primary)}
+
+
 @router.delete("/upstreams/{name}")
 async def remove(name: str, request: Request) -> dict[str, Any]:
     """Remove an upstream (never the primary); its running answers end normally first."""

@@ -1,5 +1,6 @@
 // The Upstreams view: every upstream from GET /admin/upstreams (kind, state, models offered
-// and loaded), with Drain and Remove (POST /admin/upstreams/{name}/drain, DELETE ...).
+// and loaded), with Drain, Resume and Remove (POST /admin/upstreams/{name}/drain|resume,
+// DELETE /admin/upstreams/{name}).
 // Read again on upstream_* events and every few seconds while shown.
 
 import { api, explain } from "./api.js";
@@ -7,6 +8,7 @@ import { confirmButton, fill, h, labelCells } from "./dom.js";
 
 const COLUMNS = ["Name", "URL", "Kind", "State", "Models", "Loaded", ""];
 const READ_MS = 5000;
+const DONE = { drain: "is draining", resume: "takes requests again", remove: "removed" };
 
 export function createUpstreams(root, ctx) {
   const box = h("div", { id: "upstreams-box" });
@@ -25,9 +27,10 @@ export function createUpstreams(root, ctx) {
   }
 
   function actions(u) {
-    if (u.state === "draining" && u.primary) return "";
     const cell = [];
-    if (u.state !== "draining") {
+    if (u.state === "draining") {
+      cell.push(h("button", { type: "button", class: "small", onclick: () => change(u.name, "resume") }, "Resume"));
+    } else {
       cell.push(confirmButton("Drain", "Confirm drain", () => change(u.name, "drain"), { class: "small" }));
     }
     if (!u.primary) {
@@ -67,11 +70,11 @@ export function createUpstreams(root, ctx) {
   async function change(name, what) {
     const path = `admin/upstreams/${encodeURIComponent(name)}`;
     try {
-      if (what === "drain") await api(`${path}/drain`, { method: "POST" });
-      else await api(path, { method: "DELETE" });
-      ctx.notify(`Upstream ${name} ${what === "drain" ? "is draining" : "removed"}`, "ok");
+      if (what === "remove") await api(path, { method: "DELETE" });
+      else await api(`${path}/${what}`, { method: "POST" });
+      ctx.notify(`Upstream ${name} ${DONE[what]}`, "ok");
     } catch (err) {
-      ctx.notify(`${what === "drain" ? "Drain" : "Remove"} failed: ${explain(err)}`, "error");
+      ctx.notify(`${what[0].toUpperCase()}${what.slice(1)} failed: ${explain(err)}`, "error");
     }
     load();
   }

@@ -143,6 +143,9 @@ class Upstreams:
     def health_changed(self, member: Member, why: str | None = None) -> None:
         """Publish a change of `member.up` (the first look reports only a down upstream)."""
         now_up = member.up
+        if not self.routed:  # one upstream: `upstream_state` and /ready say it, as ever
+            member.was_up = now_up
+            return
         if now_up == member.was_up or (member.was_up is None and now_up):
             if member.was_up is None and self.parts is not None and self.parts.metrics:
                 self.parts.metrics.up(member.name, now_up)

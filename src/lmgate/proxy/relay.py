@@ -199,12 +199,16 @@ class ProxyApp:
         upstream = self.upstream if self.router is None else self.router.client_for(ex, request)
         attempts = None if self.router is None else self.router.attempts
         if attempts is not None and ROUTE in ex.attributes:  # admitted on one of several
+
+            def headers_for(client: UpstreamClient) -> list[tuple[str, str]]:
+                return request_headers(
+                    scope["headers"],
+                    auth_header=client.auth_header,
+                    forward_credentials=self.forward_credentials,
+                )
+
             opened: AbstractAsyncContextManager[Answer] = attempts.open(
-                ex,
-                request,
-                target,
-                _outgoing(request),
-                forward_credentials=self.forward_credentials,
+                ex, request, target, _outgoing(request), headers_for=headers_for
             )
         else:
             headers = request_headers(

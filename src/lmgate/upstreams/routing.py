@@ -19,7 +19,6 @@ from lmgate.classify import classify
 from lmgate.errors import GatewayError, NotFound, UpstreamError
 from lmgate.exchange import Exchange, clip
 from lmgate.hooks import ProxyRequest
-from lmgate.proxy.headers import request_headers
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse
 from lmgate.upstreams.members import Upstreams
 from lmgate.upstreams.merged import MergedListing
@@ -106,6 +105,7 @@ class Router:
 
 
 Reroute = Callable[[Exchange, ProxyRequest, str], Awaitable[str | None]]
+HeadersFor = Callable[[UpstreamClient], list[tuple[str, str]]]  # the relay's, per upstream
 
 
 def not_accepted(exc: GatewayError) -> bool:
@@ -132,18 +132,14 @@ class Attempts:
         target: str,
         body: bytes | None,
         *,
-        forward_credentials: bool,
+        headers_for: HeadersFor,
     ) -> AsyncIterator[UpstreamResponse]:
         ups = self.upstreams
         name = str(ex.attributes[ROUTE])
         upstream = ups.client_of(name)
         async with AsyncExitStack() as stack:
             for attempt in (1, 2):
-                headers = request_headers(
-                    request.scope["headers"],
-                    auth_header=upstream.auth_header,
-                    forward_credentials=forward_credentials,
-                )
+                headers = headers_for(upstream)  # each upstream's own token, never another's
                 opened = upstream.open(request.method, target, headers, body, streaming=ex.streamed)
                 try:
                     resp = await stack.enter_async_context(opened)

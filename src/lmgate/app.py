@@ -48,6 +48,8 @@ from lmgate.redaction import operator_view
 from lmgate.service_routes import router as service_router
 from lmgate.settings import Settings
 from lmgate.store.db import storage_error
+from lmgate.upstreams.routes import router as upstreams_router
+from lmgate.upstreams.routing import Router
 from lmgate.workers.slot import Worker
 
 log = structlog.get_logger("lmgate.app")
@@ -84,6 +86,7 @@ def _control_plane(gw: Gateway) -> FastAPI:
     app.include_router(blocks_router)
     app.include_router(downloads_router)
     app.include_router(inventory_router)
+    app.include_router(upstreams_router)
     app.include_router(monitoring_router)
     app.include_router(usage_router)
     app.include_router(pairing_router)
@@ -176,6 +179,7 @@ class LmgateApp(ExchangeMiddleware):
             max_body_bytes=settings.max_body_bytes,
             forward_credentials=not gw.security.keys.required,
             hooks=gw.proxy_hooks(),
+            router=Router(gw.upstreams, gw.scheduler.reroute),
         )
 
         dashboard = DashboardApp()

@@ -30,6 +30,7 @@ from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient
 from lmgate.upstream.power import UpstreamPower
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.upstreams.members import Upstreams
 from lmgate.workers.slot import Worker
 
 
@@ -49,6 +50,7 @@ class Gateway:
     security: Security
     drain: Drain
     scheduler: SchedulerShell
+    upstreams: Upstreams  # every upstream; `upstream`/`watcher`/`models` are its primary's
     worker: Worker = field(default_factory=Worker)
     power: UpstreamPower = field(default_factory=UpstreamPower)  # Wake-on-LAN, idle sleep
     downloads: DownloadManager | None = None
@@ -78,6 +80,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.upstream.start()
+        await self.upstreams.start()
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
     async def stop(self) -> None:
@@ -88,6 +91,7 @@ class Gateway:
         await self.scheduler.close()
         await self.power.close()
         await self.upstream.close()
+        await self.upstreams.close()
         self.security.close()
         self.obs.close()
         self.state.close()
@@ -121,9 +125,14 @@ class Gateway:
                 primary=lambda: worker.primary,  # one reload per gateway, not one per worker
             )
         )
-        scheduler = SchedulerShell(settings, watcher, models, state, bus, worker=worker)
+        upstreams = Upstreams.build(settings, (upstream, watcher, models), state, bus, stats)
+        upstreams.metrics(obs.prometheus.registry)
+        scheduler = SchedulerShell(
+            settings, watcher, models, state, bus, worker=worker, upstreams=upstreams
+        )
         scheduler.metrics = ScheduleMetrics(obs.prometheus.registry, obs.models)
-        watcher.synced.append(scheduler.synced)
+        for member in upstreams:
+            member.watcher.synced.append(scheduler.synced)
         gw = cls(
             settings=settings,
             db=db,
@@ -139,6 +148,7 @@ class Gateway:
             security=Security.build(settings, db, worker),
             drain=Drain(obs.requests, settings.shutdown_grace),
             scheduler=scheduler,
+            upstreams=upstreams,
             worker=worker,
             power=UpstreamPower.build(
                 settings, watcher, upstream, bus, alone=not worker.shared, run_dir=worker.run_dir

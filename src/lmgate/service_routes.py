@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from lmgate.gateway import gateway_of
 from lmgate.landing import landing
 from lmgate.redaction import operator_view
+from lmgate.upstreams.readiness import several_ready
 
 router = APIRouter(tags=["service"])
 router.add_api_route("/", landing, methods=["GET"], include_in_schema=False)
@@ -29,6 +30,8 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 only when the upstream answers its model list (within 2 s at most)."""
     gw = gateway_of(request)
+    if gw.upstreams.routed:
+        return await several_ready(gw, operator_view.get())
     probe = await gw.upstream.probe("/v1/models", limit_s=min(gw.settings.connect_timeout, 2.0))
     gw.prometheus.upstream_up.set(1 if probe.ok else 0)
     operator = operator_view.get()  # an admin key, or no keys at all (auth off, loopback)

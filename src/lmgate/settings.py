@@ -41,6 +41,7 @@ from lmgate.settings_sources import (
 )
 from lmgate.settings_values import normalize_upstream, parse_duration
 from lmgate.upstream import wake
+from lmgate.upstreams.config import DEFAULT_NAME, UpstreamConfig, check_unique, parse_upstreams
 
 __all__ = [
     "EDITION_ADMIN_ALLOW",
@@ -121,6 +122,18 @@ class Settings(BaseSettings):
         "(the other is ignored).",
     )
     upstream_token: SecretStr | None = Field(None, description="Bearer token sent upstream.")
+    upstream_affinity_margin: int | None = Field(
+        None,
+        ge=0,
+        description="With several upstreams: keep a key's requests for a model on the upstream "
+        "it used last while that runs at most this many answers more than the others; "
+        "unset = off.",
+    )
+    upstreams: Annotated[list[UpstreamConfig], NoDecode] = Field(
+        default_factory=list,
+        description="Several upstreams: `name=url,name2=url2`, or `[[upstreams]]` tables in the "
+        "file; the first is the primary. Unset: `upstream` alone.",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout (s).")
     request_timeout: float | None = Field(
         600.0, description="Upstream timeout for a non-streaming answer (s); none = no limit."
@@ -517,6 +530,39 @@ class Settings(BaseSettings):
                 "lmgate", "{problem}", {"problem": str(exc), "value": value}
             ) from None
 
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _upstreams(cls, value: Any) -> Any:
+        return parse_upstreams(value)
+
+    @model_validator(mode="after")
+    def _primary(self) -> Settings:
+        """With several upstreams, `upstream` and `upstream_token` are the first one's: what
+        speaks to "the upstream" (start-up checks, model management) speaks to the primary,
+        with its own token and never another's."""
+        if self.upstreams:
+            check_unique(self.upstreams)
+            first = self.upstreams[0]
+            self.__dict__["upstream"] = first.url
+            self.__dict__["upstream_token"] = first.token
+        return self
+
+    def upstream_configs(self) -> list[UpstreamConfig]:
+        """Every configured upstream, the primary first; zero-config: the one `upstream`."""
+        if self.upstreams:
+            return list(self.upstreams)
+        return [
+            UpstreamConfig(
+                name=DEFAULT_NAME,
+                url=self.upstream_url,
+                token=self.upstream_token,
+                max_loaded_models=self.max_loaded_models,
+                memory_budget=self.model_memory_budget,
+                slots=self.model_slots,
+                wake=self.wake_mac,
+            )
+        ]
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: int) -> int:
@@ -653,4 +699,4 @@ def is_loopback_host(host: str) -> bool:
 
 def explicit_upstream(settings: Settings) -> bool:
     """True when someone chose the upstream (flag, env, file), rather than the default."""
-    return "upstream" in settings.model_fields_set
+    return "upstream" in settings.model_fields_set or bool(settings.upstreams)

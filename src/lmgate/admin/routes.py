@@ -17,6 +17,7 @@ from lmgate.admin.models import LoadOutcome
 from lmgate.admin.schemas import ActivateRequest, LoadRequest, UnloadRequest
 from lmgate.admin.workflow import load_workflow, unload_workflow
 from lmgate.gateway import Gateway, gateway_of
+from lmgate.upstreams.management import manager_for
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -127,9 +128,10 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     given = body.default_inference.wire() if body.default_inference else None
     given = _with_threads(gw, key, config, given)
     activate = _activates(gw, body)
-    if not await gw.models.can_manage():
+    models, upstream = manager_for(gw.upstreams, key, body.upstream)
+    if not await models.can_manage():
         if body.surface is not None:
-            await gw.models.chooser.choose((), body.surface)  # says why it is unavailable
+            await models.chooser.choose((), body.surface)  # says why it is unavailable
         gw.bus.publish("model_load_start", modelKey=key, loadConfig=config)
         defaults = await _remember(gw, body, config, given, activate)
         gw.bus.publish("model_load_complete", modelKey=key, activated=activate, loaded=False)
@@ -149,7 +151,7 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         if not_applied := edition.stored_not_applied(body):
             answer["notApplied"] = not_applied
         return answer
-    outcome = await gw.models.load(
+    outcome = await models.load(
         key,
         config,
         new_instance=body.new_instance,
@@ -157,10 +159,10 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         surface=body.surface,
     )
     if not outcome.already_loaded:
-        gw.scheduler.loaded(key)  # lmgate's own: its idle TTL applies
+        gw.scheduler.loaded(key, upstream)  # lmgate's own: its idle TTL applies
     defaults = await _remember(gw, body, config, given, activate)
     what = "was already loaded" if outcome.already_loaded else "is loaded"
-    return {
+    loaded: dict[str, Any] = {
         "status": "loaded",
         "message": f"'{key}' {what} as instance '{outcome.instance_id}'."
         + _activation_note(gw, activate),
@@ -178,6 +180,9 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         "activeModel": gw.state.state.active_model,
         "defaultInference": defaults,
     }
+    if gw.upstreams.routed:
+        loaded["upstream"] = upstream
+    return loaded
 
 
 @router.post("/models/unload")

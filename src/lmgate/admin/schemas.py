@@ -105,6 +105,7 @@ class LoadRequest(EditionFields, ModelKey):
     load_config: LoadConfig | None = None
     new_instance: bool = False
     surface: Literal["sdk", "lms", "rest"] | None = None  # None: the best for the fields
+    upstream: str | None = Field(None, max_length=63)  # None: chosen (several upstreams)
 
 
 class UnloadRequest(Schema):

@@ -20,6 +20,7 @@ from lmgate.cli.reset import reset
 from lmgate.cli.serve import serve
 from lmgate.cli.service import service_app
 from lmgate.cli.tls import tls_app
+from lmgate.cli.upstreams import upstreams_app
 from lmgate.cli.wake import wake
 from lmgate.store.db import failed_path
 from lmgate.store.integrity import StateError, open_failure
@@ -48,6 +49,7 @@ profile_app.command("policy")(policy)
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(blocks_app, name="blocks")
+app.add_typer(upstreams_app, name="upstreams")
 app.add_typer(tls_app, name="tls")
 app.add_typer(service_app, name="service")
 app.command()(doctor)

@@ -31,6 +31,18 @@ def resolve_settings(**flags: Any) -> tuple[Settings, Origins]:
             raise typer.Exit(2) from None
 
 
+def upstream_flags(given: list[str]) -> dict[str, Any]:
+    """One bare `--upstream URL` is the one upstream, as always; repeated, or `name=URL`, they
+    are the `upstreams`."""
+    from lmgate.upstreams.config import split_named
+
+    if not given:
+        return {}
+    if len(given) == 1 and split_named(given[0])[0] is None:
+        return {"upstream": given[0]}
+    return {"upstreams": given}
+
+
 def load_settings(**flags: Any) -> Settings:
     """Settings from flags given on the command line (None = not given) and every other source."""
     return resolve_settings(**flags)[0]
@@ -89,7 +101,11 @@ def serve(
     # Numbers are taken as text and checked by the settings, whose report names the flag.
     port: Annotated[str | None, typer.Option(help="Port to listen on [1235].")] = None,
     upstream: Annotated[
-        str | None, typer.Option(help="LM Studio base URL [http://127.0.0.1:1234].")
+        list[str] | None,
+        typer.Option(
+            help="LM Studio base URL [http://127.0.0.1:1234]; repeat it (`name=URL`) for "
+            "several upstreams."
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file (LMGATE_CONFIG).")] = None,
     data_dir: Annotated[
@@ -125,7 +141,7 @@ def serve(
     settings, origins = resolve_settings(
         host=host,
         port=port,
-        upstream=upstream,
+        **upstream_flags(upstream or []),
         config=config,
         data_dir=data_dir,
         allow=allow,

@@ -36,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument(
         "--no-sdk", action="store_true", help="serve no SDK websocket API (HTTP surfaces only)"
     )
+    parser.add_argument(
+        "--openai-only",
+        action="store_true",
+        help="a plain OpenAI-compatible server: /v1/* only, nothing of LM Studio's own",
+    )
     parser.add_argument("--load-delay", type=float, default=0.05, metavar="SECONDS")
     parser.add_argument("--models", type=Path, default=None, metavar="FILE.json")
     parser.add_argument(
@@ -64,13 +69,14 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
         version=args.version,
         token_delay=max(0.0, args.token_delay),
         api_token=args.api_token or None,
-        unknown_status=args.unknown_status,
+        unknown_status=404 if args.openai_only else args.unknown_status,
         jit=not args.no_jit,
         preload=not args.no_preload,
         load_delay=max(0.0, args.load_delay),
         models=models,
         auto_evict=not args.no_auto_evict,
-        sdk=not args.no_sdk,
+        sdk=not args.no_sdk and not args.openai_only,
+        openai_only=args.openai_only,
         download_speed=max(1.0, args.download_speed),
         download_size=max(1, args.download_size),
     )

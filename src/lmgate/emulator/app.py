@@ -41,11 +41,14 @@ async def greeting(request: Request) -> Response:
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
     """A fresh app with its own state, reachable as `app.state.emulator`."""
     state = EmulatorState(config or EmulatorConfig())
-    routes: list[BaseRoute] = [Route("/lmstudio-greeting", greeting, methods=["GET"])]
+    routes: list[BaseRoute] = []
+    if not state.config.openai_only:
+        routes.append(Route("/lmstudio-greeting", greeting, methods=["GET"]))
     routes += openai_routes.routes()
-    routes += responses_routes.routes()
-    routes += native_v0_routes.routes()
-    if state.config.has_v1_api:
+    if not state.config.openai_only:
+        routes += responses_routes.routes()
+        routes += native_v0_routes.routes()
+    if state.config.has_v1_api and not state.config.openai_only:
         routes += anthropic_routes.routes()
         routes += native_v1_routes.routes()
         routes += downloads.routes()

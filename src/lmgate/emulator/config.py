@@ -119,6 +119,8 @@ class EmulatorConfig:
     request_log_size: int = 200
     download_speed: float = 500_000_000.0  # bytes/s of a faked model download
     download_size: int = 1_000_000_000  # bytes of every faked download
+    # Not LM Studio at all: a plain OpenAI-compatible server (`/v1/*` only, no greeting)
+    openai_only: bool = False
 
     @property
     def has_v1_api(self) -> bool:

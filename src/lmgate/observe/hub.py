@@ -53,6 +53,7 @@ Gauge = tuple[str, str, str, float, dict[str, str]]
 
 def _secrets(settings: Settings) -> list[str]:
     keys = [settings.admin_key, settings.metrics_key, settings.upstream_token, *settings.api_keys]
+    keys += [u.token for u in settings.upstreams]
     return [k.get_secret_value() for k in keys if k is not None]
 
 

@@ -9,8 +9,8 @@ becomes one error event in the framing the endpoint's SDK raises on, and the ans
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 import orjson
 
@@ -20,7 +20,6 @@ from lmgate.exchange import Exchange
 from lmgate.hooks import ResponseTap
 from lmgate.upstream.client import (
     UpstreamRefused,
-    UpstreamResponse,
     error_reason,
     is_event_stream,
 )
@@ -109,11 +108,20 @@ def error_event(endpoint: str | None, error: GatewayError, *, first: bool = Fals
     return b"data: " + error.body() + b"\n\n"
 
 
-def is_event_stream_answer(resp: UpstreamResponse) -> bool:
+class Answer(Protocol):
+    """An answer as the relay reads it: an upstream's, or one lmgate put together."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+def is_event_stream_answer(resp: Answer) -> bool:
     return 200 <= resp.status < 300 and is_event_stream(resp.headers)
 
 
-async def refusal_of(resp: UpstreamResponse, feed: Callable[[bytes], bytes] | None) -> GatewayError:
+async def refusal_of(resp: Answer, feed: Callable[[bytes], bytes] | None) -> GatewayError:
     """What an upstream answer that cannot continue an event stream said, read (at most
     `ERROR_BODY_LIMIT` bytes) and shown to the taps (`feed`) as it would have been relayed."""
     chunks: list[bytes] = []

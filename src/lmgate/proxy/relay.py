@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
@@ -35,8 +36,11 @@ from lmgate.proxy.early import (
 from lmgate.proxy.headers import request_headers, response_headers
 from lmgate.store.state import StateStore
 from lmgate.upstream.client import UpstreamClient, UpstreamResponse
+from lmgate.upstreams.merged import MergedAnswer
+from lmgate.upstreams.routing import ROUTE, Router
 
 _COPY_BELOW = 64 * 1024
+Answer = UpstreamResponse | MergedAnswer  # an upstream's, or the merged model list
 
 
 class ClientGone(Exception):
@@ -133,8 +137,10 @@ class ProxyApp:
         max_body_bytes: int,
         forward_credentials: bool,
         hooks: Sequence[ProxyHook] = (),
+        router: Router | None = None,
     ) -> None:
         self.upstream = upstream
+        self.router = router  # several upstreams: picks each request's; None: `upstream`
         self.state = state
         self.events = events
         self.max_body = max_body_bytes
@@ -201,17 +207,34 @@ class ProxyApp:
             target = quote_path(request.path)
             if scope["query_string"]:
                 target += "?" + scope["query_string"].decode("latin-1")
-            headers = request_headers(
-                scope["headers"],
-                auth_header=self.upstream.auth_header,
-                forward_credentials=self.forward_credentials,
-            )
-            async with self.upstream.open(
-                request.method, target, headers, _outgoing(request), streaming=ex.streamed
-            ) as resp:
-                # The request is sent. An answer can take minutes; its headers need not stay
-                # in memory all that time (the body was the upstream client's alone).
+            router = self.router
+            upstream = self.upstream if router is None else router.client_for(ex, request)
+            attempts = None if router is None else router.attempts
+            if attempts is not None and ROUTE in ex.attributes:  # admitted on one of several
+
+                def headers_for(client: UpstreamClient) -> list[tuple[str, str]]:
+                    return request_headers(
+                        scope["headers"],
+                        auth_header=client.auth_header,
+                        forward_credentials=self.forward_credentials,
+                    )
+
+                opened: AbstractAsyncContextManager[Answer] = attempts.open(
+                    ex, request, target, _outgoing(request), headers_for=headers_for
+                )
+            else:
+                headers = request_headers(
+                    scope["headers"],
+                    auth_header=upstream.auth_header,
+                    forward_credentials=self.forward_credentials,
+                )
+                opened = upstream.open(
+                    request.method, target, headers, _outgoing(request), streaming=ex.streamed
+                )
+                # The request is sent once opened. An answer can take minutes; its headers
+                # need not stay in memory all that time (the body was the upstream client's).
                 del headers
+            async with opened as resp:
                 if early is not None and early.started:
                     await self._relay_started(ex, resp, taps, early)
                     return
@@ -234,7 +257,7 @@ class ProxyApp:
             await refuse(ex, early, exc)  # refused while queued, or the upstream unreachable
 
     async def _relay_started(
-        self, ex: Exchange, resp: UpstreamResponse, taps: list[ResponseTap], early: EarlyStart
+        self, ex: Exchange, resp: Answer, taps: list[ResponseTap], early: EarlyStart
     ) -> None:
         """The answer started while the request waited: the upstream's events follow on it
         (its status line and headers have nowhere to go but the taps that came after the
@@ -272,7 +295,7 @@ class ProxyApp:
         ex.model = model if isinstance(model, str) else None
         ex.streamed = obj.get("stream") is True
 
-    async def _relay(self, ex: Exchange, resp: UpstreamResponse, send: Send) -> None:
+    async def _relay(self, ex: Exchange, resp: Answer, send: Send) -> None:
         try:
             async for chunk in resp.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -282,7 +305,7 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": b""})
 
     async def _relay_tapped(
-        self, ex: Exchange, resp: UpstreamResponse, taps: list[ResponseTap], send: Send
+        self, ex: Exchange, resp: Answer, taps: list[ResponseTap], send: Send
     ) -> None:
         """As `_relay`, with every chunk shown to the taps; each tap's `end` runs exactly once."""
         tap = taps[0] if len(taps) == 1 else _Taps(taps)  # usually one: usage accounting

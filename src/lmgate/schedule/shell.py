@@ -55,6 +55,9 @@ from lmgate.schedule.types import (
 from lmgate.settings import Settings
 from lmgate.store.state import ModelState, StateStore
 from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.upstreams.affinity import Affinity
+from lmgate.upstreams.members import Member, Upstreams
+from lmgate.upstreams.routing import ROUTE, candidates, spell
 from lmgate.workers.slot import Worker
 
 if TYPE_CHECKING:
@@ -62,8 +65,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lmgate.schedule")
 
-UPSTREAM = "upstream"  # one upstream per gateway today
 _ID = "sched_id"  # the core's id for an exchange, in `Exchange.attributes`
+_KEY = "sched_key"  # with several upstreams: the model key it was placed by
 TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 PRINCIPAL = "lmgate.principal"  # where the guard leaves the caller's key in the scope
@@ -114,19 +117,31 @@ class SchedulerShell:
         *,
         clock: Callable[[], float] = time.monotonic,
         worker: Worker | None = None,
+        upstreams: Upstreams | None = None,
     ) -> None:
         self.settings = settings
-        self.watcher = watcher
+        self.watcher = watcher  # the primary's
+        self.upstreams = upstreams or Upstreams(
+            [Member(settings.upstream_configs()[0], watcher.client, watcher, models)]
+        )
+        self.primary = self.upstreams.primary.name
+        self.upstreams.added.append(self._added)
+        self.upstreams.busy = self._busy
+        margin = settings.upstream_affinity_margin
+        self.affinity = None if margin is None else Affinity(margin)
         self.models = models
         self.state = state
         self.bus = bus
         self.clock = clock
         self.worker = worker or Worker()
-        self.spec = self._spec()
+        self.specs = {m.name: self._spec_of(m) for m in self.upstreams}
+        self.spec = self.specs[self.primary]
         self._profiles = state.state.profiles
         self._policies: dict[str, ModelPolicy] = self._policies_of(state.state)
         # hosted here when primary
-        self.local = Scheduler(config_of(settings), [self.spec], policies=self._policies)
+        self.local = Scheduler(
+            config_of(settings), list(self.specs.values()), policies=self._policies
+        )
         # What the request path talks to: the local core, or the primary's through its socket.
         self.core: Scheduler | RemoteScheduler = self.local
         self.remote: RemoteScheduler | None = None
@@ -178,32 +193,58 @@ class SchedulerShell:
 
     # -- the upstream as the core sees it -------------------------------------------------------
 
-    def _spec(self) -> UpstreamSpec:
+    def _spec_of(self, member: Member) -> UpstreamSpec:
         """Limits and capability: switching needs on-demand loading and a load surface (LM
         Studio's SDK, `lms` or REST v1: `ModelManager.loadable`)."""
-        caps, s = self.watcher.caps, self.settings
+        caps, c = member.watcher.caps, member.config
         old = caps.kind == "lmstudio-0.3"
         return UpstreamSpec(
-            UPSTREAM,
-            can_load=s.on_demand_load and self.models.loadable,
-            max_loaded_models=s.max_loaded_models,
-            memory_budget=s.model_memory_budget,
-            default_slots=s.model_slots or (LMSTUDIO_03_SLOTS if old else None),
-            max_concurrent=LMSTUDIO_03_SLOTS if old and s.model_slots is None else None,
+            member.name,
+            can_load=self.settings.on_demand_load and member.models.loadable,
+            max_loaded_models=c.max_loaded_models,
+            memory_budget=c.memory_budget,
+            default_slots=c.slots or (LMSTUDIO_03_SLOTS if old else None),
+            max_concurrent=LMSTUDIO_03_SLOTS if old and c.slots is None else None,
+            weight=c.weight,
         )
 
     def synced(self) -> None:
-        """After each model-list sync: capability, the active model, what is loaded."""
+        """After each model-list sync: capability, the active model, what is loaded (every
+        upstream listed so far; one upstream's sync costs the others nothing they had not)."""
         if self.remote is not None:
             return  # the host feeds the core from its own syncs
         now = self.clock()
-        spec = self._spec()
-        if spec != self.spec:
-            self.spec = spec
-            self._run(self.local.set_upstream(spec, now))
         self.local.set_active(self.state.state.active_model)
+        for member in self.upstreams:
+            if member.watcher.synced_at is not None or member is self.upstreams.primary:
+                self._observe(member, now)
+        if self._preload_pending:
+            self._preload_pending = False
+            if self.worker.primary:
+                self._spawn(self.preload(self.settings.preload))
+
+    def _added(self, member: Member) -> None:
+        """An upstream added at runtime: the core knows it now, and each of its syncs."""
+        member.watcher.synced.append(self.synced)
+        if self.remote is None:
+            self._observe(member, self.clock(), listing=False)
+
+    def _busy(self, upstream: str) -> int:
+        """Answers running on `upstream` (this worker's core; 0 when another hosts it)."""
+        up = self.local.ups.get(upstream)
+        return 0 if up is None or self.remote is not None else up.in_flight
+
+    def _observe(self, member: Member, now: float, *, listing: bool = True) -> None:
+        spec = self._spec_of(member)
+        if spec != self.specs.get(member.name):
+            self.specs[member.name] = spec
+            if member is self.upstreams.primary:
+                self.spec = spec
+            self._run(self.local.set_upstream(spec, now))
+        if not listing:
+            return
         loaded: dict[str, int | None] = {}
-        for instance in self.watcher.instances.values():
+        for instance in member.watcher.instances.values():
             parallel = instance.config.get("parallel")
             slots = parallel if isinstance(parallel, int) and parallel > 0 else None
             if instance.model_key in loaded:
@@ -211,13 +252,9 @@ class SchedulerShell:
                 slots = None if before is None or slots is None else before + slots
             loaded[instance.model_key] = slots
         sizes = {
-            m.key: m.size_bytes for m in self.watcher.models.values() if m.size_bytes is not None
+            m.key: m.size_bytes for m in member.watcher.models.values() if m.size_bytes is not None
         }
-        self._run(self.local.observe(UPSTREAM, now, loaded, sizes))
-        if self._preload_pending:
-            self._preload_pending = False
-            if self.worker.primary:
-                self._spawn(self.preload(self.settings.preload))
+        self._run(self.local.observe(member.name, now, loaded, sizes))
 
     # -- profiles: the models' policies ---------------------------------------------------------
 
@@ -253,16 +290,25 @@ class SchedulerShell:
         """Admit the request, or make it wait its turn, or refuse it."""
         if request.kind is None or not ex.model:
             return None
-        model = self._model_key(ex.model)
-        if model is None:  # unknown to the upstream: its own answer says so
-            return None
+        where: frozenset[str] | None = None
+        if self.upstreams.routed:  # the upstreams that may take it, or a 404 saying why not
+            model, where = candidates(self.upstreams, ex.model)
+            spell(self.upstreams, ex.model, where, request)
+            if self.affinity is not None:
+                where = self.affinity.narrow(ex.key_name or "-", model, where, self._busy)
+            ex.attributes[_KEY] = model
+        else:
+            found = self._model_key(ex.model)
+            if found is None:  # unknown to the upstream: its own answer says so
+                return None
+            model = found
         principal: Principal | None = request.scope.get(PRINCIPAL)
         if principal is not None and not principal.may_load:
-            await self._refuse_jit_load(principal, model)
+            await self._refuse_jit_load(principal, model, where)
         rid = str(next(self._ids))
         ex.attributes[_ID] = rid
         verdict = self._run(
-            self.core.submit(self._request_for(principal, rid, model), self.clock()), rid
+            self.core.submit(self._request_for(principal, rid, model, where), self.clock()), rid
         )
         if verdict is None and self.remote is not None:
             verdict = await self.remote.arrival(rid)  # the host's first answer; None: queued
@@ -274,30 +320,75 @@ class SchedulerShell:
         if isinstance(verdict, Reject):
             del ex.attributes[_ID]
             raise SchedulerRefusal(verdict)
+        if where is not None:
+            ex.attributes[ROUTE] = verdict.upstream
+            if self.affinity is not None:
+                self.affinity.remember(ex.key_name or "-", model, verdict.upstream)
         if verdict.position:
             return QueueTap(verdict.position, verdict.waited)
         return None
 
+    async def reroute(self, ex: Exchange, request: ProxyRequest, failed: str) -> str | None:
+        """`failed` did not accept the request: its place there is given up, and it is admitted
+        on another upstream that may take it (waiting its turn there if it must). None: no
+        other upstream may, or the scheduler refused it there."""
+        rid = ex.attributes.pop(_ID, None)
+        ex.attributes.pop(ROUTE, None)
+        if rid is not None:
+            self._run(self.core.cancel(rid, self.clock()))
+        if not ex.model:
+            return None
+        try:
+            model, where = candidates(
+                self.upstreams, ex.model, exclude=failed, only_key=ex.attributes.get(_KEY)
+            )
+        except GatewayError:
+            return None
+        principal: Principal | None = request.scope.get(PRINCIPAL)
+        rid = str(next(self._ids))
+        ex.attributes[_ID] = rid
+        verdict = self._run(
+            self.core.submit(self._request_for(principal, rid, model, where), self.clock()), rid
+        )
+        if verdict is None and self.remote is not None:
+            verdict = await self.remote.arrival(rid)
+        if verdict is None:
+            verdict = await self._wait(ex, rid, model, request.early)
+        if isinstance(verdict, Reject):
+            ex.attributes.pop(_ID, None)
+            return None
+        ex.attributes[ROUTE] = verdict.upstream
+        return verdict.upstream
+
     @staticmethod
-    def _request_for(principal: Principal | None, rid: str, model: str) -> Request:
-        """The request as the core sees it, with its key's attributes (no key: the defaults)."""
+    def _request_for(
+        principal: Principal | None, rid: str, model: str, where: frozenset[str] | None = None
+    ) -> Request:
+        """The request as the core sees it, with its key's attributes (no key: the defaults)
+        and the upstreams it may go to (None: any)."""
         if principal is None:
-            return Request(rid, "-", model)
+            return Request(rid, "-", model, upstreams=where)
         p = principal
         return Request(
-            rid, p.name, model, p.weight, p.priority, None, p.may_load, p.max_loads_per_hour
+            rid, p.name, model, p.weight, p.priority, where, p.may_load, p.max_loads_per_hour
         )
 
-    async def _refuse_jit_load(self, principal: Principal, model: str) -> None:
+    async def _refuse_jit_load(
+        self, principal: Principal, model: str, where: frozenset[str] | None = None
+    ) -> None:
         """A key that may not cause loads, where lmgate does not load models itself: LM
         Studio's JIT loading would load an unloaded model for it, so it is refused here, as
         the core refuses it when lmgate loads. The listing may be a few seconds old: it is
         read again before a refusal, at most once a second whatever the refusals."""
-        watcher = self.watcher
-        if self.spec.can_load or watcher.is_loaded(model):
+        if where is not None:  # several upstreams: the listings the watchers keep decide
+            members = [m for m in self.upstreams if m.name in where]
+            if any(self.specs[m.name].can_load or m.loaded(model) for m in members):
+                return
+        elif self.spec.can_load or self.watcher.is_loaded(model):
             return
+        watcher = self.watcher
         synced = watcher.synced_at
-        if synced is None or time.time() - synced > RELIST_MIN_S:  # a flood costs one read
+        if where is None and (synced is None or time.time() - synced > RELIST_MIN_S):
             relist = self._relist
             if relist is None or relist.done():
                 relist = self._relist = asyncio.get_running_loop().create_task(watcher.poll())
@@ -398,7 +489,7 @@ class SchedulerShell:
     async def _evict(self, unload: Unload) -> bool:
         """Unload every instance of the model; the activation stays whatever happens."""
         try:
-            await self.models.evict(unload.model)
+            await self._manager(unload.upstream).evict(unload.model)
         except GatewayError as exc:
             log.warning("model_unload_failed", model=unload.model, error=exc.message)
             self._run(self.local.unload_failed(unload.upstream, unload.model, self.clock()))
@@ -437,7 +528,7 @@ class SchedulerShell:
                 return False
         try:
             profile = self.state.profile(load.model)
-            await self.models.load(load.model, profile.load_config or {})
+            await self._manager(load.upstream).load(load.model, profile.load_config or {})
         except GatewayError as exc:
             self._run(self.local.load_failed(load.upstream, load.model, self.clock(), exc.message))
             self.bus.publish(
@@ -451,7 +542,7 @@ class SchedulerShell:
             return False
         if self.metrics is not None:
             self.metrics.switched(load.model, load.reason)
-        slots = self._slots(load.model)
+        slots = self._slots(load.model, load.upstream)
         self._run(self.local.load_finished(load.upstream, load.model, self.clock(), slots))
         self.bus.publish(
             "model_switch_complete",
@@ -463,9 +554,15 @@ class SchedulerShell:
         )
         return True
 
-    def _slots(self, model: str) -> int | None:
+    def _manager(self, upstream: str) -> ModelManager:
+        member = self.upstreams.get(upstream)
+        return self.models if member is None else member.models
+
+    def _slots(self, model: str, upstream: str | None = None) -> int | None:
+        member = self.upstreams.get(upstream or self.primary)
+        watcher = self.watcher if member is None else member.watcher
         total = 0
-        for instance in self.watcher.instances.values():
+        for instance in watcher.instances.values():
             if instance.model_key == model:
                 parallel = instance.config.get("parallel")
                 if not isinstance(parallel, int) or parallel < 1:
@@ -473,13 +570,15 @@ class SchedulerShell:
                 total += parallel
         return total or None
 
-    def loaded(self, model: str) -> None:
-        """lmgate loaded `model` outside the scheduler (the admin route): it is lmgate's own,
-        so its idle TTL applies."""
+    def loaded(self, model: str, upstream: str | None = None) -> None:
+        """lmgate loaded `model` outside the scheduler (the admin route; on the primary unless
+        named): it is lmgate's own, so its idle TTL applies."""
+        upstream = upstream or self.primary
         if self.remote is not None:
             self.remote.loaded(model)
-        elif self.local.ups[UPSTREAM].loading != model:
-            self._run(self.local.load_finished(UPSTREAM, model, self.clock(), self._slots(model)))
+        elif upstream in self.local.ups and self.local.ups[upstream].loading != model:
+            slots = self._slots(model, upstream)
+            self._run(self.local.load_finished(upstream, model, self.clock(), slots))
 
     def load(self, model: str, *, keep: bool = False) -> None:
         """An explicit load (keeping the active model loaded), under the core's rules."""
@@ -539,8 +638,9 @@ class SchedulerShell:
         return "refused", "a load was running"  # not reached: the last try returns
 
     def _loading(self) -> bool:
-        up = self.local.ups[UPSTREAM]
-        return up.loading is not None or up.switch is not None
+        return any(
+            up.loading is not None or up.switch is not None for up in self.local.ups.values()
+        )
 
     async def _load_ended(self) -> None:
         """Until the background work running now (the load among it) is over."""

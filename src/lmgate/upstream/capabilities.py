@@ -22,6 +22,9 @@ class Capabilities:
     native_v1: bool = False  # /api/v1/models: list, load, unload (LM Studio 0.4+)
     native_v0: bool = False  # /api/v0/models: list with state (LM Studio 0.3.6+)
     openai: bool = False  # /v1/models
+    ollama: bool = False  # /api/version and /api/tags (Ollama's native API)
+    llamacpp: bool = False  # /props (llama.cpp's server)
+    slots: int | None = None  # llama.cpp's `total_slots`
     auth_required: bool = False
     latency_ms: float | None = None
     last_error: str | None = None
@@ -39,6 +42,10 @@ class Capabilities:
             return "lmstudio-0.4+"
         if self.native_v0:
             return "lmstudio-0.3"
+        if self.ollama:
+            return "ollama"
+        if self.llamacpp:
+            return "llama.cpp"
         return "openai-compatible" if self.openai else "unknown"
 
     def as_json(self) -> dict[str, Any]:
@@ -50,6 +57,8 @@ class Capabilities:
                 "nativeV1": self.native_v1,
                 "nativeV0": self.native_v0,
                 "openai": self.openai,
+                "ollama": self.ollama,
+                "llamaCpp": self.llamacpp,
                 "modelManagement": self.model_management,
                 "authRequired": self.auth_required,
             },
@@ -74,14 +83,29 @@ async def detect(client: UpstreamClient, *, limit_s: float = 5.0) -> Capabilitie
     probes = (greeting, v1, v0, openai)
     reachable = any(p.status != 0 for p in probes)
     errors = [p.error for p in (openai, v1, v0) if p.error]
+    lmstudio = (
+        greeting.ok and isinstance(greeting.body, dict) and bool(greeting.body.get("lmstudio"))
+    )
+    ollama = llamacpp = False
+    slots = None
+    if reachable and not lmstudio and not v1.ok and not v0.ok:  # another kind of server
+        version, props = await asyncio.gather(
+            client.probe("/api/version", limit_s=limit_s), client.probe("/props", limit_s=limit_s)
+        )
+        ollama = version.ok and isinstance(version.body, dict) and "version" in version.body
+        llamacpp = props.ok and isinstance(props.body, dict) and "total_slots" in props.body
+        if llamacpp and isinstance(props.body, dict):
+            total = props.body.get("total_slots")
+            slots = total if isinstance(total, int) and total > 0 else None
     return Capabilities(
         reachable=reachable,
-        lmstudio=greeting.ok
-        and isinstance(greeting.body, dict)
-        and bool(greeting.body.get("lmstudio")),
+        lmstudio=lmstudio,
         native_v1=v1.ok and _listing(v1.body, "models"),
         native_v0=v0.ok and _listing(v0.body, "data"),
         openai=openai.ok and _listing(openai.body, "data"),
+        ollama=ollama,
+        llamacpp=llamacpp,
+        slots=slots,
         auth_required=any(p.status == 401 for p in probes),
         latency_ms=openai.latency_ms if openai.status else None,
         last_error=None if openai.ok else (errors[0] if errors else "no answer"),

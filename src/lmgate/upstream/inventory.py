@@ -105,8 +105,43 @@ async def fetch(client: UpstreamClient, caps: Capabilities) -> list[UpstreamMode
     if caps.native_v0:
         body = await client.call("GET", "/api/v0/models", limit_s=LIST_LIMIT_S)
         return [_from_v0(e) for e in body.get("data", []) if isinstance(e, dict)]
+    if caps.ollama:
+        return await _ollama(client)
     body = await client.call("GET", "/v1/models", limit_s=LIST_LIMIT_S)
-    return [_from_openai(e) for e in body.get("data", []) if isinstance(e, dict)]
+    models = [_from_openai(e) for e in body.get("data", []) if isinstance(e, dict)]
+    if caps.slots:  # llama.cpp: its slots are every model's `parallel`
+        config = {"parallel": caps.slots}
+        models = [
+            UpstreamModel(m.key, instances=(Instance(m.key, m.key, dict(config)),)) for m in models
+        ]
+    return models
+
+
+async def _ollama(client: UpstreamClient) -> list[UpstreamModel]:
+    """Ollama's native list: every pulled model with its size (`/api/tags`), and those in
+    memory now (`/api/ps`) as its loaded instances."""
+    tags = await client.call("GET", "/api/tags", limit_s=LIST_LIMIT_S)
+    running = await client.call("GET", "/api/ps", limit_s=LIST_LIMIT_S)
+    loaded = {
+        str(e.get("name") or e.get("model"))
+        for e in (running or {}).get("models") or []
+        if isinstance(e, dict)
+    }
+    models = []
+    for entry in (tags or {}).get("models") or []:
+        if not isinstance(entry, dict) or not (entry.get("name") or entry.get("model")):
+            continue
+        key = str(entry.get("name") or entry.get("model"))
+        size = entry.get("size")
+        models.append(
+            UpstreamModel(
+                key=key,
+                instances=(Instance(key, key),) if key in loaded else (),
+                size_bytes=size if isinstance(size, int) else None,
+                format=str((entry.get("details") or {}).get("format") or "") or None,
+            )
+        )
+    return models
 
 
 def loaded_instances(models: list[UpstreamModel]) -> dict[str, Instance]:

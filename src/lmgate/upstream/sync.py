@@ -35,6 +35,7 @@ class UpstreamWatcher:
         self.client = client
         self.bus = bus
         self.interval = interval
+        self.name: str | None = None  # with several upstreams: this one's, in events and logs
         self.caps = Capabilities()
         self.models: dict[str, UpstreamModel] = {}
         self.instances: dict[str, Instance] = {}
@@ -42,6 +43,7 @@ class UpstreamWatcher:
         self.last_error: str | None = None
         self.listeners: list[Listener] = []
         self.synced: list[Callable[[], None]] = []  # told after every successful poll
+        self.failed: list[Callable[[], None]] = []  # told after every failed one
         # told the one loaded embedding model (None: none or several) whenever the view changes
         self.on_embedding: Callable[[str | None], None] | None = None
         self._lock = asyncio.Lock()
@@ -124,6 +126,7 @@ class UpstreamWatcher:
             instanceId=instance.id,
             config=instance.config,
             source="upstream",
+            **({"upstream": self.name} if self.name else {}),
         )
         for listener in self.listeners:
             await listener(kind, instance)
@@ -143,8 +146,12 @@ class UpstreamWatcher:
             except GatewayError as exc:
                 if self.last_error != exc.message:
                     shown = redact_url(self.client.base)
-                    log.warning("upstream_sync_failed", upstream=shown, error=exc.message)
+                    log.warning(
+                        "upstream_sync_failed", upstream=shown, name=self.name, error=exc.message
+                    )
                 self.last_error = exc.message
+                for told in self.failed:
+                    told()
                 delay = min(max(delay * 2, self.interval), MAX_BACKOFF_S)
                 await self.capabilities(refresh=True)
             except Exception:  # a bug must not end the loop for the gateway's lifetime

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from lmgate.settings import Settings
 
@@ -31,6 +31,8 @@ def _reveal(value: Any) -> Any:
         return [_reveal(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, BaseModel):  # an upstream's table
+        return {name: _reveal(getattr(value, name)) for name in type(value).model_fields}
     return value
 
 

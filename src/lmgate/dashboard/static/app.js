@@ -1,4 +1,4 @@
-// The dashboard's entry point: sign-in, navigation between the four views, the live event
+// The dashboard's entry point: sign-in, navigation between the five views, the live event
 // stream shared by all of them, and notices.
 
 import { api, AuthError, explain, onAuthLost, session } from "./api.js";
@@ -9,8 +9,9 @@ import { createModels } from "./models.js";
 import { createOverview } from "./overview.js";
 import { EventStream } from "./stream.js";
 import { Timeline } from "./timeline.js";
+import { createUpstreams } from "./upstreams.js";
 
-const VIEWS = ["overview", "models", "live", "keys"];
+const VIEWS = ["overview", "models", "live", "keys", "upstreams"];
 const STATE_TEXT = { connecting: "connecting", live: "live", retrying: "reconnecting", stopped: "offline" };
 
 let views = null;
@@ -82,6 +83,7 @@ function start() {
       models: createModels($("#view-models"), ctx),
       live: createLive($("#view-live"), ctx),
       keys: createKeys($("#view-keys"), ctx),
+      upstreams: createUpstreams($("#view-upstreams"), ctx),
     };
   }
   stream = new EventStream({

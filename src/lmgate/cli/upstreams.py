@@ -1,0 +1,112 @@
+"""`lmgate upstreams list|add|drain|resume|remove`: the upstreams of a running gateway."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from lmgate.cli.models import Key, Url, call_gateway
+from lmgate.cli.tables import print_table, text
+
+upstreams_app = typer.Typer(
+    help="List, add, drain and remove the gateway's upstreams (admin key needed)."
+)
+console = Console()
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Name = Annotated[str, typer.Argument(help="The upstream's name.")]
+DEFAULT_URL = "http://127.0.0.1:1235"
+
+
+def _print(data: Any) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@upstreams_app.command("list")
+def list_upstreams(url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False) -> None:
+    """Every upstream: kind, state, models offered and loaded."""
+    data = call_gateway(url, admin_key, "GET", "/admin/upstreams")
+    if as_json:
+        _print(data)
+        return
+    rows = [
+        [
+            text(u["name"]) + (" *" if u.get("primary") else ""),
+            text(u["url"]),
+            text(u["kind"]),
+            text(u["state"]),
+            text(len(u["models"])),
+            text(", ".join(u["loaded"]) or "-"),
+        ]
+        for u in data.get("upstreams") or []
+    ]
+    columns = ("name", "url", "kind", "state", "models", "loaded")
+    print_table("upstreams (* primary)", columns, rows, keep=("name",))
+
+
+@upstreams_app.command("add")
+def add(
+    name: Name,
+    upstream_url: Annotated[str, typer.Argument(metavar="URL", help="Its base URL.")],
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="LMGATE_NEW_UPSTREAM_TOKEN", help="Bearer token sent to it alone."),
+    ] = None,
+    weight: Annotated[float | None, typer.Option(help="Preference among equals [1].")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Model pattern it may serve (`!pattern` denies).")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    admin_key: Key = None,
+    as_json: Json = False,
+) -> None:
+    """Add an upstream; it is kept across restarts."""
+    table: dict[str, Any] = {"name": name, "url": upstream_url}
+    if token:
+        table["token"] = token
+    if weight is not None:
+        table["weight"] = weight
+    if model:
+        table["models"] = model
+    data = call_gateway(url, admin_key, "POST", "/admin/upstreams", table)
+    if as_json:
+        _print(data)
+        return
+    console.print(f"added upstream {name}")
+
+
+@upstreams_app.command("drain")
+def drain(name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False) -> None:
+    """Send no new requests to NAME; what runs there ends normally."""
+    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/drain")
+    if as_json:
+        _print(data)
+        return
+    console.print(f"draining upstream {name}")
+
+
+@upstreams_app.command("resume")
+def resume(
+    name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False
+) -> None:
+    """Let a drained upstream take new requests again."""
+    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/resume")
+    if as_json:
+        _print(data)
+        return
+    console.print(f"upstream {name} takes requests again")
+
+
+@upstreams_app.command("remove")
+def remove(
+    name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False
+) -> None:
+    """Remove NAME (never the primary)."""
+    data = call_gateway(url, admin_key, "DELETE", f"/admin/upstreams/{name}")
+    if as_json:
+        _print(data)
+        return
+    console.print(f"removed upstream {name}")

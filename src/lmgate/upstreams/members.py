@@ -1,0 +1,318 @@
+"""Every upstream of one gateway: a pooled client, a watcher and a model manager for each.
+
+The primary (the first configured, or the one zero-config upstream) is the gateway's
+`upstream`/`watcher`/`models` as before; the others are built the same way from their own
+settings (URL and token), so none ever sends another's token. With one upstream this is a
+list of one and the request path never looks at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from lmgate.admin.models import ModelManager
+from lmgate.loading.choose import build_surfaces
+from lmgate.observe.events import EventBus
+from lmgate.observe.stats import Stats
+from lmgate.settings import Settings
+from lmgate.store.state import StateStore
+from lmgate.upstream.client import UpstreamClient
+from lmgate.upstream.sync import UpstreamWatcher
+from lmgate.upstreams.config import UpstreamConfig
+from lmgate.upstreams.health import Breaker
+from lmgate.upstreams.metrics import UpstreamMetrics
+from lmgate.upstreams.registry import UpstreamRegistry
+
+log = structlog.get_logger("lmgate.upstreams")
+
+
+def settings_for(settings: Settings, config: UpstreamConfig) -> Settings:
+    """The gateway's settings as one upstream's parts see them: its URL, its token, its
+    limits. Built without validation: every value was validated already."""
+    return settings.model_copy(
+        update={
+            "upstream": config.url,
+            "upstream_token": config.token,
+            "upstreams": [],
+            "max_loaded_models": config.max_loaded_models,
+            "model_memory_budget": config.memory_budget,
+            "model_slots": config.slots,
+        }
+    )
+
+
+@dataclass(slots=True)
+class Member:
+    config: UpstreamConfig
+    client: UpstreamClient
+    watcher: UpstreamWatcher
+    models: ModelManager
+    draining: bool = False  # takes no new requests; what runs there finishes
+    breaker: Breaker = field(default_factory=Breaker)
+    was_up: bool | None = None  # as last reported (`upstream_up` / `upstream_down`)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def up(self) -> bool:
+        """Listed at least once, its last model-list read worked, and its breaker is not open."""
+        watcher = self.watcher
+        listed = watcher.synced_at is not None and watcher.last_error is None
+        return listed and not self.breaker.is_open
+
+    def offers(self, model: str) -> str | None:
+        """The key this upstream knows `model` by, when it lists it and may serve it."""
+        found = self.watcher.find(self.config.key_of(model))
+        if found is None or not self.config.allows(found.key):
+            return None
+        return found.key
+
+    def loaded(self, key: str) -> bool:
+        return self.watcher.is_loaded(key)
+
+
+class Upstreams:
+    def __init__(self, members: list[Member], parts: Parts | None = None) -> None:
+        self.members: dict[str, Member] = {m.name: m for m in members}
+        self.primary = members[0]
+        self.parts = parts  # what building another member takes (None: no runtime changes)
+        # Requests are routed once there were ever several (a removed upstream stays known to
+        # the scheduler, so a request must say where it may go).
+        self.routed = len(members) > 1
+        if self.routed:
+            self._name_watchers()
+        for member in members:
+            self._watch_health(member)
+        self.added: list[Callable[[Member], None]] = []  # told of each runtime addition
+        self.busy: Callable[[str], int] = lambda name: 0  # answers running on an upstream
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._removed: dict[str, Member] = {}  # until what was admitted there has ended
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(list(self.members.values()))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def several(self) -> bool:
+        return len(self.members) > 1
+
+    def get(self, name: str) -> Member | None:
+        return self.members.get(name)
+
+    def client_of(self, name: str) -> UpstreamClient:
+        """The client of upstream `name`; one just removed still serves what was admitted
+        there before (a request that waited in its queue)."""
+        member = self.members.get(name) or self._removed.get(name)
+        return self.primary.client if member is None else member.client
+
+    def offering(self, model: str) -> list[tuple[Member, str]]:
+        """Upstreams that may take a request for `model` now, with the key each knows it by:
+        listed there, allowed there, up, and not draining."""
+        found: list[tuple[Member, str]] = []
+        for member in self.members.values():
+            if member.draining or not member.up:
+                continue
+            key = member.offers(model)
+            if key is not None:
+                found.append((member, key))
+        return found
+
+    def others(self) -> list[Member]:
+        """Every upstream but the primary (whose parts the gateway starts and stops itself)."""
+        return [m for m in self.members.values() if m is not self.primary]
+
+    # -- health: `upstream_up` / `upstream_down` -------------------------------------------------
+
+    def _watch_health(self, member: Member) -> None:
+        def check() -> None:
+            self.health_changed(member)
+
+        member.watcher.synced.append(check)
+        member.watcher.failed.append(check)
+
+    def health_changed(self, member: Member, why: str | None = None) -> None:
+        """Publish a change of `member.up` (the first look reports only a down upstream)."""
+        now_up = member.up
+        if not self.routed:  # one upstream: `upstream_state` and /ready say it, as ever
+            member.was_up = now_up
+            return
+        if now_up == member.was_up or (member.was_up is None and now_up):
+            if member.was_up is None and self.parts is not None and self.parts.metrics:
+                self.parts.metrics.up(member.name, now_up)
+            member.was_up = now_up
+            return
+        member.was_up = now_up
+        if not now_up:
+            breaker = member.breaker
+            why = why or ("circuit open" if breaker.is_open else member.watcher.last_error)
+        kind = "upstream_up" if now_up else "upstream_down"
+        (log.info if now_up else log.warning)(kind, upstream=member.name, reason=why)
+        if self.parts is not None:
+            self.parts.bus.publish(kind, upstream=member.name, reason=why)
+        if self.parts is not None and self.parts.metrics is not None:
+            self.parts.metrics.up(member.name, now_up)
+
+    def metrics(self, registry: CollectorRegistry) -> None:
+        """Per-upstream Prometheus series, in this registry."""
+        if self.parts is not None:
+            self.parts.metrics = UpstreamMetrics(registry)
+
+    def sent(self, name: str, outcome: str) -> None:
+        if self.parts is not None and self.parts.metrics is not None:
+            self.parts.metrics.sent(name, outcome)
+
+    def retried(self, model: str | None, failed: str, to: str, why: str) -> None:
+        log.warning("request_retried", model=model, upstream=failed, to=to, reason=why)
+        if self.parts is not None:
+            self.parts.bus.publish(
+                "request_retried", model=model, upstream=failed, to=to, reason=why
+            )
+
+    def failed(self, name: str, why: str) -> None:
+        """A request to `name` failed before its answer (refused, lost, or a 5xx)."""
+        member = self.members.get(name)
+        if member is not None and member.breaker.failure():
+            self.health_changed(member, f"circuit open: {why}")
+
+    def answered(self, name: str) -> None:
+        member = self.members.get(name)
+        if member is not None and member.breaker.success():
+            self.health_changed(member)
+
+    def _name_watchers(self) -> None:
+        """Events and logs name the upstream once there are several."""
+        for member in self.members.values():
+            member.watcher.name = member.name
+
+    async def start(self) -> None:
+        for member in self.others():
+            await self._run(member)
+
+    async def _run(self, member: Member) -> None:
+        await member.client.start()
+        self._tasks[member.name] = asyncio.get_running_loop().create_task(member.watcher.run())
+
+    async def close(self) -> None:
+        tasks = [*self._tasks.values(), *self._retiring]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(m.client.close() for m in self.others()), return_exceptions=True)
+
+    # -- runtime changes (`/admin/upstreams`) ---------------------------------------------------
+
+    async def add(self, config: UpstreamConfig) -> Member:
+        """A new upstream, listed and taking requests from its first model-list read."""
+        if self.parts is None:
+            raise RuntimeError("upstreams cannot be added to this gateway")
+        gone = self._removed.pop(config.name, None)  # added again before it was retired
+        if gone is not None:
+            await gone.client.close()
+        member = member_of(self.parts.settings, config, *self.parts.shared())
+        self.members[member.name] = member
+        self.routed = True
+        self._name_watchers()
+        self._watch_health(member)
+        for told in self.added:
+            told(member)
+        await self._run(member)
+        return member
+
+    def drain(self, name: str) -> Member:
+        """No new requests; what runs there ends normally."""
+        member = self.members[name]
+        member.draining = True
+        return member
+
+    def resume(self, name: str) -> Member:
+        """A drained upstream takes new requests again."""
+        member = self.members[name]
+        member.draining = False
+        return member
+
+    def remove(self, name: str) -> Member:
+        """Gone from the list at once; its connections close once its answers have ended."""
+        member = self.members.pop(name)
+        member.draining = True
+        self._removed[name] = member
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+        retire = asyncio.get_running_loop().create_task(self._retire(member))
+        self._retiring.add(retire)
+        retire.add_done_callback(self._retiring.discard)
+        return member
+
+    async def _retire(self, member: Member, *, most_s: float = 3600.0) -> None:
+        waited = 0.0
+        while self.busy(member.name) and waited < most_s:
+            await asyncio.sleep(0.5)
+            waited += 0.5
+        if self._removed.get(member.name) is member:
+            del self._removed[member.name]
+        await member.client.close()
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        primary: tuple[UpstreamClient, UpstreamWatcher, ModelManager],
+        state: StateStore,
+        bus: EventBus,
+        stats: Stats,
+    ) -> Upstreams:
+        parts = Parts(settings, state, bus, stats)
+        configs = settings.upstream_configs()
+        listed = parts.registry.apply(configs) if parts.registry else [(c, False) for c in configs]
+        members = [Member(configs[0], *primary, draining=listed[0][1])]
+        for config, draining in listed[1:]:
+            members.append(member_of(settings, config, state, bus, stats))
+            members[-1].draining = draining
+        return cls(members, parts)
+
+
+@dataclass(slots=True)
+class Parts:
+    """What every member shares: settings, state, events, statistics, the stored changes."""
+
+    settings: Settings
+    state: StateStore
+    bus: EventBus
+    stats: Stats
+    registry: UpstreamRegistry | None = None
+    metrics: UpstreamMetrics | None = None
+
+    def __post_init__(self) -> None:
+        if self.registry is None:
+            self.registry = UpstreamRegistry(self.state.db)
+
+    def shared(self) -> tuple[StateStore, EventBus, Stats]:
+        return self.state, self.bus, self.stats
+
+
+def member_of(
+    settings: Settings, config: UpstreamConfig, state: StateStore, bus: EventBus, stats: Stats
+) -> Member:
+    own = settings_for(settings, config)
+    client = UpstreamClient(own)
+    watcher = UpstreamWatcher(client, bus, interval=settings.sync_interval)
+    models = ModelManager(
+        client,
+        watcher,
+        state,
+        bus,
+        stats,
+        load_timeout=settings.load_timeout,
+        surfaces=build_surfaces(own, client, watcher),
+    )
+    return Member(config, client, watcher, models)

@@ -1,0 +1,121 @@
+"""`/admin/upstreams`: every upstream (its kind and capabilities, health and models), and
+adding, draining and removing them at runtime, each change stored and published as an event.
+
+Tokens are never shown (only whether one is set), URLs with their credentials masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from lmgate.errors import BadRequest, GatewayError, NotFound
+from lmgate.exchange import clip
+from lmgate.gateway import Gateway, gateway_of
+from lmgate.upstreams.config import UpstreamConfig, parse_upstreams
+from lmgate.upstreams.members import Member, Upstreams
+from lmgate.upstreams.registry import ACTIVE, DRAINING, REMOVED, UpstreamRegistry
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def describe(member: Member, *, primary: bool) -> dict[str, Any]:
+    watcher = member.watcher
+    return {
+        **member.config.public(),
+        "primary": primary,
+        "state": "draining" if member.draining else ("up" if member.up else "down"),
+        **watcher.caps.as_json(),
+        "lastSync": watcher.synced_at,
+        "syncError": watcher.last_error,
+        "models": sorted(k for k in watcher.models if member.config.allows(k)),
+        "loaded": sorted({i.model_key for i in watcher.instances.values()}),
+    }
+
+
+@router.get("/upstreams")
+async def upstreams(request: Request) -> dict[str, Any]:
+    gw = gateway_of(request)
+    primary = gw.upstreams.primary
+    return {
+        "upstreams": [describe(m, primary=m is primary) for m in gw.upstreams],
+    }
+
+
+class UpstreamConflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "upstream_conflict"
+
+
+def _registry(gw: Gateway) -> tuple[Upstreams, UpstreamRegistry]:
+    ups = gw.upstreams
+    if ups.parts is None or ups.parts.registry is None:  # pragma: no cover - always built so
+        raise UpstreamConflict("this gateway's upstreams cannot be changed at runtime")
+    return ups, ups.parts.registry
+
+
+def _member(ups: Upstreams, name: str) -> Member:
+    member = ups.get(name)
+    if member is None:
+        raise NotFound(f"no upstream is named '{clip(name)}'", code="upstream_not_found")
+    return member
+
+
+@router.post("/upstreams", status_code=201)
+async def add(body: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Add an upstream (its table as in the config file); kept across restarts."""
+    gw = gateway_of(request)
+    ups, registry = _registry(gw)
+    try:
+        (config,) = [UpstreamConfig.model_validate(t) for t in parse_upstreams([body])]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(f"invalid upstream: {problems}", code="invalid_upstream") from None
+    if ups.get(config.name) is not None:
+        raise UpstreamConflict(f"an upstream is already named '{config.name}'")
+    await asyncio.to_thread(registry.save, config, ACTIVE)
+    member = await ups.add(config)
+    gw.bus.publish("upstream_added", upstream=member.name, url=config.public()["url"])
+    return {"upstream": describe(member, primary=False)}
+
+
+@router.post("/upstreams/{name}/drain")
+async def drain(name: str, request: Request) -> dict[str, Any]:
+    """Take no new requests there; what runs ends normally. Kept across restarts."""
+    gw = gateway_of(request)
+    ups, registry = _registry(gw)
+    member = _member(ups, name)
+    await asyncio.to_thread(registry.save, member.config, DRAINING)
+    ups.drain(name)
+    gw.bus.publish("upstream_draining", upstream=name)
+    return {"upstream": describe(member, primary=member is ups.primary)}
+
+
+@router.post("/upstreams/{name}/resume")
+async def resume(name: str, request: Request) -> dict[str, Any]:
+    """A drained upstream takes new requests again. Kept across restarts."""
+    gw = gateway_of(request)
+    ups, registry = _registry(gw)
+    member = _member(ups, name)
+    await asyncio.to_thread(registry.save, member.config, ACTIVE)
+    ups.resume(name)
+    gw.bus.publish("upstream_resumed", upstream=name)
+    return {"upstream": describe(member, primary=member is ups.primary)}
+
+
+@router.delete("/upstreams/{name}")
+async def remove(name: str, request: Request) -> dict[str, Any]:
+    """Remove an upstream (never the primary); its running answers end normally first."""
+    gw = gateway_of(request)
+    ups, registry = _registry(gw)
+    member = _member(ups, name)
+    if member is ups.primary:
+        raise UpstreamConflict(f"'{name}' is the primary upstream; drain it instead")
+    await asyncio.to_thread(registry.save, member.config, REMOVED)
+    ups.remove(name)
+    gw.bus.publish("upstream_removed", upstream=name)
+    return {"removed": name}

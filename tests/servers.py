@@ -142,9 +142,13 @@ def upstream_requests(upstream: httpx.Client) -> list[dict[str, object]]:
     return items
 
 
-def raw_http(port: int, request: bytes, timeout: float = 5.0) -> bytes:
-    """Send bytes exactly as given (no client-side path clean-up) and read the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+def raw_http(port: int, request: bytes, timeout: float = 5.0, source: str | None = None) -> bytes:
+    """Send bytes exactly as given (no client-side path clean-up) and read the whole answer;
+    from the loopback address `source` if given."""
+    where = None if source is None else (source, 0)
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=where
+    ) as sock:
         sock.sendall(request)
         chunks = []
         while True:

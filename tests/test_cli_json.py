@@ -18,24 +18,15 @@ import typer
 
 from lmgate.cli.keys import keys_app
 from lmgate.cli.models import models_app
-from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_emulator, start_gateway
+from tests.server_fixtures import emulator_fixture, gateway_fixture
+from tests.servers import ADMIN_KEY, ServerProcess, admin_headers
 
-
-@pytest.fixture(scope="module")
-def emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(
-        tmp_root, "--download-speed", "100000000", "--download-size", "150000000", name="emu-cli"
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_root: Path, emu: ServerProcess) -> Iterator[ServerProcess]:
-    env = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_DOWNLOAD_POLL_SECONDS": "0.2"}
-    server = start_gateway(tmp_root, emu.url, env=env)
-    yield server
-    server.stop()
+emu = emulator_fixture(
+    "--download-speed", "100000000", "--download-size", "150000000", name="emu-cli"
+)
+gw = gateway_fixture(
+    "emu", env={"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_DOWNLOAD_POLL_SECONDS": "0.2"}
+)
 
 
 def _lmgate(

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.observe.helpers import EventReader, eventually
+from tests.server_fixtures import emulator_fixture, gateway_fixture
 from tests.servers import (
     ADMIN_KEY,
     API_KEY,
     ServerProcess,
     admin_headers,
-    start_emulator,
-    start_gateway,
 )
 
 ENV = {
@@ -29,38 +26,16 @@ ENV = {
 WATCH = "?types=model_download_*&lastEventId=0"  # from the start: nothing is missed
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    # 100 MB at 40 MB/s: about 2.5 s per download
-    server = start_emulator(
-        tmp_root, "--download-speed", "40000000", "--download-size", "100000000", name="emu-dl"
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def slow_emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    # 10 GB at 50 MB/s: never done within a test
-    server = start_emulator(
-        tmp_root, "--download-speed", "50000000", "--download-size", "10000000000", name="emu-dl2"
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_root: Path, emu: ServerProcess) -> Iterator[ServerProcess]:
-    server = start_gateway(tmp_root, emu.url, env=ENV)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def slow_gw(tmp_root: Path, slow_emu: ServerProcess) -> Iterator[ServerProcess]:
-    server = start_gateway(tmp_root, slow_emu.url, env=ENV)
-    yield server
-    server.stop()
+# 100 MB at 40 MB/s: about 2.5 s per download
+emu = emulator_fixture(
+    "--download-speed", "40000000", "--download-size", "100000000", name="emu-dl"
+)
+# 10 GB at 50 MB/s: never done within a test
+slow_emu = emulator_fixture(
+    "--download-speed", "50000000", "--download-size", "10000000000", name="emu-dl2"
+)
+gw = gateway_fixture("emu", env=ENV)
+slow_gw = gateway_fixture("slow_emu", env=ENV)
 
 
 def _admin(server: ServerProcess) -> httpx.Client:

@@ -7,39 +7,25 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 
-from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_emulator, start_gateway
+from tests.server_fixtures import emulator_fixture, gateway_fixture
+from tests.servers import ADMIN_KEY, ServerProcess, admin_headers
 
 MIB = 2**20
 
 
-@pytest.fixture(scope="module")
-def slow_dl_emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(
-        tmp_root,
-        "--download-speed",
-        "1000000",
-        "--download-size",
-        "10000000000",
-        "--no-sdk",
-        name="emu-attack-dl",
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_root: Path, slow_dl_emu: ServerProcess) -> Iterator[ServerProcess]:
-    env = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_LMS_PATH": "off"}
-    server = start_gateway(tmp_root, slow_dl_emu.url, env=env)
-    yield server
-    server.stop()
+slow_dl_emu = emulator_fixture(
+    "--download-speed",
+    "1000000",
+    "--download-size",
+    "10000000000",
+    "--no-sdk",
+    name="emu-attack-dl",
+)
+gw = gateway_fixture("slow_dl_emu", env={"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_LMS_PATH": "off"})
 
 
 class Served:

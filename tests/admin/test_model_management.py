@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.observe.helpers import EventReader
+from tests.server_fixtures import emulator_fixture, gateway_fixture
 from tests.servers import (
     ADMIN_KEY,
     ServerProcess,
@@ -29,18 +30,8 @@ CHAT = {"messages": [{"role": "user", "content": "hello"}]}
 FAST_SYNC = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_SYNC_INTERVAL": "0.3"}
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_root, "--load-delay", "0.3", "--no-sdk", name="emu-mm")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_root: Path, emu: ServerProcess) -> Iterator[ServerProcess]:
-    server = start_gateway(tmp_root, emu.url, env=FAST_SYNC)
-    yield server
-    server.stop()
+emu = emulator_fixture("--load-delay", "0.3", "--no-sdk", name="emu-mm")
+gw = gateway_fixture("emu", env=FAST_SYNC)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ gateway that loads on demand in front of an emulator whose models answer one at 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.dashboard.helpers import shot, sign_in, view
+from tests.observe.helpers import eventually
 from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_emulator, start_gateway
 
 QWEN = "qwen/qwen3-4b"
@@ -49,15 +49,6 @@ def queue_servers(tmp_root: Path) -> Iterator[tuple[ServerProcess, ServerProcess
     emu.stop()
 
 
-def _until(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-    return value
-
-
 def _chat(gw: ServerProcess, key: str, tokens: int, delay: float, box: dict[str, Any]) -> None:
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=120)
     stream = client.chat.completions.create(
@@ -75,7 +66,7 @@ def test_a_waiting_request_in_live_and_slots_with_ttl_in_models(
     page: Any, queue_servers: tuple[ServerProcess, ServerProcess], artifacts: Path
 ) -> None:
     emu, gw = queue_servers
-    _until(
+    eventually(
         lambda: (
             QWEN
             in {
@@ -84,7 +75,8 @@ def test_a_waiting_request_in_live_and_slots_with_ttl_in_models(
                     "models"
                 ]
             }
-        )
+        ),
+        timeout=20.0,
     )
     sign_in(page, gw.url)
     view(page, "live")
@@ -93,7 +85,10 @@ def test_a_waiting_request_in_live_and_slots_with_ttl_in_models(
     box: dict[str, Any] = {}
     busy = threading.Thread(target=_chat, args=(gw, KEY_A, 20, 0.5, box))  # ~10 s
     busy.start()
-    _until(lambda: httpx.get(emu.url + "/__emulator/generations").json()["generating"].get(QWEN))
+    eventually(
+        lambda: httpx.get(emu.url + "/__emulator/generations").json()["generating"].get(QWEN),
+        timeout=20.0,
+    )
     waiter = threading.Thread(target=_chat, args=(gw, KEY_B, 2, 0.01, box))
     waiter.start()
     try:

@@ -6,35 +6,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 
-from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_emulator, start_gateway
+from tests.server_fixtures import emulator_fixture, gateway_fixture
+from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_gateway
 
 CHAT = {"model": "qwen/qwen3-4b", "messages": [{"role": "user", "content": "Hi"}]}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_path_factory.mktemp("sched-emu"), "--token-delay", "0")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, emulator: ServerProcess) -> Iterator[Any]:
-    server = start_gateway(
-        tmp_path_factory.mktemp("sched-gw"), emulator.url, env={"LMGATE_ADMIN_KEY": ADMIN_KEY}
-    )
-    yield server
-    server.stop()
+emulator = emulator_fixture("--token-delay", "0", name="sched-emu")
+gateway = gateway_fixture("emulator", env={"LMGATE_ADMIN_KEY": ADMIN_KEY})
 
 
 def window(start_in: timedelta, length: timedelta) -> str:

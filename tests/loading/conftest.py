@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_emulator, start_gateway
+from tests.server_fixtures import emulator_fixture
+from tests.servers import ADMIN_KEY, ServerProcess, admin_headers, start_gateway
 
 FAKE = Path(__file__).with_name("fake_lms.py")
 
@@ -62,13 +63,7 @@ def lms(tmp_path_factory: pytest.TempPathFactory) -> FakeLms:
     return make_fake_lms(tmp_path_factory.mktemp("lms"))
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(
-        tmp_root, "--load-delay", "0.1", "--no-preload", "--no-sdk", name="emu-loading"
-    )
-    yield server
-    server.stop()
+emu = emulator_fixture("--load-delay", "0.1", "--no-preload", "--no-sdk", name="emu-loading")
 
 
 def gateway_env(fake: FakeLms | None, **extra: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from tests.loading.conftest import FakeLms, gateway_env, instances, make_fake_lms
+from tests.server_fixtures import emulator_fixture
 from tests.servers import (
     ServerProcess,
     admin_headers,
@@ -39,11 +40,7 @@ SPEC_CONFIG: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def sdk_emu(tmp_root: Path) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_root, "--load-delay", "0.1", "--no-preload", name="emu-sdk-gw")
-    yield server
-    server.stop()
+sdk_emu = emulator_fixture("--load-delay", "0.1", "--no-preload", name="emu-sdk-gw")
 
 
 @pytest.fixture(scope="module")

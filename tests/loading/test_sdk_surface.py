@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from lmgate.errors import (
 from lmgate.loading.sdk import SdkSurface, compare, translate
 from lmgate.loading.surface import LoadSpec
 from lmgate.settings import Settings
+from tests.server_fixtures import emulator_fixture
 from tests.servers import ServerProcess, free_port, start_emulator
 
 TOKEN = "sk-lm-Zx8cVb7n:Mq1Wn2Eb3Rv4Tc5Yx6Uz"
@@ -59,18 +59,8 @@ def settings(url: str, token: str | None = None, *, load_timeout: float = 60) ->
     )
 
 
-@pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_path_factory.mktemp("sdk"), "--load-delay", "0.2")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_path_factory.mktemp("sdk-auth"), "--api-token", TOKEN)
-    yield server
-    server.stop()
+plain = emulator_fixture("--load-delay", "0.2", name="sdk")
+guarded = emulator_fixture("--api-token", TOKEN, name="sdk-auth")
 
 
 @pytest.fixture

@@ -11,16 +11,15 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import zxingcpp
 from PIL import Image
 
 from lmgate.tls import make_lan_certificate
+from tests.server_fixtures import emulator_fixture, gateway_fixture
 from tests.servers import (
     ADMIN_KEY,
     ServerProcess,
@@ -28,8 +27,6 @@ from tests.servers import (
     clean_env,
     free_port,
     serve_argv,
-    start_emulator,
-    start_gateway,
 )
 
 ENV = {
@@ -40,18 +37,8 @@ ENV = {
 CODE = re.compile(r"/pair/([A-Za-z0-9_-]{20})")
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_path_factory.mktemp("pair-emu"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
-    server = start_gateway(tmp_path, emulator.url, env=ENV)
-    yield server
-    server.stop()
+emulator = emulator_fixture(name="pair-emu")
+gateway = gateway_fixture("emulator", env=ENV, scope="function")
 
 
 def trusting(ca: Path) -> ssl.SSLContext:

@@ -11,9 +11,7 @@ codes; the allowlist holds for /pair/ too.
 from __future__ import annotations
 
 import concurrent.futures
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,11 +20,12 @@ import psutil
 import pytest
 
 from lmgate.guard.paths import shown_path
+from tests.server_fixtures import emulator_fixture, gateway_fixture
 from tests.servers import (
     ADMIN_KEY,
     ServerProcess,
     admin_headers,
-    start_emulator,
+    raw_http,
     start_gateway,
 )
 
@@ -38,26 +37,10 @@ ENV = {
 HOSTILE = "127.0.0.2"  # a second loopback address: the attacker, apart from the normal phone
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_emulator(tmp_path_factory.mktemp("pair-attack-emu"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
-    server = start_gateway(tmp_path, emulator.url, env=ENV)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def lenient(tmp_path: Path, emulator: ServerProcess) -> Iterator[ServerProcess]:
-    """A gateway that never blocks for wrong codes: every spelling reaches the routes."""
-    server = start_gateway(tmp_path, emulator.url, env={**ENV, "LMGATE_AUTH_FAIL_LIMIT": "0"})
-    yield server
-    server.stop()
+emulator = emulator_fixture(name="pair-attack-emu")
+gateway = gateway_fixture("emulator", env=ENV, scope="function")
+# a gateway that never blocks for wrong codes: every spelling reaches the routes
+lenient = gateway_fixture("emulator", env={**ENV, "LMGATE_AUTH_FAIL_LIMIT": "0"}, scope="function")
 
 
 def new_code(gw: ServerProcess, name: str = "phone") -> str:
@@ -69,20 +52,7 @@ def new_code(gw: ServerProcess, name: str = "phone") -> str:
 
 
 def raw(port: int, request: bytes, source: str = "127.0.0.1", timeout: float = 10.0) -> bytes:
-    with socket.create_connection(
-        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
-    ) as sock:
-        sock.sendall(request)
-        chunks = []
-        while True:
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks)
+    return raw_http(port, request, timeout, source=source)
 
 
 def ask(port: int, method: str, path: str, code: str, body: bytes = b"") -> tuple[int, bytes]:

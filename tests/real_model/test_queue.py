@@ -25,6 +25,7 @@ import httpx
 import openai
 import pytest
 
+from tests.observe.helpers import eventually
 from tests.real_model.conftest import CLIENT_TIMEOUT_S, IDLE_BEFORE_TEST_S
 from tests.real_model.engine import ALIAS
 from tests.real_model.llama_view import slots, wait_idle
@@ -50,7 +51,7 @@ def one_slot_gateway(tmp_root: Path, llama: ServerProcess) -> Iterator[ServerPro
         },
     )
     try:
-        _until(lambda: _knows_model(gate), 60.0)
+        eventually(lambda: _knows_model(gate), 60.0)
         yield gate
     finally:
         gate.stop()
@@ -59,15 +60,6 @@ def one_slot_gateway(tmp_root: Path, llama: ServerProcess) -> Iterator[ServerPro
 def _knows_model(gate: ServerProcess) -> bool:
     listed = httpx.get(gate.url + "/admin/models", headers=admin_headers(), timeout=10).json()
     return any(m.get("key") == ALIAS for m in listed.get("models", []))
-
-
-def _until(check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-    return value
 
 
 def _waiting(gate: ServerProcess) -> list[dict[str, Any]]:
@@ -197,10 +189,10 @@ def _queue_behind_a_holder(
     assert wait_idle(llama.url, IDLE_BEFORE_TEST_S), "the server stayed busy"
     asker.hold()
     assert asker.holding.wait(QUEUED_WITHIN_S), "the holding stream never started"
-    [peak.ignored] = _until(peak.running, QUEUED_WITHIN_S)
+    [peak.ignored] = eventually(peak.running, QUEUED_WITHIN_S)
     for count, (name, key) in enumerate(queued, start=1):
         asker.send(name, key, TOKENS)
-        _until(lambda count=count: len(_waiting(gate)) >= count, QUEUED_WITHIN_S)
+        eventually(lambda count=count: len(_waiting(gate)) >= count, QUEUED_WITHIN_S)
     asker.release.set()
 
 

@@ -122,24 +122,21 @@ def test_systemd_analyze_verify(tmp_path: Path, system: bool) -> None:
     assert out.returncode == 0 and not complaints, out.stderr
 
 
+def _exposed_install(
+    tmp_path: Path, root: Path, upstream: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`service install --system` under `root`, listening on every address."""
+    args = ("--system", "--root", str(root), "--host", "0.0.0.0", "--upstream", upstream)
+    return service(tmp_path, "install", *args, env=env)
+
+
 @needs_systemd
 def test_install_under_root_is_what_systemd_enables(
     tmp_path: Path, emulator: ServerProcess
 ) -> None:
     root = tmp_path / "root"
     env = {"LMGATE_ADMIN_KEY": ADMIN, "LMGATE_API_KEYS": API}
-    out = service(
-        tmp_path,
-        "install",
-        "--system",
-        "--root",
-        str(root),
-        "--host",
-        "0.0.0.0",
-        "--upstream",
-        emulator.url,
-        env=env,
-    )
+    out = _exposed_install(tmp_path, root, emulator.url, env)
     assert out.returncode == 0, out.stderr
     assert ADMIN not in out.stdout + out.stderr and API not in out.stdout + out.stderr
     assert "nothing was started" in out.stdout and "lmgate service uninstall --system" in out.stdout
@@ -211,18 +208,7 @@ def test_user_install_and_uninstall(tmp_path: Path, emulator: ServerProcess) -> 
 def test_refuses_what_doctor_fails(tmp_path: Path, emulator: ServerProcess) -> None:
     root = tmp_path / "root"
     weak = {"LMGATE_ADMIN_KEY": "changeme123"}
-    out = service(
-        tmp_path,
-        "install",
-        "--system",
-        "--root",
-        str(root),
-        "--host",
-        "0.0.0.0",
-        "--upstream",
-        emulator.url,
-        env=weak,
-    )
+    out = _exposed_install(tmp_path, root, emulator.url, weak)
     assert out.returncode == 1
     assert "weak-key" in out.stderr and "refusing to install" in out.stderr
     assert "changeme123" not in out.stdout + out.stderr

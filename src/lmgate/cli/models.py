@@ -3,12 +3,14 @@ without curl. Every command takes `--json` (`cli/output.py`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 
+from lmgate.cli.option_group import option_group
 from lmgate.cli.output import json_output, record
 from lmgate.cli.tables import pairs, print_table, text
 
@@ -233,54 +235,51 @@ def unload(
     console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
 
 
-Temperature = Annotated[float | None, typer.Option(help="Default temperature (0-2).")]
-MaxTokens = Annotated[int | None, typer.Option(help="Default max tokens (-1: no limit).")]
-TopP = Annotated[float | None, typer.Option(help="Default top-p (0-1).")]
-TopK = Annotated[int | None, typer.Option(help="Default top-k.")]
-RepeatPenalty = Annotated[float | None, typer.Option(help="Default repeat penalty (> 0).")]
-Stop = Annotated[
-    list[str] | None, typer.Option("--stop", help="A default stop string (repeat for more).")
-]
-Stream = Annotated[
-    bool | None, typer.Option("--stream/--no-stream", help="Stream answers by default.")
-]
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The seven inference defaults `activate` and `profile set` take."""
+
+    temperature: Annotated[float | None, typer.Option(help="Default temperature (0-2).")] = None
+    max_tokens: Annotated[int | None, typer.Option(help="Default max tokens (-1: no limit).")] = (
+        None
+    )
+    top_p: Annotated[float | None, typer.Option(help="Default top-p (0-1).")] = None
+    top_k: Annotated[int | None, typer.Option(help="Default top-k.")] = None
+    repeat_penalty: Annotated[float | None, typer.Option(help="Default repeat penalty (> 0).")] = (
+        None
+    )
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="A default stop string (repeat for more).")
+    ] = None
+    stream: Annotated[
+        bool | None, typer.Option("--stream/--no-stream", help="Stream answers by default.")
+    ] = None
+
+    def given(self) -> dict[str, Any]:
+        """The defaults given on the command line, in the API's names."""
+        given = {
+            "temperature": self.temperature,
+            "maxTokens": self.max_tokens,
+            "topP": self.top_p,
+            "topK": self.top_k,
+            "repeatPenalty": self.repeat_penalty,
+            "stopStrings": self.stop or None,
+            "stream": self.stream,
+        }
+        return {k: v for k, v in given.items() if v is not None}
 
 
-def inference_defaults(
-    temperature: float | None,
-    max_tokens: int | None,
-    top_p: float | None,
-    top_k: int | None,
-    repeat_penalty: float | None,
-    stop: list[str] | None,
-    stream: bool | None,
-) -> dict[str, Any]:
-    """The seven inference defaults given on the command line, in the API's names."""
-    given = {
-        "temperature": temperature,
-        "maxTokens": max_tokens,
-        "topP": top_p,
-        "topK": top_k,
-        "repeatPenalty": repeat_penalty,
-        "stopStrings": stop or None,
-        "stream": stream,
-    }
-    return {k: v for k, v in given.items() if v is not None}
+_INFERENCE = InferenceOptions()  # the commands' default; `option_group` fills it from the flags
 
 
 @models_app.command("activate")
 @json_output
+@option_group("inference", InferenceOptions)
 def activate(
     model: str,
     url: Url = "http://127.0.0.1:1235",
     admin_key: Key = None,
-    temperature: Temperature = None,
-    max_tokens: MaxTokens = None,
-    top_p: TopP = None,
-    top_k: TopK = None,
-    repeat_penalty: RepeatPenalty = None,
-    stop: Stop = None,
-    stream: Stream = None,
+    inference: InferenceOptions = _INFERENCE,
     force: Annotated[
         bool, typer.Option(help="Activate even a model the upstream does not list.")
     ] = False,
@@ -290,7 +289,7 @@ def activate(
     ] = None,
 ) -> None:
     """Make MODEL the active model, optionally with default sampling parameters."""
-    given = inference_defaults(temperature, max_tokens, top_p, top_k, repeat_penalty, stop, stream)
+    given = inference.given()
     body: dict[str, Any] = {"modelKey": model}
     if given:
         body["defaultInference"] = given
@@ -340,6 +339,7 @@ def profile_get(model: str, url: Url = "http://127.0.0.1:1235", admin_key: Key =
 
 @profile_app.command("set")
 @json_output
+@option_group("inference", InferenceOptions)
 def profile_set(
     model: str,
     url: Url = "http://127.0.0.1:1235",
@@ -349,13 +349,7 @@ def profile_set(
     eval_batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size.")] = None,
     gpu_ratio: Annotated[float | None, typer.Option(help="GPU offload ratio 0-1.")] = None,
     ttl: Annotated[int | None, typer.Option(help="Idle seconds before an unload.")] = None,
-    temperature: Temperature = None,
-    max_tokens: MaxTokens = None,
-    top_p: TopP = None,
-    top_k: TopK = None,
-    repeat_penalty: RepeatPenalty = None,
-    stop: Stop = None,
-    stream: Stream = None,
+    inference: InferenceOptions = _INFERENCE,
 ) -> None:
     """Store MODEL's profile (it replaces the stored one): used when lmgate loads MODEL, and
     its defaults for requests naming MODEL."""
@@ -367,9 +361,7 @@ def profile_set(
         "gpu": {"ratio": gpu_ratio} if gpu_ratio is not None else None,
     }
     load_config = {k: v for k, v in config.items() if v is not None}
-    defaults = inference_defaults(
-        temperature, max_tokens, top_p, top_k, repeat_penalty, stop, stream
-    )
+    defaults = inference.given()
     body = {"loadConfig": load_config or None, "defaultInference": defaults or None}
     _show_profile(call_gateway(url, admin_key, "PUT", _profile_path(model), body))
 

@@ -13,11 +13,13 @@ import getpass
 import os
 import subprocess
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Annotated
 
 import typer
 
+from lmgate.cli.option_group import option_group
 from lmgate.cli.serve import resolve_settings
 from lmgate.service import launchd, systemd, windows
 from lmgate.service.installer import (
@@ -59,6 +61,21 @@ RunAs = Annotated[
 ]
 DataDir = Annotated[Path | None, typer.Option(help="State directory [per platform and scope].")]
 Config = Annotated[Path | None, typer.Option(help="TOML config file (LMGATE_CONFIG).")]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which installed service `uninstall`, `status` and `logs` are about."""
+
+    platform: Platform = None
+    system: Scope = None
+    root: Root = None
+    run_as: RunAs = None
+    config: Config = None
+    data_dir: DataDir = None
+
+
+_TARGET = Target()  # the commands' default; `option_group` fills it from the flags
 
 
 def _platform(given: str | None) -> str:
@@ -294,18 +311,14 @@ def install_command(
 
 
 @service_app.command("uninstall")
+@option_group("target", Target)
 def uninstall_command(
-    platform: Platform = None,
-    system: Scope = None,
-    root: Root = None,
-    run_as: RunAs = None,
-    config: Config = None,
-    data_dir: DataDir = None,
+    target: Target = _TARGET,
 ) -> None:
     """Stop the service and remove what `install` wrote (the data dir and keys stay)."""
-    name, scope, plan, spec = _resolve(platform, system, run_as, config, data_dir)
-    live, _ = _live(name, root)
-    outcome = uninstall(plan, root, live=live)
+    name, scope, plan, spec = _resolve(target)
+    live, _ = _live(name, target.root)
+    outcome = uninstall(plan, target.root, live=live)
     if not outcome.done:
         typer.echo(f"lmgate: no {plan.scope} service of lmgate is installed here")
         return
@@ -319,38 +332,28 @@ def uninstall_command(
         typer.echo(f"kept: the user '{systemd.USER}' (userdel {systemd.USER} removes it)")
 
 
-def _resolve(
-    platform: str | None,
-    system: bool | None,
-    run_as: str | None,
-    config: Path | None,
-    data_dir: Path | None,
-) -> tuple[str, bool, Plan, ServiceSpec]:
-    settings, origins = resolve_settings(config=config, data_dir=data_dir)
-    name = _platform(platform)
-    scope = _system(system)
+def _resolve(target: Target) -> tuple[str, bool, Plan, ServiceSpec]:
+    settings, origins = resolve_settings(config=target.config, data_dir=target.data_dir)
+    name = _platform(target.platform)
+    scope = _system(target.system)
     spec, _ = _spec(name, scope, settings, origins)
-    return name, scope, _plan(name, scope, spec, run_as), spec
+    return name, scope, _plan(name, scope, spec, target.run_as), spec
 
 
 @service_app.command("status")
+@option_group("target", Target)
 def status_command(
-    platform: Platform = None,
-    system: Scope = None,
-    root: Root = None,
-    run_as: RunAs = None,
-    config: Config = None,
-    data_dir: DataDir = None,
+    target: Target = _TARGET,
 ) -> None:
     """What is installed, and what the service manager says of the service."""
-    name, _, plan, _ = _resolve(platform, system, run_as, config, data_dir)
-    found = installed(plan, root)
+    name, _, plan, _ = _resolve(target)
+    found = installed(plan, target.root)
     for what, present in found:
         typer.echo(f"{'installed' if present else 'missing  '}  {what}")
     if not any(present for _, present in found):
         typer.echo(f"lmgate: no {plan.scope} service of lmgate is installed")
         raise typer.Exit(3)
-    live, why = _live(name, root)
+    live, why = _live(name, target.root)
     if not live or not tool(plan.status):
         typer.echo(f"lmgate: {why or 'the service manager is not available here'}")
         return
@@ -358,20 +361,16 @@ def status_command(
 
 
 @service_app.command("logs")
+@option_group("target", Target)
 def logs_command(
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many recent lines.")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
-    platform: Platform = None,
-    system: Scope = None,
-    root: Root = None,
-    run_as: RunAs = None,
-    config: Config = None,
-    data_dir: DataDir = None,
+    target: Target = _TARGET,
 ) -> None:
     """The service's recent log lines (journalctl on Linux, its log files elsewhere)."""
-    name, _, plan, _ = _resolve(platform, system, run_as, config, data_dir)
+    name, _, plan, _ = _resolve(target)
     if plan.logs:
-        live, why = _live(name, root)
+        live, why = _live(name, target.root)
         if not live or not tool(plan.logs):
             typer.echo(f"lmgate: {why or 'journalctl is not available here'}", err=True)
             raise typer.Exit(1)
@@ -379,7 +378,7 @@ def logs_command(
         raise typer.Exit(subprocess.run(command, check=False).returncode)
     shown = False
     for log in plan.log_files:
-        path = under(root, log)
+        path = under(target.root, log)
         if not path.exists():
             continue
         shown = True
@@ -391,7 +390,7 @@ def logs_command(
         typer.echo("lmgate: no log file yet: " + ", ".join(str(p) for p in plan.log_files))
         raise typer.Exit(1)
     if follow:
-        _follow([under(root, log) for log in plan.log_files])
+        _follow([under(target.root, log) for log in plan.log_files])
 
 
 def _follow(paths: list[Path]) -> None:

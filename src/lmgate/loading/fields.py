@@ -6,7 +6,10 @@ most), the reasons given under `notApplied`, and `GET /admin/upstream`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmgate.loading.surface import LoadSpec
 
 SDK, LMS, REST = "sdk", "lms", "rest"
 PREFERENCE = (SDK, LMS, REST)  # best first: the SDK sets everything, REST the least
@@ -58,6 +61,17 @@ def flatten(config: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             out[name] = value
     return out
+
+
+def asked_of(spec: LoadSpec) -> dict[str, Any]:
+    """Every setting `spec` asks for, flattened, with the instance's own `ttl` and
+    `identifier`: what a surface reports as applied or not, field by field."""
+    asked = flatten(spec.config)
+    if spec.ttl is not None:
+        asked["ttl"] = spec.ttl
+    if spec.identifier is not None:
+        asked["identifier"] = spec.identifier
+    return asked
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

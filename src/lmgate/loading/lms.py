@@ -26,7 +26,7 @@ import orjson
 
 from lmgate.errors import NotFound
 from lmgate.loading.errors import LoadFailed, LoadTimedOut
-from lmgate.loading.fields import LMS, fields_of, flatten, needs
+from lmgate.loading.fields import LMS, asked_of, fields_of, needs
 from lmgate.loading.process import Ran, TimedOut, run
 from lmgate.loading.secrets import summarize
 from lmgate.loading.surface import LoadSpec, Progress, SurfaceLoad
@@ -201,11 +201,7 @@ class LmsSurface:
         return _ps_entries(ran)
 
     async def load(self, spec: LoadSpec, progress: Progress) -> SurfaceLoad:
-        asked = flatten(spec.config)
-        if spec.ttl is not None:
-            asked["ttl"] = spec.ttl
-        if spec.identifier is not None:
-            asked["identifier"] = spec.identifier
+        asked = asked_of(spec)
         args = ["load", spec.model]
         flags = {
             "gpu.ratio": "--gpu",

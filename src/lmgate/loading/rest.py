@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lmgate.errors import GatewayError
-from lmgate.loading.fields import REST, fields_of, flatten, needs
+from lmgate.loading.fields import REST, asked_of, fields_of, needs
 from lmgate.loading.surface import LoadSpec, Progress, SurfaceLoad
 from lmgate.upstream.client import UpstreamClient, UpstreamRefused
 from lmgate.upstream.load_config import REST_FIELDS, from_rest
@@ -47,11 +47,7 @@ class RestSurface:
         return offered
 
     async def load(self, spec: LoadSpec, progress: Progress) -> SurfaceLoad:
-        asked = flatten(spec.config)
-        if spec.ttl is not None:
-            asked["ttl"] = spec.ttl
-        if spec.identifier is not None:
-            asked["identifier"] = spec.identifier
+        asked = asked_of(spec)
         payload: dict[str, Any] = {}
         not_applied: dict[str, str] = {}
         for name, value in asked.items():

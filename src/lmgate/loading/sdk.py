@@ -40,7 +40,7 @@ from lmgate.errors import (
     UpstreamUnavailable,
 )
 from lmgate.loading import sdk_limits
-from lmgate.loading.fields import SDK, fields_of
+from lmgate.loading.fields import SDK, fields_of, nest
 from lmgate.loading.surface import LoadSpec, Progress, SurfaceLoad
 from lmgate.settings import Settings
 
@@ -163,17 +163,6 @@ def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for name, value in flat.items():
-        outer, _, inner = name.partition(".")
-        if inner:
-            nested.setdefault(outer, {})[inner] = value
-        else:
-            nested[name] = value
-    return nested
-
-
 def translate(
     config: Mapping[str, Any], domain: Domain
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
@@ -189,7 +178,7 @@ def translate(
             refused[name] = "not a load setting of embedding models"
         else:
             sent[name] = value
-    sdk = _nest({SDK_NAMES[name]: value for name, value in sent.items()})
+    sdk = nest({SDK_NAMES[name]: value for name, value in sent.items()})
     return sdk, sent, refused
 
 

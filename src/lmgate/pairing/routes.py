@@ -255,43 +255,35 @@ def _ca_or_404(gw: Gateway) -> Any:
     return ca
 
 
+def _ca_download(body: bytes, media_type: str, filename: str) -> Response:
+    return Response(
+        body,
+        media_type=media_type,
+        headers={
+            **_DOWNLOAD_HEADERS,
+            "content-disposition": f'attachment; filename="{filename}"',
+        },
+    )
+
+
 @public_router.api_route("/ca.pem", methods=_READ)
 async def ca_pem(request: Request) -> Response:
     ca = _ca_or_404(gateway_of(request))
-    return Response(
-        ca.pem,
-        media_type="application/x-pem-file",
-        headers={
-            **_DOWNLOAD_HEADERS,
-            "content-disposition": 'attachment; filename="lmgate-ca.pem"',
-        },
-    )
+    return _ca_download(ca.pem, "application/x-pem-file", "lmgate-ca.pem")
 
 
 @public_router.api_route("/ca.crt", methods=_READ)
 async def ca_der(request: Request) -> Response:
     """DER, the form Android and Windows install from a download."""
     ca = _ca_or_404(gateway_of(request))
-    return Response(
-        ca.der,
-        media_type="application/x-x509-ca-cert",
-        headers={
-            **_DOWNLOAD_HEADERS,
-            "content-disposition": 'attachment; filename="lmgate-ca.crt"',
-        },
-    )
+    return _ca_download(ca.der, "application/x-x509-ca-cert", "lmgate-ca.crt")
 
 
 @public_router.api_route("/ca.mobileconfig", methods=_READ)
 async def ca_profile(request: Request) -> Response:
     ca = _ca_or_404(gateway_of(request))
-    return Response(
-        ca.mobileconfig(),
-        media_type="application/x-apple-aspen-config",
-        headers={
-            **_DOWNLOAD_HEADERS,
-            "content-disposition": 'attachment; filename="lmgate-ca.mobileconfig"',
-        },
+    return _ca_download(
+        ca.mobileconfig(), "application/x-apple-aspen-config", "lmgate-ca.mobileconfig"
     )
 
 

@@ -60,7 +60,7 @@ def test_each_kind_is_detected_and_shown(kinds: dict[str, ServerProcess]) -> Non
     assert ups["lms"]["kind"] == "lmstudio-0.4+"
     assert ups["ollama"]["kind"] == "ollama" and ups["ollama"]["capabilities"]["ollama"]
     assert ups["llama"]["kind"] == "llama.cpp" and ups["llama"]["capabilities"]["llamaCpp"]
-    assert ups["llama"]["slots"] == SLOTS  # its total_slots, shown
+    assert ups["llama"]["serverSlots"] == SLOTS  # its total_slots, shown
     assert not ups["ollama"]["capabilities"]["modelManagement"]
     assert ups["ollama"]["loaded"] == [OLLAMA_IN_MEMORY]  # /api/ps, not every pulled model
     assert ups["ollama"]["models"] == sorted([OLLAMA_IN_MEMORY, OLLAMA_ON_DISK])

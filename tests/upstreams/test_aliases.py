@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -231,4 +232,46 @@ def test_a_retry_elsewhere_names_the_other_upstreams_key(tmp_path: Path) -> None
         assert '"upstream":"a"' in seen and f'"model":"{ALIAS}"' in seen
     finally:
         for server in servers.values():
+            server.stop()
+
+
+def test_two_workers_place_the_alias_on_both_upstreams(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path, "0.05")
+    env = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_SYNC_INTERVAL": "0.5"}
+    gw = start_gateway(
+        tmp_path, a.url, "--config", _config(tmp_path, a, b), "--workers", "2", env=env
+    )
+    try:
+        wait_for(lambda: _loaded_on_both(gw), timeout=60)
+
+        def ask(i: int) -> tuple[int, int]:
+            body = {
+                "model": ALIAS,
+                "messages": [{"role": "user", "content": f"alias-workers-{i}"}],
+                "max_tokens": 4,
+            }
+            with httpx.Client(headers=ADMIN, timeout=30) as client:  # a new connection
+                answer = client.post(gw.url + "/v1/chat/completions", json=body)
+                status = client.get(gw.url + "/debug/status").json()
+                return int(status["worker"]["index"]), answer.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            # Until each worker has read both model lists, one may not know the alias yet.
+            wait_for(lambda: all(r[1] == 200 for r in pool.map(ask, range(8))), timeout=60)
+            for emulator in (a, b):
+                httpx.delete(emulator.url + "/__emulator/requests", timeout=5)
+            workers: set[int] = set()
+            for _ in range(10):  # which worker accepts a connection is the kernel's choice
+                for worker, status in pool.map(ask, range(8)):
+                    assert status == 200
+                    workers.add(worker)
+                if workers == {0, 1}:
+                    break
+        assert workers == {0, 1}
+        for server, key in ((a, A_KEY), (b, B_KEY)):
+            bodies = _bodies(server, "alias-workers-")
+            assert bodies, "each upstream took some: one slot each, eight at once"
+            assert {body["model"] for body in bodies} == {key}
+    finally:
+        for server in (gw, a, b):
             server.stop()

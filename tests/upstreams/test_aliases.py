@@ -164,6 +164,53 @@ def test_with_both_busy_the_alias_waits_for_the_first_to_free(pair: Servers) -> 
             stream.close()
 
 
+def test_a_stream_told_its_place_while_it_waited_goes_where_it_was_admitted(
+    pair: Servers,
+) -> None:
+    """A waiting stream's answer starts early (queue comments); the upstream it is admitted
+    on later is still the one it is sent to, as that upstream's key."""
+    gw = pair["gateway"]
+    wait_for(lambda: _waiting(gw) == 0 and _loaded_on_both(gw))
+    holds = {}
+    try:
+        for n in (1, 2):
+            stream = _hold(gw, f"alias-told-{n}")
+            holds[_landed(pair, f"alias-told-{n}")] = stream
+        assert sorted(holds) == ["a", "b"]
+        lines: list[str] = []
+
+        def wait_streaming() -> None:
+            body = {
+                "model": ALIAS,
+                "messages": [{"role": "user", "content": "alias-told-3"}],
+                "max_tokens": 2,
+                "stream": True,
+            }
+            url = gw.url + "/v1/chat/completions"
+            with httpx.stream("POST", url, json=body, headers=ADMIN, timeout=60) as answer:
+                lines.extend(answer.iter_lines())
+
+        waiter = threading.Thread(target=wait_streaming)
+        waiter.start()
+        wait_for(lambda: any(line.startswith(": queued") for line in lines) or _told(gw))
+        holds.pop("b").close()
+        waiter.join(60)
+        assert any(line.startswith(": queued") for line in lines), lines
+        assert "data: [DONE]" in lines, lines
+        assert _landed(pair, "alias-told-3") == "b"
+    finally:
+        for stream in holds.values():
+            stream.close()
+
+
+def _told(gw: ServerProcess) -> bool:
+    """Waiting long enough that its answer has started (a second, and a margin)."""
+    if _waiting(gw) != 1:
+        return False
+    time.sleep(2.5)
+    return True
+
+
 def _key(gw: ServerProcess, name: str, models: list[str]) -> str:
     made = httpx.post(
         gw.url + "/admin/keys", json={"name": name, "models": models}, headers=ADMIN, timeout=10

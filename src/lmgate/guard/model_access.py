@@ -6,6 +6,12 @@ A key with patterns (`qwen*`, `nomic-*`) may name only matching models in infere
 cannot be known (no model at all, or a POST to an endpoint whose body lmgate does not parse) is
 refused: deny by default. Which path is a listing or a model path is `lmgate.classify`'s
 answer, whatever the client's spelling.
+
+With several upstreams, the name checked is the one the client used: a gateway-level alias is
+checked as the alias (this hook runs before the scheduler writes an upstream's own key into the
+body), and allowing an alias grants nothing about the keys it maps to, which are checked as
+names of their own when a client uses them. Merged listings carry aliases as entries of their
+own, so a key sees the aliases its patterns allow, and only those.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class Scheduler:
         ups = self.candidates(request)
         if not ups:
             return [reject(request.id, NO_UPSTREAM, "no such upstream for this request")]
-        up = pick_admission(request.model, ups, self.policies.get(request.model), self._slots)
+        up = pick_admission(request, ups, self.policies, self._slots)
         if up is not None:
             return [self._admit(request, up, now, 0.0, 0)]
         refused = demand.refusal(self, request, now)
@@ -277,6 +277,7 @@ class Scheduler:
             return False
         return (
             resident.model in queue.by_model
+            or resident.model in queue.keyed
             or up.spec.max_concurrent is not None
             or not resident.in_flight
         )
@@ -297,17 +298,18 @@ class Scheduler:
     def _admit(
         self, request: Request, up: UpstreamState, now: float, waited: float, position: int
     ) -> Admit:
-        resident = up.residents.get(request.model)
+        model = request.key_on(up.name)
+        resident = up.residents.get(model)
         if resident is None:  # an upstream that serves whatever is asked
-            resident = self._resident(up, request.model, None, now, owned=False)
+            resident = self._resident(up, model, None, now, owned=False)
             resident.implicit = True
-            up.residents[request.model] = resident
+            up.residents[model] = resident
         resident.in_flight += 1
         resident.last_used = now
         resident.kept = False
         up.in_flight += 1
         self.running[request.id] = Running(request, up, resident, now)
-        return Admit(request.id, up.name, request.model, waited, position)
+        return Admit(request.id, up.name, model, waited, position)
 
     def admit_waiting(self, waiting: Waiting, up: UpstreamState, now: float) -> Admit:
         self.queue.served(waiting.request.id)

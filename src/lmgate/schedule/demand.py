@@ -8,6 +8,7 @@ another key's request causes the same load), a key past its loads per hour.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,10 @@ class Demand:
     ups: dict[str, UpstreamState] = field(default_factory=dict)
     starved: bool = False
 
+    def key_on(self, upstream: str) -> str:
+        """The model's key on `upstream` (an alias may name another on each)."""
+        return self.first.request.key_on(upstream)
+
 
 def reject(request_id: str, code: str, message: str, retry_after: float | None = None) -> Reject:
     return Reject(request_id, STATUS[code], code, message, retry_after)
@@ -51,7 +56,11 @@ def kept_since(s: Scheduler, w: Waiting) -> float:
     """When the request started waiting *for its model*: its arrival, or, for a request held
     while its model drained, the moment the model was evicted. So a model just switched in
     serves its queue for `switch_max_wait` before the models it displaced may take it back."""
-    return max(w.arrival, s.evicted.get(w.request.model, w.arrival))
+    req = w.request
+    since = s.evicted.get(req.model, w.arrival)
+    if req.keys is not None:
+        since = max([since, *(s.evicted.get(k, w.arrival) for k in req.keys.values())])
+    return max(w.arrival, since)
 
 
 def collect(s: Scheduler, now: float, actions: list[Action]) -> dict[Group, Demand]:
@@ -66,16 +75,16 @@ def collect(s: Scheduler, now: float, actions: list[Action]) -> dict[Group, Dema
             continue  # the common case, decided once per model: they wait for a slot
         served: dict[frozenset[str] | None, bool] = {None: here_anywhere}
         blocked: list[tuple[Waiting, Reject]] = []
-        policy = s.policies.get(model)
         for w in waiting:
             req = w.request
             ups = s.candidates(req)
-            here = served.get(req.upstreams)
-            if here is None:
+            if req.keys is not None:  # an alias: each upstream's own key
+                here: bool | None = any(up.serves(req.key_on(up.name)) for up in ups)
+            elif (here := served.get(req.upstreams)) is None:
                 here = served[req.upstreams] = any(up.serves(model) for up in ups)
             if here:
                 continue
-            viable, refusal = _loaders(req, ups, policy, now)
+            viable, refusal = _loaders(req, ups, s.policies, now)
             if refusal is not None:
                 refused.append(refusal)
                 continue
@@ -112,9 +121,9 @@ def refusal(s: Scheduler, request: Request, now: float) -> Reject | None:
     take another key's place in a full queue."""
     model = request.model
     ups = s.candidates(request)
-    if any(up.serves(model) for up in ups):
+    if any(up.serves(request.key_on(up.name)) for up in ups):
         return None
-    _, refused = _loaders(request, ups, s.policies.get(model), now)
+    _, refused = _loaders(request, ups, s.policies, now)
     if refused is not None:
         return refused
     allowed, again = s.load_history.allows(request, now)
@@ -126,14 +135,17 @@ def refusal(s: Scheduler, request: Request, now: float) -> Reject | None:
 
 
 def _loaders(
-    req: Request, ups: tuple[UpstreamState, ...], policy: ModelPolicy | None, now: float
+    req: Request,
+    ups: tuple[UpstreamState, ...],
+    policies: Mapping[str, ModelPolicy],
+    now: float,
 ) -> tuple[list[UpstreamState], Reject | None]:
-    """The candidates that may load the model, or why none may."""
-    model = req.model
+    """The candidates that may load the model (each its own key), or why none may."""
     viable: list[UpstreamState] = []
     refused: Reject | None = None
     for up in ups:
-        size = up.size_of(model, policy)
+        model = req.key_on(up.name)
+        size = up.size_of(model, policies.get(model))
         if model in up.unloading:
             viable.append(up)  # loadable again once the unload is done
         elif not fits_alone(up, size):
@@ -146,7 +158,7 @@ def _loaders(
             viable.append(up)
     if viable:
         return viable, None
-    return viable, refused or reject(req.id, MODEL_TOO_LARGE, f"{model} cannot be loaded")
+    return viable, refused or reject(req.id, MODEL_TOO_LARGE, f"{req.model} cannot be loaded")
 
 
 def _no_load(request_id: str, model: str, may_load: bool, again: float) -> Reject:

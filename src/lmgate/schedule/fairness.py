@@ -49,7 +49,8 @@ class FairQueue:
         self._finish: dict[str, float] = {}
         self._served: dict[str, float] = {}  # finish tags of served requests still ahead of V
         self._per_key: dict[str, int] = {}
-        self.restricted: dict[str, int] = {}  # model: waiting requests bound to named upstreams
+        self.restricted: dict[str, int] = {}  # model: waiting requests bound to upstreams or keys
+        self.keyed: dict[str, int] = {}  # an upstream's key: waiting requests under another name
         self._starts: list[tuple[float, int, str]] = []  # min-heap, stale entries skipped
         self._arrivals: list[tuple[float, int, str]] = []  # min-heap for timeouts
 
@@ -87,8 +88,11 @@ class FairQueue:
         waiting = Waiting(request, arrival, order, index + 1)
         insort(lst, waiting, key=_order)
         self.entries[request.id] = waiting
-        if request.upstreams is not None:
+        if request.upstreams is not None or request.keys is not None:
             self.restricted[request.model] = self.restricted.get(request.model, 0) + 1
+        if request.keys is not None:
+            for key in set(request.keys.values()):
+                self.keyed[key] = self.keyed.get(key, 0) + 1
         heapq.heappush(self._starts, (start, self._seq, request.id))
         heapq.heappush(self._arrivals, (arrival, self._seq, request.id))
         return waiting
@@ -117,11 +121,17 @@ class FairQueue:
             del self.by_model[model]
             if not self.entries:
                 self._served.clear()  # V starts again from 0
-        if waiting.request.upstreams is not None:
+        if waiting.request.upstreams is not None or waiting.request.keys is not None:
             if self.restricted[model] > 1:
                 self.restricted[model] -= 1
             else:
                 del self.restricted[model]
+        if waiting.request.keys is not None:
+            for other in set(waiting.request.keys.values()):
+                if self.keyed[other] > 1:
+                    self.keyed[other] -= 1
+                else:
+                    del self.keyed[other]
         key = waiting.request.key
         left = self._per_key[key] - 1
         if left:
@@ -145,6 +155,10 @@ class FairQueue:
         while arrivals and not self._live(arrivals[0]):
             heapq.heappop(arrivals)
         return self.entries[arrivals[0][2]] if arrivals else None
+
+    def wanted(self, key: str) -> bool:
+        """Whether a waiting request may run on this model key (by its name or an alias)."""
+        return key in self.by_model or key in self.keyed
 
     def waiting_of(self, key: str) -> int:
         return self._per_key.get(key, 0)

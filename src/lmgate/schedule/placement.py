@@ -9,10 +9,10 @@ are only ever *drained*: the load waits until they are idle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from lmgate.schedule.types import ModelPolicy
+from lmgate.schedule.types import ModelPolicy, Request
 from lmgate.schedule.upstreams import Resident, UpstreamState
 
 PolicyOf = Callable[[str], ModelPolicy | None]
@@ -29,16 +29,22 @@ class RoomPlan:
 
 
 def pick_admission(
-    model: str, ups: Iterable[UpstreamState], policy: ModelPolicy | None, default_slots: int
+    request: Request,
+    ups: Iterable[UpstreamState],
+    policies: Mapping[str, ModelPolicy],
+    default_slots: int,
 ) -> UpstreamState | None:
+    """Each upstream is asked about its own key for the request's model (`Request.key_on`)."""
     best: UpstreamState | None = None
     best_score = (0.0, 0)
+    keys, name = request.keys, request.model
     for up in ups:
+        model = name if keys is None else keys.get(up.name, name)
         resident = up.residents.get(model)
         if resident is None:
             if up.spec.can_load or not up.has_room_for_more():
                 continue
-            free = up.slots_for(policy, None, default_slots)
+            free = up.slots_for(policies.get(model), None, default_slots)
         elif up.admissible(model) is None:
             continue
         else:

@@ -69,15 +69,15 @@ def _admit_all(s: Scheduler, now: float, actions: list[Action]) -> None:
     never held behind one that needs a switch."""
     while True:
         best: tuple[Waiting, UpstreamState] | None = None
-        for model, waiting in s.queue.by_model.items():
-            policy = s.policies.get(model)
+        for waiting in s.queue.by_model.values():
             for w in waiting:
-                up = pick_admission(model, s.candidates(w.request), policy, s.config.default_slots)
+                req = w.request
+                up = pick_admission(req, s.candidates(req), s.policies, s.config.default_slots)
                 if up is not None:
                     if best is None or w.order < best[0].order:
                         best = (w, up)
                     break
-                if w.request.upstreams is None:
+                if req.upstreams is None and req.keys is None:
                     break  # no other request for this model can fit anywhere either
         if best is None:
             return
@@ -106,7 +106,9 @@ def _plan(s: Scheduler, now: float, actions: list[Action]) -> bool:
         switch = up.switch
         if switch is None:
             continue
-        groups = [g for g, d in demands.items() if d.model == switch.target and up.name in d.ups]
+        groups = [
+            g for g, d in demands.items() if up.name in d.ups and d.key_on(up.name) == switch.target
+        ]
         plan = _room(s, up, switch.target, now) if groups and up.loading is None else None
         if plan is None:
             released |= _end_switch(up)
@@ -123,31 +125,32 @@ def _plan(s: Scheduler, now: float, actions: list[Action]) -> bool:
         key=lambda d: (not d.starved, d.since if d.starved else 0.0, d.first.order),
     )
     for demand in order:
-        if any((demand.model, name) in covered for name in demand.ups):
+        if any((demand.key_on(name), name) in covered for name in demand.ups):
             continue
         options = []
         for up in demand.ups.values():
             if up.name in claimed or up.loading is not None or up.switch is not None:
                 continue
-            if demand.model in up.unloading:
+            model = demand.key_on(up.name)
+            if model in up.unloading:
                 continue
-            plan = _room(s, up, demand.model, now)
+            plan = _room(s, up, model, now)
             if plan is not None:
                 options.append((plan_cost(up, plan), up, plan))
         if not options:
             continue
         _, up, plan = min(options, key=lambda o: o[0])
-        key = demand.first.request.key
+        model, key = demand.key_on(up.name), demand.first.request.key
         if plan.ready:
             reason: Literal["demand", "starved"] = "starved" if demand.starved else "demand"
-            start_load(s, up, demand.model, plan, now, actions, key, reason)
+            start_load(s, up, model, plan, now, actions, key, reason)
         elif demand.starved:
-            up.switch = Switch(demand.model, now)
+            up.switch = Switch(model, now)
             _drain(up, plan.drain, now)
         else:
             continue  # the busy models keep serving their queues: fewer switches
         claimed.add(up.name)
-        covered.add((demand.model, up.name))
+        covered.add((model, up.name))
     return released
 
 
@@ -209,7 +212,7 @@ def _idle(s: Scheduler, now: float, actions: list[Action]) -> None:
             ttl = ttl_of(s, up, resident.model, resident.owned)
             if ttl is None or now - resident.last_used < ttl:
                 continue
-            if resident.model in s.queue.by_model:
+            if s.queue.wanted(resident.model):
                 continue
             del up.residents[resident.model]
             up.unloading[resident.model] = resident

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,7 +57,7 @@ from lmgate.store.state import ModelState, StateStore
 from lmgate.upstream.sync import UpstreamWatcher
 from lmgate.upstreams.affinity import Affinity
 from lmgate.upstreams.members import Member, Upstreams
-from lmgate.upstreams.routing import ROUTE, candidates, spell
+from lmgate.upstreams.routing import ROUTE, candidates, placed_by, spell
 from lmgate.workers.slot import Worker
 
 if TYPE_CHECKING:
@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lmgate.schedule")
 
 _ID = "sched_id"  # the core's id for an exchange, in `Exchange.attributes`
-_KEY = "sched_key"  # with several upstreams: the model key it was placed by
 TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 PRINCIPAL = "lmgate.principal"  # where the guard leaves the caller's key in the scope
@@ -298,41 +297,44 @@ class SchedulerShell:
         """Admit the request, or make it wait its turn, or refuse it."""
         if request.kind is None or not ex.model:
             return None
-        where: frozenset[str] | None = None
+        keys: dict[str, str] | None = None  # several upstreams: where it may go, by which key
         await self._first_sync()
         if self.upstreams.routed:  # the upstreams that may take it, or a 404 saying why not
-            model, where = candidates(self.upstreams, ex.model)
-            spell(self.upstreams, ex.model, where, request)
-            if self.affinity is not None:
-                where = self.affinity.narrow(ex.key_name or "-", model, where, self._busy)
-            ex.attributes[_KEY] = model
+            keys = candidates(self.upstreams, ex.model)
+            if self.affinity is not None:  # by the name the client used, whatever the keys
+                kept = self.affinity.narrow(ex.key_name or "-", ex.model, keys.keys(), self._busy)
+                if len(kept) < len(keys):
+                    keys = {name: key for name, key in keys.items() if name in kept}
+            model, keyed = placed_by(ex.model, keys)
         else:
             found = self._model_key(ex.model)
             if found is None:  # unknown to the upstream: its own answer says so
                 return None
-            model = found
+            model, keyed = found, None
         principal: Principal | None = request.scope.get(PRINCIPAL)
         if principal is not None and not principal.may_load:
-            await self._refuse_jit_load(principal, model, where)
+            await self._refuse_jit_load(principal, model, keys)
         rid = str(next(self._ids))
         ex.attributes[_ID] = rid
-        verdict = self._run(
-            self.core.submit(self._request_for(principal, rid, model, where), self.clock()), rid
-        )
+        submitted = self._request_for(principal, rid, model, keys, keyed)
+        verdict = self._run(self.core.submit(submitted, self.clock()), rid)
+        told = False  # queued, and its place was told in the stream: no headers can follow
         if verdict is None and self.remote is not None:
             verdict = await self.remote.arrival(rid)  # the host's first answer; None: queued
         if verdict is None:
             early = wants_comments(request) if self.settings.queue_sse_comments else None
             verdict = await self._wait(ex, rid, model, early)
-            if early is not None and early.started and isinstance(verdict, Admit):
-                return None  # its place was told in the stream: no headers can follow
+            told = early is not None and early.started
         if isinstance(verdict, Reject):
             del ex.attributes[_ID]
             raise SchedulerRefusal(verdict)
-        if where is not None:
+        if keys is not None:
             ex.attributes[ROUTE] = verdict.upstream
+            spell(self.upstreams, ex.model, verdict.upstream, request)
             if self.affinity is not None:
-                self.affinity.remember(ex.key_name or "-", model, verdict.upstream)
+                self.affinity.remember(ex.key_name or "-", ex.model, verdict.upstream)
+        if told:
+            return None
         if verdict.position:
             return QueueTap(verdict.position, verdict.waited)
         return None
@@ -367,17 +369,15 @@ class SchedulerShell:
         if not ex.model:
             return None
         try:
-            model, where = candidates(
-                self.upstreams, ex.model, exclude=failed, only_key=ex.attributes.get(_KEY)
-            )
+            keys = candidates(self.upstreams, ex.model, exclude=failed)
         except GatewayError:
             return None
+        model, keyed = placed_by(ex.model, keys)  # the relay sends the body with its key there
         principal: Principal | None = request.scope.get(PRINCIPAL)
         rid = str(next(self._ids))
         ex.attributes[_ID] = rid
-        verdict = self._run(
-            self.core.submit(self._request_for(principal, rid, model, where), self.clock()), rid
-        )
+        submitted = self._request_for(principal, rid, model, keys, keyed)
+        verdict = self._run(self.core.submit(submitted, self.clock()), rid)
         if verdict is None and self.remote is not None:
             verdict = await self.remote.arrival(rid)
         if verdict is None:
@@ -390,33 +390,47 @@ class SchedulerShell:
 
     @staticmethod
     def _request_for(
-        principal: Principal | None, rid: str, model: str, where: frozenset[str] | None = None
+        principal: Principal | None,
+        rid: str,
+        model: str,
+        keys: Mapping[str, str] | None = None,
+        keyed: dict[str, str] | None = None,
     ) -> Request:
-        """The request as the core sees it, with its key's attributes (no key: the defaults)
-        and the upstreams it may go to (None: any)."""
+        """The request as the core sees it, with its key's attributes (no key: the defaults),
+        the upstreams it may go to (`keys`; None: any) and, for an alias that names other
+        keys on other upstreams, each one's (`keyed`)."""
+        where = None if keys is None else frozenset(keys)
         if principal is None:
-            return Request(rid, "-", model, upstreams=where)
+            return Request(rid, "-", model, upstreams=where, keys=keyed)
         p = principal
         return Request(
-            rid, p.name, model, p.weight, p.priority, where, p.may_load, p.max_loads_per_hour
+            rid,
+            p.name,
+            model,
+            p.weight,
+            p.priority,
+            where,
+            p.may_load,
+            p.max_loads_per_hour,
+            keyed,
         )
 
     async def _refuse_jit_load(
-        self, principal: Principal, model: str, where: frozenset[str] | None = None
+        self, principal: Principal, model: str, keys: Mapping[str, str] | None = None
     ) -> None:
         """A key that may not cause loads, where lmgate does not load models itself: LM
         Studio's JIT loading would load an unloaded model for it, so it is refused here, as
         the core refuses it when lmgate loads. The listing may be a few seconds old: it is
         read again before a refusal, at most once a second whatever the refusals."""
-        if where is not None:  # several upstreams: the listings the watchers keep decide
-            members = [m for m in self.upstreams if m.name in where]
-            if any(self.specs[m.name].can_load or m.loaded(model) for m in members):
+        if keys is not None:  # several upstreams: the listings the watchers keep decide
+            members = [m for m in self.upstreams if m.name in keys]
+            if any(self.specs[m.name].can_load or m.loaded(keys[m.name]) for m in members):
                 return
         elif self.spec.can_load or self.watcher.is_loaded(model):
             return
         watcher = self.watcher
         synced = watcher.synced_at
-        if where is None and (synced is None or time.time() - synced > RELIST_MIN_S):
+        if keys is None and (synced is None or time.time() - synced > RELIST_MIN_S):
             relist = self._relist
             if relist is None or relist.done():
                 relist = self._relist = asyncio.get_running_loop().create_task(watcher.poll())

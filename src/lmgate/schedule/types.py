@@ -6,7 +6,8 @@ core's state changing underneath.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 # Reject codes with their HTTP status: the shell turns them into OpenAI-style errors.
@@ -31,7 +32,11 @@ STATUS = {
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """An inference request as the scheduler sees it: who asks, for what, and where it may go."""
+    """An inference request as the scheduler sees it: who asks, for what, and where it may go.
+
+    `model` is the name requests wait under (fairness, positions). An alias that names other
+    keys on other upstreams carries them in `keys` (`{upstream: key}`, where it is not
+    `model`): slots, loads and evictions are each upstream's own key's (`key_on`)."""
 
     id: str
     key: str
@@ -41,6 +46,12 @@ class Request:
     upstreams: frozenset[str] | None = None  # None: any upstream
     may_load: bool = True  # False: may use loaded models, never cause a load
     max_loads_per_hour: int | None = None
+    keys: Mapping[str, str] | None = field(default=None, hash=False)  # None: `model` everywhere
+
+    def key_on(self, upstream: str) -> str:
+        """The model's key on `upstream`."""
+        keys = self.keys
+        return self.model if keys is None else keys.get(upstream, self.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +98,7 @@ class Admit:
 
     request_id: str
     upstream: str
-    model: str
+    model: str  # the model's key on `upstream`
     waited: float  # seconds spent queued (0.0 when admitted on arrival)
     position: int  # queue position when it was queued (0: never queued)
 

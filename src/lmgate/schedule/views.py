@@ -56,15 +56,16 @@ class Estimates:
 
 
 def queue_info(s: Scheduler, waiting: Waiting, now: float) -> QueueInfo:
-    model = waiting.request.model
+    req = waiting.request
     pos = s.queue.position(waiting)
     est = s.estimates
+    ups = s.candidates(req)
+    model = req.key_on(ups[0].name) if ups else req.model  # an alias: its first key's times
     service = est.service(model)
     policy = s.policies.get(model)
     slots = free = 0
-    ups = s.candidates(waiting.request)
     for up in ups:
-        resident = up.residents.get(model)
+        resident = up.residents.get(req.key_on(up.name))
         if resident is not None and resident.draining_since is None:
             slots += resident.slots
             free += max(0, resident.slots - resident.in_flight)
@@ -74,7 +75,7 @@ def queue_info(s: Scheduler, waiting: Waiting, now: float) -> QueueInfo:
         eta = max(0, pos - free) * service / slots
     else:
         per = max((up.slots_for(policy, None, s.config.default_slots) for up in ups), default=1)
-        loading = [up for up in ups if up.loading == model]
+        loading = [up for up in ups if up.loading == req.key_on(up.name)]
         if loading:
             ahead = max(0.0, est.load(model) - (now - loading[0].loading_since))
         else:
@@ -114,7 +115,7 @@ def build_snapshot(s: Scheduler, now: float) -> Snapshot:
                     r.model,
                     r.slots,
                     r.in_flight,
-                    counts.get(r.model, 0),
+                    counts.get(r.model, 0) + s.queue.keyed.get(r.model, 0),
                     r.draining_since is not None,
                     policy is not None and policy.pinned,
                     r.owned,

@@ -4,7 +4,7 @@ A frame is a 4-byte big-endian length and an orjson object. Each side bounds wha
 (`MAX_REQUEST` from other workers, `MAX_REPLY` from the host, whose snapshots are larger): a
 longer frame, or one that is not an object, ends the connection rather than being buffered.
 Every value the core exchanges is a frozen dataclass, sent as its fields; `Request`'s
-`upstreams` travels as a sorted list.
+`upstreams` travels as a sorted list, its `keys` (`{upstream: key}`) as an object of strings.
 """
 
 from __future__ import annotations
@@ -64,13 +64,19 @@ def request_out(request: Request) -> dict[str, Any]:
     fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
     if request.upstreams is not None:
         fields["upstreams"] = sorted(request.upstreams)
+    if request.keys is not None:
+        fields["keys"] = dict(request.keys)
     return fields
 
 
 def request_in(fields: Any) -> Request:
     if not isinstance(fields, dict):
         raise WireError("request is not an object")
-    upstreams = fields.get("upstreams")
+    upstreams, keys = fields.get("upstreams"), fields.get("keys")
+    if keys is not None and not (
+        isinstance(keys, dict) and all(isinstance(v, str) for v in keys.values())
+    ):
+        raise WireError("bad request keys")
     try:
         if upstreams is not None:
             fields = {**fields, "upstreams": frozenset(upstreams)}

@@ -1,4 +1,5 @@
-"""Keeping one key's requests for one model on the same upstream (`LMGATE_UPSTREAM_AFFINITY_
+"""Keeping one key's requests for one model (the name the client used: an alias is one name
+whatever key each upstream knows it by) on the same upstream (`LMGATE_UPSTREAM_AFFINITY_
 MARGIN`): a warm prompt cache, one conversation on one server. The upstream the key used last
 is kept while it runs at most `margin` answers more than the least busy of the others; past
 that, placement chooses freely again. Off when unset. At most `MAX_PAIRS` pairs are kept."""
@@ -6,7 +7,7 @@ that, placement chooses freely again. Off when unset. At most `MAX_PAIRS` pairs 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 MAX_PAIRS = 10_000
 
@@ -17,8 +18,8 @@ class Affinity:
         self._last: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def narrow(
-        self, key: str, model: str, where: frozenset[str], busy: Callable[[str], int]
-    ) -> frozenset[str]:
+        self, key: str, model: str, where: Collection[str], busy: Callable[[str], int]
+    ) -> Collection[str]:
         """`where`, or only the upstream this key used last for this model."""
         last = self._last.get((key, model))
         if last is None or last not in where or len(where) == 1:

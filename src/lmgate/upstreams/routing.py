@@ -4,16 +4,20 @@ An inference request names a model: the scheduler admits it on one of the upstre
 take it (`candidates`: listed, allowed, up and not draining; those where it is loaded when
 there are any), placing it by its rules (a free slot, heavier upstream first; else queued;
 else loaded where it fits), and the relay forwards it to that upstream's client
-(`Router`). A model list is answered from every upstream at once (`merged`); a model's own
-path goes to an upstream that lists it; anything else goes to the primary.
+(`Router`). A gateway-level alias may name a different key on each upstream: the scheduler
+is told each upstream's key (`placed_by`), and the body sent names the chosen one's (`spell`,
+and `respell` for a retry elsewhere). A model list is answered from every upstream at once
+(`merged`); a model's own path goes to an upstream that lists it; anything else goes to the
+primary.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
+import orjson
 
 from lmgate.classify import classify
 from lmgate.errors import GatewayError, NotFound, UpstreamError
@@ -30,23 +34,17 @@ class ModelNotAvailable(NotFound):
     code = "model_not_found"
 
 
-def candidates(
-    upstreams: Upstreams, model: str, exclude: str | None = None, only_key: str | None = None
-) -> tuple[str, frozenset[str]]:
-    """The model's key and the upstreams that may take a request for it now (but `exclude`);
-    a 404 that says where it exists but may not be used, or is not available, when none may."""
+def candidates(upstreams: Upstreams, model: str, exclude: str | None = None) -> dict[str, str]:
+    """The upstreams that may take a request for `model` now (but `exclude`), each with the key
+    it knows the model by (an alias may name a different key on each); a 404 that says where
+    it exists but may not be used, or is not available, when none may."""
     offering = [(m, key) for m, key in upstreams.offering(model) if m.name != exclude]
-    if only_key is not None:
-        offering = [(m, key) for m, key in offering if key == only_key]
     if offering:
         # Where it is loaded, if anywhere (the scheduler then admits on a free slot or queues
         # for the shortest wait); else wherever it may be loaded (JIT, or the core's load
-        # placement: fewest evictions, memory budget, weight). An alias may name different
-        # keys on different upstreams: the scheduler places one key, the first found.
+        # placement: fewest evictions, memory budget, weight).
         loaded = [(m, key) for m, key in offering if m.loaded(key)]
-        chosen = loaded or offering
-        key = chosen[0][1]
-        return key, frozenset(m.name for m, k in chosen if k == key)
+        return {m.name: key for m, key in loaded or offering}
     denied, away = [], []
     for member in upstreams:
         found = member.watcher.find(member.config.key_of(model))
@@ -70,14 +68,41 @@ def candidates(
     raise ModelNotAvailable(f"no upstream offers model '{shown}'")
 
 
-def spell(upstreams: Upstreams, name: str, where: frozenset[str], request: ProxyRequest) -> None:
-    """A gateway-level alias becomes the chosen upstreams' own key in the body sent."""
-    for member in upstreams:
-        if member.name in where and name in member.config.aliases:
-            if request.body is not None:
-                request.body["model"] = member.config.aliases[name]
-                request.changed = True
-            return
+def placed_by(name: str, keys: Mapping[str, str]) -> tuple[str, dict[str, str] | None]:
+    """What the scheduler places a request by: the one key, when every upstream knows the
+    model by the same (as ever); else the gateway-level name with each upstream's own key."""
+    values = iter(keys.values())
+    first = next(values)
+    if all(key == first for key in values):
+        return first, None
+    return name, dict(keys)
+
+
+def spelled(upstreams: Upstreams, upstream: str, name: str) -> str:
+    """The model a body sent to `upstream` names: its own key for a gateway-level alias, else
+    the client's name unchanged."""
+    member = upstreams.get(upstream)
+    return name if member is None else member.config.key_of(name)
+
+
+def spell(upstreams: Upstreams, name: str, upstream: str, request: ProxyRequest) -> None:
+    """A gateway-level alias becomes the chosen upstream's own key in the body sent."""
+    model = spelled(upstreams, upstream, name)
+    if model != name and request.body is not None:
+        request.body["model"] = model
+        request.changed = True
+
+
+def respell(body: bytes | None, model: str) -> bytes | None:
+    """An encoded inference body naming `model` instead (a retry on an upstream that knows
+    the alias by another key): parsed and encoded again, on that rare path only."""
+    if body is None:
+        return None
+    parsed = orjson.loads(body)
+    if not isinstance(parsed, dict):
+        return body
+    parsed["model"] = model
+    return orjson.dumps(parsed)
 
 
 class Router:
@@ -154,6 +179,10 @@ class Attempts:
                         raise
                     ups.sent(name, "retried")
                     ups.retried(ex.model, name, other, exc.message)
+                    if ex.model is not None:  # an alias may be another key there
+                        there = spelled(ups, other, ex.model)
+                        if there != spelled(ups, name, ex.model):
+                            body = respell(body, there)
                     name, upstream = other, ups.client_of(other)
             del body, headers
             if resp.status >= 500:

@@ -6,10 +6,11 @@ Without one:
 - a load (admin route, `LMGATE_PRELOAD`) goes, among the upstreams that list the model, may
   serve it, are up and not draining, to those that can load models (none: those that cannot,
   where the load is stored for the operator to do), ranked by the scheduler's own placement
-  (`schedule.placement`): where it is loaded already, else where it fits without evicting,
-  else with the fewest evictions (never drains first), then where it leaves the memory budget
-  least used, then the heavier upstream. An upstream whose limits leave no room for it (a
-  model larger than its memory budget, only pinned models to evict) comes last;
+  (`schedule.placement`): where it is loaded already, else the core's plan for a load there
+  (`plan_room`: the victims its memory budget and `max_loaded_models` call for) at the core's
+  cost (`plan_cost`: no busy model to drain, then the fewest evictions, then the heavier
+  upstream). An upstream whose limits leave no room for it (a model larger than its memory
+  budget, only pinned or others' models to evict) comes last;
 - an unload goes to every upstream where the model (or the instance) is loaded, each reported;
 - a download goes to the heaviest upstream that is up, not draining, and has LM Studio 0.4's
   download API.
@@ -45,8 +46,6 @@ __all__ = [
     "preload_target",
     "unload_targets",
 ]
-
-MEMORY_BANDS = 10  # budget use compares in tenths: a few bytes never outweigh `weight`
 
 
 class DownloadsUnavailable(GatewayError):
@@ -115,26 +114,18 @@ def _view(
     return up
 
 
-def _memory_band(up: UpstreamState, size: int, freed: int) -> int:
-    """How full its memory budget would be after the load, in tenths (no budget: empty)."""
-    budget = up.spec.memory_budget
-    if budget is None:
-        return 0
-    used = up.bytes_used() - freed + size
-    return min(MEMORY_BANDS, max(0, used * MEMORY_BANDS // budget))
-
-
 def load_rank(
     member: Member, key: str, placing: Placing | None
-) -> tuple[int, int, int, int, float, str]:
-    """Lower is better: loaded already, then the core's plan (`plan_room`, `plan_cost`:
-    drains, then evictions), then memory budget use, then weight."""
+) -> tuple[int, int, int, float, str]:
+    """Lower is better: loaded already, then the core's plan for a load there (`plan_room`:
+    the victims its count and memory limits call for, none if no allowed set makes room) at
+    the core's cost (`plan_cost`: drains, evictions, weight)."""
     weight = member.config.weight
     if member.loaded(key):
-        return (0, 0, 0, 0, -weight, member.name)
+        return (0, 0, 0, -weight, member.name)
     up = placing.states.get(member.name) if placing is not None else None
     if up is None or placing is None:  # an upstream the core does not know yet: as found
-        return (1, 0, 0, 0, -weight, member.name)
+        return (1, 0, 0, -weight, member.name)
     size = up.size_of(key, placing.policies.get(key))
     plan = plan_room(
         up,
@@ -146,10 +137,8 @@ def load_rank(
         now=placing.now,
     )
     if plan is None:
-        return (2, 0, 0, 0, -weight, member.name)
-    drains, evictions, _, _ = plan_cost(up, plan)
-    freed = sum(up.residents[m].size for m in plan.evict if m in up.residents)
-    return (1, drains, evictions, _memory_band(up, size, freed), -weight, member.name)
+        return (2, 0, 0, -weight, member.name)
+    return (1, *plan_cost(up, plan))
 
 
 def load_target(

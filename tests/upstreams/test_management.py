@@ -27,6 +27,7 @@ SHARED = "alpha/shared-7b"  # on a and b
 ONLY_A = "alpha/only-a"
 EXTRA_A = "alpha/extra-a"
 ONLY_B = "beta/only-b"
+MORE_B = ("beta/more-1", "beta/more-2")
 BIG = "alpha/big-70b"  # on a and b; larger than a's memory budget
 PLAIN = "gamma/plain-1b"  # on c only
 PRELOAD = f"{ONLY_B},b:{SHARED},{ONLY_A}"
@@ -105,7 +106,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         *emulated,
         str(2 * GB),
         "--models",
-        _catalog(tmp, "b", (ONLY_B, GB), (SHARED, GB), (BIG, 8 * GB)),
+        _catalog(tmp, "b", (ONLY_B, GB), (SHARED, GB), (BIG, 8 * GB), *[(m, GB) for m in MORE_B]),
         name="b",
     )
     c = start_openai_server(tmp, "--models", _catalog(tmp, "c", (PLAIN, GB)))
@@ -171,16 +172,17 @@ def test_preload_loads_where_an_admin_load_would_or_where_named(fleet: Servers) 
     assert where[ONLY_A] == ("loaded", "a"), found
 
 
-def test_a_load_goes_where_it_fits_by_weight_then_budget(clean: Servers) -> None:
+def test_a_load_goes_where_it_fits_by_budget_then_weight(clean: Servers) -> None:
     gw = clean["gateway"]
-    first = _admin(gw, "load", modelKey=SHARED, activate=False)
-    assert first.status_code == 200, first.text
-    assert first.json()["upstream"] == "a"  # both fit without evicting: the heavier
-    assert SHARED in _loaded(clean["a"]) and SHARED not in _loaded(clean["b"])
     big = _admin(gw, "load", modelKey=BIG, activate=False)
     assert big.status_code == 200, big.text
-    assert big.json()["upstream"] == "b"  # 8 GB is over a's 4 GB budget
+    assert big.json()["upstream"] == "b"  # 8 GB is over a's 4 GB budget, a's weight aside
     assert BIG in _loaded(clean["b"]) and BIG not in _loaded(clean["a"])
+    _settle(gw, BIG, ["b"])
+    shared = _admin(gw, "load", modelKey=SHARED, activate=False)
+    assert shared.status_code == 200, shared.text
+    assert shared.json()["upstream"] == "a"  # both fit without evicting: the heavier
+    assert SHARED in _loaded(clean["a"]) and SHARED not in _loaded(clean["b"])
 
 
 def test_a_load_prefers_where_it_is_loaded_then_fewest_evictions(clean: Servers) -> None:
@@ -191,14 +193,19 @@ def test_a_load_prefers_where_it_is_loaded_then_fewest_evictions(clean: Servers)
     assert there.status_code == 200, there.text
     assert there.json()["upstream"] == "b" and there.json()["alreadyLoaded"] is True
     assert SHARED not in _loaded(clean["a"])
-    _admin(gw, "unload", modelKey=SHARED).raise_for_status()
-    for model in (ONLY_A, EXTRA_A):  # a is full (two models lmgate loaded)
+    httpx.post(clean["b"].url + "/__emulator/unload", json={"instance_id": SHARED}, timeout=5)
+    _settle(gw, SHARED, [])
+    for model in (ONLY_A, EXTRA_A):  # a is full: two models lmgate loaded, at its limit
         loaded = _admin(gw, "load", modelKey=model, activate=False)
         assert loaded.status_code == 200 and loaded.json()["upstream"] == "a", loaded.text
+    for model in (ONLY_B, *MORE_B):  # b has more models loaded, and room for more
+        _hook_load(clean["b"], model)
+    _settle(gw, MORE_B[-1], ["b"])
     _settle(gw, EXTRA_A, ["a"])
     placed = _admin(gw, "load", modelKey=SHARED, activate=False)
     assert placed.status_code == 200, placed.text
     assert placed.json()["upstream"] == "b"  # no eviction on b beats one on a, weight aside
+    assert SHARED in _loaded(clean["b"]) and SHARED not in _loaded(clean["a"])
     named = _admin(gw, "load", modelKey=ONLY_B, upstream="nowhere")
     assert named.status_code == 404
     assert named.json()["error"]["code"] == "upstream_not_found"

@@ -8,6 +8,9 @@ nothing loaded on `a` and `b`.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -377,3 +380,57 @@ def test_activation_of_a_model_only_another_upstream_offers_needs_no_force(
     nobody = activate("nobody/has-this")
     assert nobody.status_code == 404 and nobody.json()["error"]["code"] == "model_not_found"
     assert "no upstream offers" in nobody.json()["error"]["message"]
+
+
+def test_cli_unloads_on_the_named_upstream(clean: Servers) -> None:
+    gw = clean["gateway"]
+    for name in ("a", "b"):
+        _hook_load(clean[name], SHARED)
+    _settle(gw, SHARED, ["a", "b"])
+    argv = [sys.executable, "-m", "lmgate", "models", "unload", SHARED, "--url", gw.url]
+    env = {**os.environ, "LMGATE_ADMIN_KEY": ADMIN_KEY, "COLUMNS": "200"}
+    done = subprocess.run(
+        [*argv, "--upstream", "b"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "on b" in done.stdout
+    assert SHARED in _loaded(clean["a"]) and SHARED not in _loaded(clean["b"])
+
+
+def test_every_worker_places_a_load_by_the_same_rules(tmp_path: Path) -> None:
+    """A worker that does not host the scheduler ranks on its own watchers' listings."""
+    a = start_emulator(
+        tmp_path, "--no-sdk", "--no-preload", "--models", _catalog(tmp_path, "a", (BIG, 8 * GB))
+    )
+    b = start_emulator(
+        tmp_path, "--no-sdk", "--no-preload", "--models", _catalog(tmp_path, "b", (BIG, 8 * GB))
+    )
+    config = tmp_path / "lmgate.toml"
+    config.write_text(
+        f'[[upstreams]]\nname = "a"\nurl = "{a.url}"\nweight = 3\nmemoryBudget = "4GB"\n\n'
+        f'[[upstreams]]\nname = "b"\nurl = "{b.url}"\n'
+    )
+    env = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_SYNC_INTERVAL": "0.3"}
+    gw = start_gateway(tmp_path, a.url, "--config", str(config), "--workers", "2", env=env)
+    try:
+        wait_for(listed(gw, BIG), timeout=60)
+        workers: set[int] = set()
+        for _ in range(12):
+            with httpx.Client(headers=ADMIN, timeout=30) as client:  # a new connection
+                worker = int(client.get(gw.url + "/debug/status").json()["worker"]["index"])
+                body = {"modelKey": BIG, "activate": False}
+                loaded = client.post(gw.url + "/admin/models/load", json=body)
+            assert loaded.status_code == 200, loaded.text
+            assert loaded.json()["upstream"] == "b", (worker, loaded.json())
+            assert loaded.json()["alreadyLoaded"] is False
+            workers.add(worker)
+            assert not _loaded(a)
+            httpx.post(b.url + "/__emulator/reset", timeout=5).raise_for_status()
+            time.sleep(1.0)  # every worker's watcher sees it gone
+            if workers == {0, 1}:
+                break
+        assert workers == {0, 1}
+    finally:
+        gw.stop()
+        a.stop()
+        b.stop()

@@ -1,5 +1,9 @@
 """`/admin/models/download(s)`: start, follow and cancel model downloads (admin scope only).
 
+With several upstreams a download runs on the one named (`"upstream": NAME`), else on one
+that can download (`upstreams.management.download_target`); its job names it, and its status
+is read from it.
+
 With several workers each one follows the downloads it started: the list, and a cancel, go
 to the worker that answers.
 """
@@ -17,6 +21,7 @@ from lmgate.admin.downloads import DownloadManager
 from lmgate.admin.schemas import Schema
 from lmgate.errors import GatewayError
 from lmgate.gateway import gateway_of
+from lmgate.upstreams.management import download_target
 
 router = APIRouter(prefix="/admin/models", tags=["admin"])
 _CATALOG_ID = re.compile(r"[\w.-]{1,100}/[\w.@-]{1,200}")
@@ -29,6 +34,7 @@ class DownloadRequest(Schema):
     model: str | None = Field(None, min_length=1, max_length=1024)
     model_key: str | None = Field(None, min_length=1, max_length=1024)
     quantization: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    upstream: str | None = Field(None, max_length=63)  # None: one that can download
 
     @model_validator(mode="after")
     def _one_model(self) -> DownloadRequest:
@@ -53,7 +59,15 @@ def _manager(request: Request) -> DownloadManager:
 @router.post("/download")
 async def start(body: DownloadRequest, request: Request) -> dict[str, Any]:
     assert body.model is not None
-    job = await _manager(request).start(body.model, body.quantization)
+    manager = _manager(request)
+    ups = gateway_of(request).upstreams
+    member = download_target(ups, body.upstream)
+    job = await manager.start(
+        body.model,
+        body.quantization,
+        source=(member.client, member.watcher),
+        upstream=member.name if ups.routed else None,
+    )
     return job.as_json()
 
 

@@ -69,6 +69,7 @@ class DownloadJob:
     finished_at: float | None = None
     error: str | None = None
     message: str | None = None
+    upstream: str | None = None  # with several upstreams: the one that downloads it
 
     @property
     def finished(self) -> bool:
@@ -95,6 +96,7 @@ class DownloadJob:
             "finishedAt": self.finished_at,
             "error": self.error,
             "message": self.message,
+            **({"upstream": self.upstream} if self.upstream is not None else {}),
         }
 
 
@@ -132,6 +134,8 @@ class DownloadManager:
         self.keep = keep
         self.jobs: dict[str, DownloadJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # where each running job is followed: the upstream that downloads it
+        self._sources: dict[str, tuple[UpstreamClient, UpstreamWatcher]] = {}
 
     def list(self) -> list[DownloadJob]:
         return list(self.jobs.values())
@@ -142,17 +146,28 @@ class DownloadManager:
             raise NotFound(f"no download '{job_id[:100]}'", code="download_not_found")
         return job
 
-    async def start(self, model: str, quantization: str | None) -> DownloadJob:
+    async def start(
+        self,
+        model: str,
+        quantization: str | None,
+        *,
+        source: tuple[UpstreamClient, UpstreamWatcher] | None = None,
+        upstream: str | None = None,
+    ) -> DownloadJob:
+        """Start a download on the upstream `source` (client and watcher; default: the
+        gateway's primary), named `upstream` in the job and its events."""
         for job in self.jobs.values():  # the same download twice is one download
-            if not job.finished and (job.model, job.quantization) == (model, quantization):
+            same = (job.model, job.quantization, job.upstream) == (model, quantization, upstream)
+            if not job.finished and same:
                 return job
+        client, watcher = source or (self.client, self.watcher)
         if sum(not job.finished for job in self.jobs.values()) >= MAX_ACTIVE:
             raise TooManyRequests(
                 f"{MAX_ACTIVE} downloads are running; wait for one to end",
                 retry_after=30,
                 code="too_many_downloads",
             )
-        caps = await self.watcher.capabilities()
+        caps = await watcher.capabilities()
         if caps.reachable and not caps.native_v1:
             raise DownloadsUnsupported(
                 f"the upstream ({caps.kind}) has no model download API: downloads need LM "
@@ -160,7 +175,7 @@ class DownloadManager:
             )
         payload = {"model": model, **({"quantization": quantization} if quantization else {})}
         try:
-            answer = await self.client.call("POST", START_PATH, payload, limit_s=CALL_LIMIT_S)
+            answer = await client.call("POST", START_PATH, payload, limit_s=CALL_LIMIT_S)
         except UpstreamRefused as exc:
             if exc.upstream_status == 200 or "unexpected endpoint" in exc.message.lower():
                 raise DownloadsUnsupported(
@@ -168,14 +183,16 @@ class DownloadManager:
                     "downloads models through it)"
                 ) from exc
             raise
-        job = DownloadJob("dl_" + secrets.token_hex(6), model, quantization)
+        job = DownloadJob("dl_" + secrets.token_hex(6), model, quantization, upstream=upstream)
         self.jobs[job.id] = job
-        self.bus.publish("model_download_start", modelKey=model, downloadId=job.id)
+        at = {"upstream": upstream} if upstream is not None else {}
+        self.bus.publish("model_download_start", modelKey=model, downloadId=job.id, **at)
         self._apply(job, answer if isinstance(answer, dict) else {})
         if not job.finished:
             if job.upstream_job_id is None:
                 self._end(job, "failed", error="the upstream started no download job")
             else:
+                self._sources[job.id] = (client, watcher)
                 self._tasks[job.id] = asyncio.create_task(self._follow(job))
         self._prune()
         return job
@@ -187,6 +204,7 @@ class DownloadManager:
         task = self._tasks.pop(job.id, None)
         if task is not None:
             task.cancel()
+        self._sources.pop(job.id, None)
         job.message = CANCEL_NOTE
         self._end(job, "cancelled")
         return job
@@ -226,14 +244,16 @@ class DownloadManager:
         return {"downloadId": body.pop("id"), **body}
 
     async def _follow(self, job: DownloadJob) -> None:
-        """Poll LM Studio until the download ends (or lmgate is told to stop following it)."""
+        """Poll the upstream that runs the download until it ends (or lmgate is told to stop
+        following it)."""
+        client, watcher = self._sources.get(job.id, (self.client, self.watcher))
         path = f"{START_PATH}/status/{job.upstream_job_id}"
         failures = 0
         try:
             while not job.finished:
                 await asyncio.sleep(self.poll_seconds)
                 try:
-                    body = await self.client.call("GET", path, limit_s=CALL_LIMIT_S)
+                    body = await client.call("GET", path, limit_s=CALL_LIMIT_S)
                 except UpstreamRefused as exc:
                     self._end(job, "failed", error=f"LM Studio: {exc.message[:300]}")
                     break
@@ -249,14 +269,15 @@ class DownloadManager:
                         "model_download_progress", modelKey=job.model, **self._fields(job)
                     )
             if job.status == "completed":
-                await self._refresh()
+                await self._refresh(watcher)
         finally:
             self._tasks.pop(job.id, None)
+            self._sources.pop(job.id, None)
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, watcher: UpstreamWatcher) -> None:
         """A finished download is a new model: show it in the model list at once."""
         try:
-            await self.watcher.poll()
+            await watcher.poll()
         except GatewayError as exc:
             log.warning("model_list_refresh_failed", error=exc.message)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,12 @@ class ModelManager:
         # only part of a config, so an identical request is recognised by this.
         self._made: dict[str, tuple[bytes, LoadOutcome]] = {}
 
+    def _publish(self, kind: str, **data: Any) -> None:
+        """Events name the upstream once there are several (`watcher.name`)."""
+        if self.watcher.name:
+            data["upstream"] = self.watcher.name
+        self.bus.publish(kind, **data)
+
     @property
     def loadable(self) -> bool:
         """For readers that cannot wait (the scheduler): a surface could load at the last
@@ -181,7 +188,7 @@ class ModelManager:
         surface: str | None = None,
     ) -> LoadOutcome:
         """Load `model_key` upstream; concurrent identical loads share one upstream call."""
-        self.bus.publish("model_load_start", modelKey=model_key, loadConfig=load_config)
+        self._publish("model_load_start", modelKey=model_key, loadConfig=load_config)
         request = _Request.of(model_key, load_config, identifier, surface, new_instance)
         key = request.key()
         task = self._loads.get(key)
@@ -190,7 +197,7 @@ class ModelManager:
             self._loads[key] = task
             task.add_done_callback(lambda _: self._loads.pop(key, None))
         outcome = await asyncio.shield(task)
-        self.bus.publish(
+        self._publish(
             "model_load_complete",
             modelKey=model_key,
             instanceId=outcome.instance_id,
@@ -278,7 +285,7 @@ class ModelManager:
             with contextlib.suppress(GatewayError):  # and the scheduler's slots come from it
                 await self._refresh()
         self._made[done.instance_id] = (key, outcome)
-        self.bus.publish(
+        self._publish(
             "model_loaded",
             modelKey=request.model,
             instanceId=done.instance_id,
@@ -320,7 +327,7 @@ class ModelManager:
             ):
                 return
             last.update(progress=fraction, at=now)
-            self.bus.publish(
+            self._publish(
                 "model_load_progress",
                 modelKey=spec.model,
                 surface=surface.name,
@@ -332,7 +339,7 @@ class ModelManager:
         try:
             return await surface.load(spec, progress)
         except GatewayError as exc:
-            self.bus.publish(
+            self._publish(
                 "error",
                 operation="model_load",
                 modelKey=spec.model,
@@ -342,7 +349,7 @@ class ModelManager:
             raise
         except Exception as exc:  # a surface's own bug or library error: still an answer
             message = f"the {surface.name} load of {spec.model} failed ({type(exc).__name__})"
-            self.bus.publish("error", operation="model_load", modelKey=spec.model, message=message)
+            self._publish("error", operation="model_load", modelKey=spec.model, message=message)
             raise LoadFailed(message) from exc
         finally:
             ticker.cancel()
@@ -354,7 +361,7 @@ class ModelManager:
         """Surfaces that report no progress: tell the debug stream the load is still going."""
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
-            self.bus.publish(
+            self._publish(
                 "model_load_progress",
                 modelKey=model_key,
                 surface=surface,
@@ -378,7 +385,7 @@ class ModelManager:
         await surface.unload(instance.id)
         self._made.pop(instance.id, None)
         self.watcher.record(removed=instance.id)
-        self.bus.publish(
+        self._publish(
             "model_unloaded",
             modelKey=instance.model_key,
             instanceId=instance.id,
@@ -395,10 +402,16 @@ class ModelManager:
             await self._unload_instance(instance)
 
     async def unload(
-        self, *, model_key: str | None, instance_id: str | None, everything: bool
+        self,
+        *,
+        model_key: str | None,
+        instance_id: str | None,
+        everything: bool,
+        elsewhere: Callable[[str], bool] | None = None,
     ) -> tuple[list[str], bool]:
-        """Unload instances upstream; clear the activation if the active model went away.
-        Returns (unloaded instance ids, whether the active model was cleared)."""
+        """Unload instances upstream; clear the activation if the active model went away
+        (from here, and from every other upstream: `elsewhere` tells whether it is loaded on
+        one). Returns (unloaded instance ids, whether the active model was cleared)."""
         await self._refresh()
         if everything:
             targets = list(self.watcher.instances.values())
@@ -415,8 +428,9 @@ class ModelManager:
         for instance in targets:
             await self._unload_instance(instance)
         active = self.state.state.active_model
-        still_there = active is not None and any(
-            i.model_key == active or i.id == active for i in self.watcher.instances.values()
+        still_there = active is not None and (
+            any(i.model_key == active or i.id == active for i in self.watcher.instances.values())
+            or (elsewhere is not None and elsewhere(active))
         )
         gone = (
             active is not None

@@ -7,17 +7,19 @@ answer with the steps to do by hand (see `workflow.py`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from lmgate.admin import edition
-from lmgate.admin.model_check import check_known
+from lmgate.admin.model_check import check_known_on
 from lmgate.admin.models import LoadOutcome
 from lmgate.admin.schemas import ActivateRequest, LoadRequest, UnloadRequest
 from lmgate.admin.workflow import load_workflow, unload_workflow
 from lmgate.gateway import Gateway, gateway_of
-from lmgate.upstreams.management import manager_for
+from lmgate.upstreams.management import Placing, loaded_anywhere, manager_for, unload_targets
+from lmgate.upstreams.members import Member
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -31,7 +33,7 @@ async def activate(body: ActivateRequest, request: Request) -> dict[str, Any]:
     warning = None
     if not body.force:
         for name in (body.model_key, embedding):
-            if isinstance(name, str) and (problem := await check_known(gw.watcher, name)):
+            if isinstance(name, str) and (problem := await check_known_on(gw.upstreams, name)):
                 warning = problem
     given = body.default_inference.wire() if body.default_inference else None
     state = await gw.state.activate(body.model_key, given, embedding_model=embedding)
@@ -54,6 +56,15 @@ async def activate(body: ActivateRequest, request: Request) -> dict[str, Any]:
     if not_applied := edition.activate_not_applied(body):
         answer["notApplied"] = not_applied
     return answer
+
+
+def _at(gw: Gateway, *names: str) -> dict[str, Any]:
+    """`"upstream": NAME` (and `"upstreams"` for several) once there are several upstreams."""
+    if not gw.upstreams.routed:
+        return {}
+    if len(names) == 1:
+        return {"upstream": names[0]}
+    return {"upstreams": list(names)}
 
 
 def _activates(gw: Gateway, body: LoadRequest) -> bool:
@@ -128,13 +139,17 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
     given = body.default_inference.wire() if body.default_inference else None
     given = _with_threads(gw, key, config, given)
     activate = _activates(gw, body)
-    models, upstream = manager_for(gw.upstreams, key, body.upstream)
+    member, own_key = manager_for(
+        gw.upstreams, key, body.upstream, Placing.of(gw.scheduler) if gw.upstreams.routed else None
+    )
+    models, upstream = member.models, member.name
+    at = _at(gw, upstream)
     if not await models.can_manage():
         if body.surface is not None:
             await models.chooser.choose((), body.surface)  # says why it is unavailable
-        gw.bus.publish("model_load_start", modelKey=key, loadConfig=config)
+        gw.bus.publish("model_load_start", modelKey=key, loadConfig=config, **at)
         defaults = await _remember(gw, body, config, given, activate)
-        gw.bus.publish("model_load_complete", modelKey=key, activated=activate, loaded=False)
+        gw.bus.publish("model_load_complete", modelKey=key, activated=activate, loaded=False, **at)
         answer = {
             "status": "activated" if activate else "stored",
             "message": (
@@ -147,19 +162,20 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
             "loadConfig": config,
             "defaultInference": defaults,
             "workflow": load_workflow(key, config, activate, edition.wanted_identifier(body)),
+            **at,
         }
         if not_applied := edition.stored_not_applied(body):
             answer["notApplied"] = not_applied
         return answer
     outcome = await models.load(
-        key,
+        own_key,
         config,
         new_instance=body.new_instance,
         identifier=edition.wanted_identifier(body),
         surface=body.surface,
     )
     if not outcome.already_loaded:
-        gw.scheduler.loaded(key, upstream)  # lmgate's own: its idle TTL applies
+        gw.scheduler.loaded(own_key, upstream)  # lmgate's own: its idle TTL applies
     defaults = await _remember(gw, body, config, given, activate)
     what = "was already loaded" if outcome.already_loaded else "is loaded"
     loaded: dict[str, Any] = {
@@ -179,21 +195,31 @@ async def load(body: LoadRequest, request: Request) -> dict[str, Any]:
         "activated": activate,
         "activeModel": gw.state.state.active_model,
         "defaultInference": defaults,
+        **at,
     }
-    if gw.upstreams.routed:
-        loaded["upstream"] = upstream
     return loaded
 
 
 @router.post("/models/unload")
 async def unload(body: UnloadRequest, request: Request) -> dict[str, Any]:
+    """On the upstream named, else on every upstream where the model (or instance) is loaded;
+    each one acted on is named in the answer (`upstream`, or `upstreams` and `unloadedOn`)."""
     gw = gateway_of(request)
     target = body.model_key or body.instance_id or "all"
-    gw.bus.publish("model_unload_start", modelKey=body.model_key, target=target)
-    if not await gw.models.can_manage():
+    members = await unload_targets(
+        gw.upstreams,
+        model_key=body.model_key,
+        instance_id=body.instance_id,
+        everything=body.all,
+        name=body.upstream,
+    )
+    at = _at(gw, *(m.name for m in members))
+    gw.bus.publish("model_unload_start", modelKey=body.model_key, target=target, **at)
+    able = [m for m in members if await m.models.can_manage()]
+    if not able:
         key = body.model_key or body.instance_id
         was_active = await gw.state.clear(None if body.all else key)
-        gw.bus.publish("model_unload_complete", modelKey=key, wasActive=was_active)
+        gw.bus.publish("model_unload_complete", modelKey=key, wasActive=was_active, **at)
         return {
             "status": "cleared",
             "message": (
@@ -204,20 +230,56 @@ async def unload(body: UnloadRequest, request: Request) -> dict[str, Any]:
             "modelKey": key,
             "wasActive": was_active,
             "workflow": unload_workflow(None if body.all else key),
+            **at,
         }
-    unloaded, was_active = await gw.models.unload(
-        model_key=body.model_key, instance_id=body.instance_id, everything=body.all
-    )
+    unloaded: list[str] = []
+    on: dict[str, list[str]] = {}
+    was_active = False
+    for member in able:
+        gone, cleared = await member.models.unload(
+            model_key=None if body.model_key is None else member.config.key_of(body.model_key),
+            instance_id=body.instance_id,
+            everything=body.all,
+            elsewhere=_elsewhere(gw, member),
+        )
+        unloaded += gone
+        on[member.name] = gone
+        was_active = was_active or cleared
+    at = _at(gw, *on)
     gw.bus.publish(
-        "model_unload_complete", modelKey=body.model_key, unloaded=unloaded, wasActive=was_active
+        "model_unload_complete",
+        modelKey=body.model_key,
+        unloaded=unloaded,
+        wasActive=was_active,
+        **at,
     )
-    return {
+    answer: dict[str, Any] = {
         "status": "unloaded",
         "message": f"unloaded {len(unloaded)} instance(s) of {target}.",
         "modelKey": body.model_key,
         "unloaded": unloaded,
         "wasActive": was_active,
+        **at,
     }
+    if gw.upstreams.routed:
+        answer["unloadedOn"] = on
+    if manual := [m.name for m in members if m not in able]:
+        answer["notUnloaded"] = {
+            name: "this upstream cannot be told to unload models: unload it there by hand"
+            for name in manual
+        }
+    return answer
+
+
+def _elsewhere(gw: Gateway, member: Member) -> Callable[[str], bool]:
+    """Whether a model is still loaded on an upstream other than `member` (the activation
+    stays while it is)."""
+    others = [m for m in gw.upstreams if m is not member]
+
+    def check(model: str) -> bool:
+        return any(m.loaded(m.config.key_of(model)) for m in others)
+
+    return check
 
 
 @router.get("/state")
@@ -226,5 +288,6 @@ async def state(request: Request) -> dict[str, Any]:
     body = gw.state.state.as_json()
     active = gw.state.state.active_model
     known = gw.watcher.synced_at is not None and active is not None
-    body["activeModelLoaded"] = gw.watcher.is_loaded(active) if known and active else None
+    loaded = loaded_anywhere(gw.upstreams, active) if known and active else None
+    body["activeModelLoaded"] = loaded
     return body

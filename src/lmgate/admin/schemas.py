@@ -117,6 +117,7 @@ class UnloadRequest(Schema):
     instance_id: str | None = Field(None, min_length=1, max_length=512)
     identifier: str | None = Field(None, min_length=1, max_length=512)
     all: bool = False
+    upstream: str | None = Field(None, max_length=63)  # None: where it is loaded
 
     @model_validator(mode="after")
     def _one_target(self) -> UnloadRequest:

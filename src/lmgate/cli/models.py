@@ -166,6 +166,9 @@ def load(
     seed: Annotated[int | None, Opt(help="Load-time seed.")] = None,
     surface: Annotated[str | None, Opt(help="Load through: sdk, lms or rest.")] = None,
     new_instance: Annotated[bool, Opt(help="Load another instance.")] = False,
+    upstream: Annotated[
+        str | None, Opt(help="Load on this upstream [default: placed by the scheduler's rules].")
+    ] = None,
     activate: Annotated[
         bool | None,
         Opt(
@@ -195,13 +198,19 @@ def load(
     if ttl is not None:
         config["ttl"] = ttl
     body: dict[str, Any] = {"modelKey": model, "newInstance": new_instance, "loadConfig": config}
-    extras = {"activate": activate, "identifier": identifier, "surface": surface}
+    extras = {
+        "activate": activate,
+        "identifier": identifier,
+        "surface": surface,
+        "upstream": upstream,
+    }
     body.update({k: v for k, v in extras.items() if v is not None})
     data = call_gateway(url, admin_key, "POST", "/admin/models/load", body)
     if as_json:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
-    console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
+    on = f" (on {data['upstream']})" if data.get("upstream") else ""
+    console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}{on}")
     for field, value in (data.get("applied") or {}).items():
         how = (data.get("appliedAs") or {}).get(field)
         console.print(f"applied {field} = {value}" + (f" ({how})" if how else ""))
@@ -219,6 +228,9 @@ def unload(
     admin_key: Key = None,
     instance: Annotated[str | None, typer.Option(help="One instance id.")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Every loaded model.")] = False,
+    upstream: Annotated[
+        str | None, typer.Option(help="Only on this upstream [default: wherever it is loaded].")
+    ] = None,
 ) -> None:
     """Unload MODEL, one --instance, or --all."""
     if sum([model is not None, instance is not None, all_models]) != 1:
@@ -231,8 +243,14 @@ def unload(
         if instance
         else {"modelKey": model}
     )
+    if upstream is not None:
+        body["upstream"] = upstream
     data = call_gateway(url, admin_key, "POST", "/admin/models/unload", body)
-    console.print(f"[green]{data['status']}[/green]: {data.get('message', '')}")
+    where = ", ".join(data.get("unloadedOn") or ())
+    console.print(
+        f"[green]{data['status']}[/green]: {data.get('message', '')}"
+        + (f" (on {where})" if where else "")
+    )
 
 
 @dataclass(frozen=True)
@@ -422,14 +440,20 @@ def download(
         str | None, typer.Option(help="Quantization, for Hugging Face URLs (Q4_K_M...).")
     ] = None,
     wait: Annotated[bool, typer.Option(help="Follow it to its end with a progress bar.")] = False,
+    upstream: Annotated[
+        str | None, typer.Option(help="Download on this upstream [default: one that can].")
+    ] = None,
 ) -> None:
     """Have LM Studio (0.4+) download MODEL; --wait follows it to its end."""
     body = {"model": model, **({"quantization": quantization} if quantization else {})}
+    if upstream is not None:
+        body["upstream"] = upstream
     job = call_gateway(url, admin_key, "POST", "/admin/models/download", body)
     if not wait and job["status"] not in ENDED:
         console.print(
             f"[green]{job['status']}[/green]: {job['model']} as download {job['id']} "
-            "(follow it with `lmgate models downloads`)",
+            + (f"on {job['upstream']} " if job.get("upstream") else "")
+            + "(follow it with `lmgate models downloads`)",
             highlight=False,
         )
         return

@@ -56,6 +56,7 @@ from lmgate.settings import Settings
 from lmgate.store.state import ModelState, StateStore
 from lmgate.upstream.sync import UpstreamWatcher
 from lmgate.upstreams.affinity import Affinity
+from lmgate.upstreams.management import Placing, preload_target
 from lmgate.upstreams.members import Member, Upstreams
 from lmgate.upstreams.routing import ROUTE, candidates, placed_by, spell
 from lmgate.workers.slot import Worker
@@ -547,7 +548,7 @@ class SchedulerShell:
         self.bus.publish("model_idle_unloaded", modelKey=unload.model)
         active = self.state.state.active_model
         if self.settings.keep_active_loaded and active == unload.model:
-            self.load(active, keep=True)
+            self.load(active, keep=True, upstream=unload.upstream)
 
     async def _switch(self, load: Load, evicting: list[Unload]) -> bool:
         started = time.monotonic()
@@ -622,10 +623,11 @@ class SchedulerShell:
             slots = self._slots(model, upstream)
             self._run(self.local.load_finished(upstream, model, self.clock(), slots))
 
-    def load(self, model: str, *, keep: bool = False) -> None:
-        """An explicit load (keeping the active model loaded), under the core's rules."""
+    def load(self, model: str, *, keep: bool = False, upstream: str | None = None) -> None:
+        """An explicit load (keeping the active model loaded, where it was), under the core's
+        rules."""
         try:
-            self._run(self.local.request_load(model, self.clock(), keep=keep))
+            self._run(self.local.request_load(model, self.clock(), upstream=upstream, keep=keep))
         except LoadRefused as exc:
             log.info("model_load_refused", model=model, reason=exc.message)
 
@@ -637,38 +639,45 @@ class SchedulerShell:
         (`model_preload`), never fatal. Where lmgate does not load on demand, the model is
         loaded as the admin route loads it (and is lmgate's own all the same)."""
         for name in names:
+            at: dict[str, str] = {}
             try:
-                status, reason = await self._preload_one(name)
+                status, reason = await self._preload_one(name, at)
             except Exception as exc:  # a bug must not stop the others, nor the gateway
                 log.exception("model_preload_crashed", model=name)
                 status, reason = "failed", str(exc)
             level = log.info if status in ("loaded", "already_loaded") else log.warning
-            level("model_preload", model=name, status=status, reason=reason)
-            self.bus.publish("model_preload", modelKey=name, status=status, reason=reason)
+            level("model_preload", model=name, status=status, reason=reason, **at)
+            self.bus.publish("model_preload", modelKey=name, status=status, reason=reason, **at)
 
-    async def _preload_one(self, name: str) -> tuple[str, str | None]:
-        model = self._model_key(name)
-        if model is None:
-            return "refused", "the upstream does not offer this model"
-        if self.watcher.is_loaded(model):
+    async def _preload_one(self, name: str, at: dict[str, str]) -> tuple[str, str | None]:
+        """One entry, on the upstream an admin load would choose (`NAME:model`: on NAME),
+        named in `at` with several upstreams."""
+        target = preload_target(self.upstreams, name, Placing.of(self))
+        if isinstance(target, str):
+            return "refused", target
+        member, model = target
+        upstream = member.name
+        if self.upstreams.routed:
+            at["upstream"] = upstream
+        if member.loaded(model):
             return "already_loaded", None
-        if not await self.models.loadable_now():
+        if not await member.models.loadable_now():
             return "refused", "this upstream cannot be told to load models; load it there"
-        if not self.spec.can_load:
+        if not self.specs.get(upstream, self.spec).can_load:
             try:
-                await self.models.load(model, self.state.profile(model).load_config or {})
+                await member.models.load(model, self.state.profile(model).load_config or {})
             except GatewayError as exc:
                 return "failed", exc.message
-            self.loaded(model)
+            self.loaded(model, upstream)
             return "loaded", None
         for attempt in range(PRELOAD_TRIES):
             try:
-                actions = self.local.request_load(model, self.clock())
+                actions = self.local.request_load(model, self.clock(), upstream=upstream)
             except LoadRefused as exc:
                 if not self._loading() or attempt == PRELOAD_TRIES - 1:
                     return "refused", exc.message
                 await self._load_ended()  # another load runs: try again once it is over
-                if self.watcher.is_loaded(model):
+                if member.loaded(model):
                     return "already_loaded", None
                 continue
             load = next(a for a in actions if isinstance(a, Load))

@@ -21,8 +21,9 @@ from lmgate.cli.models import models_app
 from tests.server_fixtures import emulator_fixture, gateway_fixture
 from tests.servers import ADMIN_KEY, ServerProcess, admin_headers
 
+# 10 s a download: long enough for a second command line to start and cancel one that runs.
 emu = emulator_fixture(
-    "--download-speed", "100000000", "--download-size", "150000000", name="emu-cli"
+    "--download-speed", "15000000", "--download-size", "150000000", name="emu-cli"
 )
 gw = gateway_fixture(
     "emu", env={"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_DOWNLOAD_POLL_SECONDS": "0.2"}

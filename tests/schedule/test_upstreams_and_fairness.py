@@ -63,7 +63,9 @@ def _until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 def _queue(gw: ServerProcess) -> dict[str, Any]:
     headers = {**admin_headers(), "Connection": "close"}
-    queue: dict[str, Any] = httpx.get(gw.url + "/debug/queue", headers=headers).json()
+    answer = httpx.get(gw.url + "/debug/queue", headers=headers)
+    answer.raise_for_status()  # a worker still reaching the shared core answers 503: not yet
+    queue: dict[str, Any] = answer.json()
     return queue
 
 

@@ -71,14 +71,7 @@ TICK_MAX_S = 1.0  # idle TTL and the like are checked at least this often
 LMSTUDIO_03_SLOTS = 1  # LM Studio 0.3 generates one answer at a time
 PRINCIPAL = "lmgate.principal"  # where the guard leaves the caller's key in the scope
 RELIST_MIN_S = 1.0  # refusals read the model list again at most this often
-FIRST_SYNC_WAIT_S = 5.0  # a request before an upstream's first model list waits this long
 PRELOAD_TRIES = 3  # a preload refused while another load runs is tried again this often
-
-
-def _swallow(task: asyncio.Task[None]) -> None:
-    """A first read that failed is the watcher's to report (it keeps trying), not the task's."""
-    if not task.cancelled():
-        task.exception()
 
 
 def config_of(settings: Settings) -> SchedulerConfig:
@@ -161,7 +154,6 @@ class SchedulerShell:
         self._wake = asyncio.Event()
         self._preload_pending = bool(settings.preload)
         self._relist: asyncio.Task[None] | None = None  # one model-list read shared by refusals
-        self._first: dict[str, asyncio.Task[None]] = {}  # a first model-list read per upstream
         state.listeners.append(self._state_changed)
 
     # -- which core: hosted here, or the primary's ----------------------------------------------
@@ -299,7 +291,6 @@ class SchedulerShell:
         if request.kind is None or not ex.model:
             return None
         keys: dict[str, str] | None = None  # several upstreams: where it may go, by which key
-        await self._first_sync()
         if self.upstreams.routed:  # the upstreams that may take it, or a 404 saying why not
             keys = candidates(self.upstreams, ex.model)
             if self.affinity is not None:  # by the name the client used, whatever the keys
@@ -339,25 +330,6 @@ class SchedulerShell:
         if verdict.position:
             return QueueTap(verdict.position, verdict.waited)
         return None
-
-    async def _first_sync(self) -> None:
-        """A worker just started may not have read an upstream's model list yet: a request
-        then waits for that first read (one per upstream, shared, at most `FIRST_SYNC_WAIT_S`)
-        rather than pass the queue unseen or hear that no upstream offers its model. An
-        upstream whose first read failed is not waited for again; its watcher keeps trying."""
-        pending = []
-        for member in self.upstreams:
-            if member.watcher.synced_at is not None:
-                continue
-            task = self._first.get(member.name)
-            if task is None:
-                task = asyncio.get_running_loop().create_task(member.watcher.poll())
-                task.add_done_callback(_swallow)
-                self._first[member.name] = task
-            if not task.done():
-                pending.append(task)
-        if pending:  # `wait` never cancels them: a client leaving leaves the read to others
-            await asyncio.wait(pending, timeout=FIRST_SYNC_WAIT_S)
 
     async def reroute(self, ex: Exchange, request: ProxyRequest, failed: str) -> str | None:
         """`failed` did not accept the request: its place there is given up, and it is admitted

@@ -1,4 +1,4 @@
-"""`lmgate upstreams list|add|drain|resume|remove`: the upstreams of a running gateway."""
+"""`lmgate upstreams list|add|drain|resume|remove|wake`: the upstreams of a running gateway."""
 
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ def list_upstreams(url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json 
             text(u["url"]),
             text(u["kind"]),
             text(u["state"]),
+            text(u.get("power") or "-"),
             text(len(u["models"])),
             text(", ".join(u["loaded"]) or "-"),
         ]
         for u in data.get("upstreams") or []
     ]
-    columns = ("name", "url", "kind", "state", "models", "loaded")
+    columns = ("name", "url", "kind", "state", "power", "models", "loaded")
     print_table("upstreams (* primary)", columns, rows, keep=("name",))
 
 
@@ -110,3 +111,19 @@ def remove(
         _print(data)
         return
     console.print(f"removed upstream {name}")
+
+
+@upstreams_app.command("wake")
+def wake(name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False) -> None:
+    """Send NAME's Wake-on-LAN packet (its table's wake entry) and let the gateway watch it."""
+    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/wake")
+    if as_json:
+        _print(data)
+        return
+    wake = data.get("wake") or {}
+    if data.get("started"):
+        console.print(
+            f"waking upstream {name}: packet for {wake.get('mac')} to {wake.get('target')}"
+        )
+    else:
+        console.print(f"upstream {name} is already being woken ({data.get('power')})")

@@ -376,7 +376,32 @@ def test_admin_route_and_cli_wake_one_by_name(pair: Callable[..., Pair]) -> None
         assert unknown.json()["error"]["code"] == "upstream_not_found"
         anonymous = httpx.post(p.gw.url + "/admin/upstreams/b/wake", timeout=10)
         assert anonymous.status_code == 401
+
+        # an upstream added at runtime brings its own wake entry
+        third = UdpListener()
+        try:
+            added = subprocess.run(
+                [
+                    *(sys.executable, "-m", "lmgate", "upstreams", "add", "c"),
+                    f"http://127.0.0.1:{free_port()}",
+                    *("--wake", "3C7C3F00000C", "--wake-broadcast", f"127.0.0.1:{third.port}"),
+                    *("--url", p.gw.url),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert added.returncode == 0, added.stderr
+            c = httpx.post(p.gw.url + "/admin/upstreams/c/wake", headers=AUTH, timeout=10)
+            assert c.status_code == 202 and c.json()["started"] is True
+            assert c.json()["wake"]["mac"] == "3c:7c:3f:00:00:0c"
+            assert third.first.wait(10)
+            assert third.packets == [magic_packet(parse_mac("3c:7c:3f:00:00:0c"))]
+        finally:
+            third.close()
         assert p.fallback.packets == []
+        assert p.listener.packets == [magic_packet(parse_mac(MAC_B))]
     finally:
         events.close()
 

@@ -60,6 +60,13 @@ def add(
     model: Annotated[
         list[str] | None, typer.Option(help="Model pattern it may serve (`!pattern` denies).")
     ] = None,
+    wake: Annotated[
+        str | None, typer.Option(help="Its machine's MAC address, to wake it (Wake-on-LAN).")
+    ] = None,
+    wake_broadcast: Annotated[
+        str | None,
+        typer.Option(help="Where its packet goes: address[:port] [LMGATE_WAKE_BROADCAST]."),
+    ] = None,
     url: Url = DEFAULT_URL,
     admin_key: Key = None,
     as_json: Json = False,
@@ -72,6 +79,10 @@ def add(
         table["weight"] = weight
     if model:
         table["models"] = model
+    if wake:
+        table["wake"] = wake
+    if wake_broadcast:
+        table["wake_broadcast"] = wake_broadcast
     data = call_gateway(url, admin_key, "POST", "/admin/upstreams", table)
     if as_json:
         _print(data)

@@ -69,7 +69,7 @@ class Wakers:
 
     def _build(self, member: Member) -> None:
         primary = member is self.upstreams.primary
-        self.wakers.pop(member.name, None)  # added again: its new table (a wake under way ends)
+        self.wakers.pop(member.name, None)  # added again: its new table (a wake under way goes on)
         waker = Waker.build(
             self.settings,
             member.watcher,

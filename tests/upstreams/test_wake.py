@@ -223,7 +223,8 @@ def test_only_b_wakes_b_and_a_is_served_meanwhile(pair: Callable[..., Pair]) -> 
         wait_for(lambda: power_of(p.gw, "b") == "asleep")
         ups = upstreams_of(p.gw)
         assert ups["a"]["power"] == "awake" and ups["a"]["wake"] is None
-        wake = ups["b"]["wake"]
+        assert ups["a"]["wakeStatus"] is None and ups["b"]["wake"] == MAC_B
+        wake = ups["b"]["wakeStatus"]
         assert isinstance(wake, dict)
         assert wake["mac"] == MAC_B and wake["target"] == f"127.0.0.1:{p.listener.port}"
         assert wake["timeoutSeconds"] == 60 and wake["packets"] == 0
@@ -280,7 +281,7 @@ def test_only_b_wakes_b_and_a_is_served_meanwhile(pair: Callable[..., Pair]) -> 
         assert again.status_code == 200 and "x-upstream-wake-ms" not in again.headers
         b = upstreams_of(p.gw)["b"]
         assert b["power"] == "awake" and b["state"] == "up"
-        assert isinstance(b["wake"], dict) and b["wake"]["packets"] == 1
+        assert isinstance(b["wakeStatus"], dict) and b["wakeStatus"]["packets"] == 1
         assert len(p.listener.packets) == 1
     finally:
         events.close()
@@ -395,7 +396,8 @@ def test_admin_route_and_cli_wake_one_by_name(pair: Callable[..., Pair]) -> None
             assert added.returncode == 0, added.stderr
             c = httpx.post(p.gw.url + "/admin/upstreams/c/wake", headers=AUTH, timeout=10)
             assert c.status_code == 202 and c.json()["started"] is True
-            assert c.json()["wake"]["mac"] == "3c:7c:3f:00:00:0c"
+            assert c.json()["wake"] == "3c:7c:3f:00:00:0c"
+            assert c.json()["wakeStatus"]["target"] == f"127.0.0.1:{third.port}"
             assert third.first.wait(10)
             assert third.packets == [magic_packet(parse_mac("3c:7c:3f:00:00:0c"))]
         finally:
@@ -433,7 +435,7 @@ def test_wake_floods_send_one_packet_per_gap(pair: Callable[..., Pair]) -> None:
     sent = len(p.listener.packets)
     assert 2 <= sent <= elapsed / 2.0 + 1, (sent, elapsed)
     assert set(p.listener.packets) == {magic_packet(parse_mac(MAC_B))}
-    assert upstreams_of(p.gw)["b"]["wake"]["packets"] == sent  # type: ignore[index]
+    assert upstreams_of(p.gw)["b"]["wakeStatus"]["packets"] == sent  # type: ignore[index]
     assert p.fallback.packets == []
 
 

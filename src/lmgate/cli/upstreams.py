@@ -131,7 +131,7 @@ def wake(name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Jso
     if as_json:
         _print(data)
         return
-    wake = data.get("wake") or {}
+    wake = data.get("wakeStatus") or {}
     if data.get("started"):
         console.print(
             f"waking upstream {name}: packet for {wake.get('mac')} to {wake.get('target')}"

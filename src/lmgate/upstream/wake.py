@@ -295,7 +295,8 @@ class Waker:
         )
         return {
             "power": power,
-            "wake": {
+            "wake": format_mac(self.mac),
+            "wakeStatus": {
                 "mac": format_mac(self.mac),
                 "target": format_target(*self.target),
                 "timeoutSeconds": self.timeout,

@@ -191,7 +191,7 @@ class Wakers:
             return waker.state()
         caps = member.watcher.caps
         power = "unknown" if not caps.checked_at else "awake" if caps.reachable else "asleep"
-        return {"power": power, "wake": None}
+        return {"power": power, "wake": None, "wakeStatus": None}
 
     async def close(self) -> None:
         for waker in self.wakers.values():
@@ -208,7 +208,7 @@ def power(gw: Gateway, member: Member) -> dict[str, Any]:
     """An upstream's power state and wake settings, for `/admin/upstreams`."""
     wakers = gw.power.wakers
     if wakers is None:  # pragma: no cover - always built so
-        return {"power": "unknown", "wake": None}
+        return {"power": "unknown", "wake": None, "wakeStatus": None}
     return wakers.state(member)
 
 

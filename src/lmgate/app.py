@@ -179,7 +179,7 @@ class LmgateApp(ExchangeMiddleware):
             max_body_bytes=settings.max_body_bytes,
             forward_credentials=not gw.security.keys.required,
             hooks=gw.proxy_hooks(),
-            router=Router(gw.upstreams, gw.scheduler.reroute),
+            router=Router(gw.upstreams, gw.power.rerouting(gw.scheduler.reroute)),
         )
 
         dashboard = DashboardApp()

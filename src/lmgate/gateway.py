@@ -166,7 +166,12 @@ class Gateway:
             upstreams=upstreams,
             worker=worker,
             power=UpstreamPower.build(
-                settings, watcher, upstream, bus, alone=not worker.shared, run_dir=worker.run_dir
+                settings,
+                upstreams,
+                bus,
+                alone=not worker.shared,
+                run_dir=worker.run_dir,
+                settle=scheduler._first_sync,
             ),
         )
         gw.background.append(watcher.run)

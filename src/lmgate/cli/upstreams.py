@@ -1,4 +1,4 @@
-"""`lmgate upstreams list|add|drain|resume|remove`: the upstreams of a running gateway."""
+"""`lmgate upstreams list|add|drain|resume|remove|wake`: the upstreams of a running gateway."""
 
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ def list_upstreams(url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json 
             text(u["url"]),
             text(u["kind"]),
             text(u["state"]),
+            text(u.get("power") or "-"),
             text(len(u["models"])),
             text(", ".join(u["loaded"]) or "-"),
         ]
         for u in data.get("upstreams") or []
     ]
-    columns = ("name", "url", "kind", "state", "models", "loaded")
+    columns = ("name", "url", "kind", "state", "power", "models", "loaded")
     print_table("upstreams (* primary)", columns, rows, keep=("name",))
 
 
@@ -59,6 +60,13 @@ def add(
     model: Annotated[
         list[str] | None, typer.Option(help="Model pattern it may serve (`!pattern` denies).")
     ] = None,
+    wake: Annotated[
+        str | None, typer.Option(help="Its machine's MAC address, to wake it (Wake-on-LAN).")
+    ] = None,
+    wake_broadcast: Annotated[
+        str | None,
+        typer.Option(help="Where its packet goes: address[:port] [LMGATE_WAKE_BROADCAST]."),
+    ] = None,
     url: Url = DEFAULT_URL,
     admin_key: Key = None,
     as_json: Json = False,
@@ -71,6 +79,10 @@ def add(
         table["weight"] = weight
     if model:
         table["models"] = model
+    if wake:
+        table["wake"] = wake
+    if wake_broadcast:
+        table["wake_broadcast"] = wake_broadcast
     data = call_gateway(url, admin_key, "POST", "/admin/upstreams", table)
     if as_json:
         _print(data)
@@ -110,3 +122,19 @@ def remove(
         _print(data)
         return
     console.print(f"removed upstream {name}")
+
+
+@upstreams_app.command("wake")
+def wake(name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False) -> None:
+    """Send NAME's Wake-on-LAN packet (its table's wake entry) and let the gateway watch it."""
+    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/wake")
+    if as_json:
+        _print(data)
+        return
+    wake = data.get("wakeStatus") or {}
+    if data.get("started"):
+        console.print(
+            f"waking upstream {name}: packet for {wake.get('mac')} to {wake.get('target')}"
+        )
+    else:
+        console.print(f"upstream {name} is already being woken ({data.get('power')})")

@@ -1,13 +1,15 @@
 """Wake-on-LAN for the upstream machine: a GPU box that sleeps when no one uses it.
 
 When the upstream does not answer and a MAC address is configured, one `Waker` (one per
-upstream) sends a magic packet and holds the requests that arrive meanwhile, in a set bounded
+upstream that has one: `lmgate.upstreams.waking` picks which a request waits for) sends a
+magic packet and holds the requests that arrive meanwhile, in a set bounded
 like the scheduler's queue, until the upstream answers `/v1/models` or the wake timeout passes;
 then they go on, or fail with 503 `wake_timeout`. One wake runs at a time: a burst of requests
 sends one packet. With several workers, each holds its own requests but only the one that
 takes an `flock` on the run directory's `wake.lock` sends the packet and announces the wake;
-the others wait for the same upstream to answer. The hook costs one attribute read while the
-upstream is known to answer.
+the others wait for the same upstream to answer. Packets for one upstream are at least
+`PACKET_GAP_S` apart, however many requests or admin calls ask. The hook costs one attribute
+read while the upstream is known to answer.
 
 A request that waited says so in a header. A stream that waits longer than a second is told
 in the stream instead, as the scheduler's queue tells its own (`lmgate.schedule.notify`): its
@@ -33,7 +35,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import structlog
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from lmgate.settings import Settings
     from lmgate.upstream.client import UpstreamClient
     from lmgate.upstream.sync import UpstreamWatcher
+    from lmgate.upstreams.config import UpstreamConfig
 
 log = structlog.get_logger("lmgate.wake")
 
@@ -60,6 +63,7 @@ WOKEN_LATELY_S = 60.0  # a worker's watcher may not know of another's wake for t
 WAKING_HEADER = b"x-upstream-waking"  # on an answer started while the upstream wakes
 EARLY_AFTER_S = 1.0  # as the queue's: a stream waiting longer has its answer started
 HEARTBEAT_S = 2.0  # and hears a comment this often
+PACKET_GAP_S = 2.0  # the least time between two packets for one upstream
 
 _MAC = re.compile(r"[0-9a-f]{12}")
 
@@ -210,7 +214,9 @@ class Waker:
         clock: Callable[[], float] = time.monotonic,
         lock_path: Path | None = None,
         announce: Announce | None = None,
+        name: str | None = None,
     ) -> None:
+        self.name = name  # the upstream's, in events and logs (None: the one upstream)
         self.mac = mac
         self.target = target
         self.timeout = timeout
@@ -224,6 +230,8 @@ class Waker:
         self.announce = announce  # None: no stream is told in the stream
         self.held = 0  # requests waiting for the wake now
         self.packets = 0  # magic packets sent since start
+        self.last_packet_at: float | None = None  # wall time of the last one
+        self._last_packet: float | None = None  # and on `clock`
         self._wake: asyncio.Task[bool] | None = None
         self._sent = False  # the wake in progress sent a packet (not just looked)
         self._ends_at = 0.0
@@ -237,24 +245,66 @@ class Waker:
         client: UpstreamClient,
         bus: EventBus,
         run_dir: Path | None = None,
+        *,
+        config: UpstreamConfig | None = None,
+        primary: bool = True,
+        name: str | None = None,
     ) -> Waker | None:
-        """The upstream's waker, or None when no MAC address is configured. `run_dir`: the
+        """An upstream's waker, or None when it has no MAC address. `config`: its table,
+        whose `wake*` entries override the gateway's `LMGATE_WAKE_*` (the primary alone
+        falls back to `LMGATE_WAKE_MAC`: the others are other machines). `run_dir`: the
         workers' shared directory, when there are several."""
-        if settings.wake_mac is None:
+        mac = config.wake if config is not None else None
+        if mac is None and primary:
+            mac = settings.wake_mac
+        if mac is None:
             return None
         from lmgate.schedule.notify import wants_comments  # run time only: see the module's note
 
+        broadcast = (config.wake_broadcast if config else None) or settings.wake_broadcast
+        timeout = (config.wake_timeout if config else None) or settings.wake_timeout
+        lock = "wake.lock" if primary else f"wake-{name}.lock"  # names are file-name safe
         return cls(
-            mac=parse_mac(settings.wake_mac),
-            target=parse_target(settings.wake_broadcast),
-            timeout=settings.wake_timeout,
+            mac=parse_mac(mac),
+            target=parse_target(broadcast),
+            timeout=timeout,
             hold_max=settings.queue_max,
             watcher=watcher,
             client=client,
             bus=bus,
-            lock_path=run_dir / "wake.lock" if run_dir is not None else None,
+            lock_path=run_dir / lock if run_dir is not None else None,
             announce=wants_comments if settings.queue_sse_comments else None,
+            name=name,
         )
+
+    @property
+    def waking(self) -> bool:
+        return self._wake is not None and not self._wake.done()
+
+    def state(self) -> dict[str, Any]:
+        """What `/admin/upstreams` shows: the wake settings (a MAC is no secret) and power."""
+        caps = self.watcher.caps
+        power = (
+            "waking"
+            if self.waking
+            else "unknown"
+            if not caps.checked_at
+            else "awake"
+            if caps.reachable
+            else "asleep"
+        )
+        return {
+            "power": power,
+            "wake": format_mac(self.mac),
+            "wakeStatus": {
+                "mac": format_mac(self.mac),
+                "target": format_target(*self.target),
+                "timeoutSeconds": self.timeout,
+                "waiting": self.held,
+                "packets": self.packets,
+                "lastPacketAt": self.last_packet_at,
+            },
+        }
 
     # -- the request path ------------------------------------------------------------------
 
@@ -267,11 +317,8 @@ class Waker:
     async def hold(self, early: EarlyAnswer | None = None) -> ResponseTap | None:
         """Wait for the (one) wake in progress, starting it if none is; a client that goes
         away leaves the set at once. `early`: a stream's answer, to start if the wait is long."""
-        wake = self._wake
-        if wake is None or wake.done():
-            self._sent = False
-            wake = self._wake = asyncio.get_running_loop().create_task(self._run())
-            self._ends_at = self.clock() + self.timeout
+        wake = self._wake if self.waking else self._begin(look_first=True)
+        assert wake is not None
         if self.held >= self.hold_max:
             wait = max(1.0, self._ends_at - self.clock())
             raise UpstreamAsleep(
@@ -297,6 +344,21 @@ class Waker:
             return None  # the stream told it: no header can follow the start
         return WakeTap(self.clock() - started) if self._sent else None
 
+    def _begin(self, *, look_first: bool) -> asyncio.Task[bool]:
+        self._sent = False
+        wake = self._wake = asyncio.get_running_loop().create_task(self._run(look_first))
+        self._ends_at = self.clock() + self.timeout
+        return wake
+
+    def wake_now(self) -> bool:
+        """A wake asked for by hand (`POST /admin/upstreams/NAME/wake`): a packet and a watch
+        for the upstream to answer, as for a request, unless one is under way already (its
+        packet went then): False."""
+        if self.waking:
+            return False
+        self._begin(look_first=False)
+        return True
+
     async def _announcing(self, wake: asyncio.Task[bool], early: EarlyAnswer, since: float) -> bool:
         """Await `wake` (never cancelling it: others wait for it too); past `EARLY_AFTER_S`,
         start the stream's answer and say how long it has waited, every `HEARTBEAT_S`."""
@@ -319,18 +381,20 @@ class Waker:
         probe = await self.client.probe("/v1/models", limit_s=max(0.05, limit))
         return probe.status != 0
 
-    async def _run(self) -> bool:
+    async def _run(self, look_first: bool = True) -> bool:
         started = self.clock()
         deadline = started + self.timeout
         # The watcher has not looked yet (just started): look once before waking anything.
-        if not self.watcher.caps.checked_at and await self._answers(FIRST_PROBE_S):
+        checked = self.watcher.caps.checked_at
+        if look_first and not checked and await self._answers(FIRST_PROBE_S):
             await self._refresh()
             return True
         self._sent = True
         sender, lock = self._claim()
         try:
             # Another worker woke it moments ago, before this one's watcher looked again.
-            if lock is not None and _woken_lately(lock) and await self._answers(FIRST_PROBE_S):
+            lately = lock is not None and _woken_lately(lock)
+            if look_first and lately and await self._answers(FIRST_PROBE_S):
                 self._sent = False
                 await self._refresh()
                 return True
@@ -361,23 +425,20 @@ class Waker:
     async def _wake_and_wait(self, started: float, deadline: float, *, sender: bool) -> bool:
         """Send the packet (the `sender` only, who also announces the wake), then poll the
         upstream, ever less often, until it answers or the deadline passes."""
-        host, port = self.target
-        target = format_target(host, port)
+        target = format_target(*self.target)
+        named = {"upstream": self.name} if self.name else {}
         if sender:
-            try:
-                self.send(self.mac, host, port)
-            except OSError as exc:
-                log.warning("wake_send_failed", target=target, error=str(exc))
-            else:
-                self.packets += 1
+            sent = self._send(target)
             self.bus.publish(
                 "upstream_waking",
                 mac=format_mac(self.mac),
                 target=target,
                 waiting=self.held,
                 timeoutSeconds=self.timeout,
+                sent=sent,
+                **named,
             )
-            log.info("upstream_waking", mac=format_mac(self.mac), target=target)
+            log.info("upstream_waking", mac=format_mac(self.mac), target=target, sent=sent, **named)
         delay = FIRST_POLL_S
         while (left := deadline - self.clock()) > 0:
             await asyncio.sleep(min(delay, left))
@@ -386,15 +447,33 @@ class Waker:
                 seconds = round(self.clock() - started, 3)
                 await self._refresh()
                 if sender:
-                    self.bus.publish("upstream_awake", seconds=seconds, waiting=self.held)
-                    log.info("upstream_awake", seconds=seconds)
+                    self.bus.publish("upstream_awake", seconds=seconds, waiting=self.held, **named)
+                    log.info("upstream_awake", seconds=seconds, **named)
                 return True
             delay = min(delay * 2, MAX_POLL_S)
         seconds = round(self.clock() - started, 3)
         if sender:
-            self.bus.publish("upstream_wake_failed", seconds=seconds, waiting=self.held)
-            log.warning("upstream_wake_failed", seconds=seconds)
+            self.bus.publish("upstream_wake_failed", seconds=seconds, waiting=self.held, **named)
+            log.warning("upstream_wake_failed", seconds=seconds, **named)
         return False
+
+    def _send(self, target: str) -> bool:
+        """One magic packet, unless the last went less than `PACKET_GAP_S` ago: however
+        often wakes begin (a wake that timed out, then another at once), the machine's
+        network hears one packet per gap at most."""
+        now = self.clock()
+        if self._last_packet is not None and now - self._last_packet < PACKET_GAP_S:
+            return False
+        host, port = self.target
+        try:
+            self.send(self.mac, host, port)
+        except OSError as exc:
+            log.warning("wake_send_failed", target=target, error=str(exc), upstream=self.name)
+            return False
+        self._last_packet = now
+        self.last_packet_at = time.time()
+        self.packets += 1
+        return True
 
     async def _refresh(self) -> None:
         """The watcher learns at once that the upstream answers (and what it has), so the

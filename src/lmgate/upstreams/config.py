@@ -12,9 +12,9 @@ import fnmatch
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from lmgate.settings_values import normalize_upstream
+from lmgate.settings_values import normalize_upstream, parse_duration
 from lmgate.upstream import wake
 
 DEFAULT_NAME = "upstream"  # the zero-config upstream's name (the scheduler's since day one)
@@ -34,7 +34,11 @@ class UpstreamConfig(BaseModel):
     tags: list[str] = Field(default_factory=list)
     # fnmatch patterns over model keys; `!pattern` denies. No allow pattern: everything.
     models: list[str] = Field(default_factory=list)
-    wake: str | None = None  # the machine's MAC address
+    # Wake-on-LAN: the machine's MAC address, where the packet goes (None: the gateway's
+    # LMGATE_WAKE_BROADCAST) and how long a woken machine is waited for (None: LMGATE_WAKE_TIMEOUT)
+    wake: str | None = None
+    wake_broadcast: str | None = None
+    wake_timeout: float | None = Field(None, gt=0)
     max_loaded_models: int | None = Field(None, ge=1)
     memory_budget: int | None = Field(None, ge=1)
     slots: int | None = Field(None, ge=1)
@@ -55,10 +59,42 @@ class UpstreamConfig(BaseModel):
     def _url(cls, value: str) -> str:
         return normalize_upstream(value)[0].rstrip("/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _wake_table(cls, data: Any) -> Any:
+        """`wake = {mac = ..., broadcast = ..., timeout = ...}`, the `[wake]` table's shape,
+        is the same as `wake`, `wake_broadcast` and `wake_timeout` side by side."""
+        if not isinstance(data, dict) or not isinstance(data.get("wake"), dict):
+            return data
+        table = {_CAMEL.sub("_", str(k)).lower(): v for k, v in data["wake"].items()}
+        unknown = sorted(table.keys() - {"mac", "broadcast", "timeout"})
+        if unknown:
+            raise ValueError(f"wake takes mac, broadcast and timeout, not {', '.join(unknown)}")
+        out = {**data, "wake": table.get("mac")}
+        for key in ("broadcast", "timeout"):
+            if key in table:
+                out[f"wake_{key}"] = table[key]
+        return out
+
     @field_validator("wake")
     @classmethod
     def _wake(cls, value: str | None) -> str | None:
         return None if value is None else wake.format_mac(wake.parse_mac(value))
+
+    @field_validator("wake_broadcast")
+    @classmethod
+    def _wake_broadcast(cls, value: str | None) -> str | None:
+        return None if value is None else wake.format_target(*wake.parse_target(value))
+
+    @field_validator("wake_timeout", mode="before")
+    @classmethod
+    def _wake_timeout(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            seconds = parse_duration(value)
+            if seconds is None:
+                raise ValueError(f"wake timeout {value.strip()!r} is not a duration such as 90s")
+            return seconds
+        return value
 
     @field_validator("memory_budget", mode="before")
     @classmethod
@@ -99,6 +135,8 @@ class UpstreamConfig(BaseModel):
             "tags": list(self.tags),
             "models": list(self.models),
             "wake": self.wake,
+            "wakeBroadcast": self.wake_broadcast,
+            "wakeTimeout": self.wake_timeout,
             "maxLoadedModels": self.max_loaded_models,
             "memoryBudget": self.memory_budget,
             "slots": self.slots,

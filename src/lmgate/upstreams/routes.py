@@ -18,6 +18,7 @@ from lmgate.gateway import Gateway, gateway_of
 from lmgate.upstreams.config import UpstreamConfig, parse_upstreams
 from lmgate.upstreams.members import Member, Upstreams
 from lmgate.upstreams.registry import ACTIVE, DRAINING, REMOVED, UpstreamRegistry
+from lmgate.upstreams.waking import power, wake_upstream
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -41,7 +42,7 @@ async def upstreams(request: Request) -> dict[str, Any]:
     gw = gateway_of(request)
     primary = gw.upstreams.primary
     return {
-        "upstreams": [describe(m, primary=m is primary) for m in gw.upstreams],
+        "upstreams": [describe(m, primary=m is primary) | power(gw, m) for m in gw.upstreams],
     }
 
 
@@ -121,3 +122,10 @@ async def remove(name: str, request: Request) -> dict[str, Any]:
     ups.remove(name)
     gw.bus.publish("upstream_removed", upstream=name)
     return {"removed": name}
+
+
+@router.post("/upstreams/{name}/wake", status_code=202)
+async def wake(name: str, request: Request) -> dict[str, Any]:
+    """Send its Wake-on-LAN packet now and watch for it to answer (`upstreams.waking`)."""
+    gw = gateway_of(request)
+    return wake_upstream(gw, _member(gw.upstreams, name))

@@ -171,7 +171,6 @@ class Gateway:
                 bus,
                 alone=not worker.shared,
                 run_dir=worker.run_dir,
-                settle=scheduler._first_sync,
             ),
         )
         gw.background.append(watcher.run)

@@ -5,7 +5,7 @@ then add nothing to the request path."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,6 @@ from lmgate.settings import Settings
 from lmgate.upstream.idle_sleep import IdleSleeper
 from lmgate.upstreams.members import Upstreams
 from lmgate.upstreams.waking import Reroute, Wakers
-
-
-async def _settled() -> None:
-    return None
 
 
 @dataclass(slots=True)
@@ -37,11 +33,9 @@ class UpstreamPower:
         *,
         alone: bool = True,
         run_dir: Path | None = None,
-        settle: Callable[[], Awaitable[None]] = _settled,
     ) -> UpstreamPower:
-        """`alone`: one worker; else `run_dir` is where the workers agree who sends a wake.
-        `settle`: waits for the watchers' first model-list reads (the scheduler's)."""
-        wakers = Wakers(settings, upstreams, bus, run_dir=None if alone else run_dir, settle=settle)
+        """`alone`: one worker; else `run_dir` is where the workers agree who sends a wake."""
+        wakers = Wakers(settings, upstreams, bus, run_dir=None if alone else run_dir)
         primary = upstreams.primary.watcher
         return cls(wakers, IdleSleeper.build(settings, primary, bus, alone=alone))
 

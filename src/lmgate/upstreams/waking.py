@@ -37,12 +37,7 @@ from lmgate.upstreams.routing import ROUTE
 if TYPE_CHECKING:
     from lmgate.gateway import Gateway
 
-Settle = Callable[[], Awaitable[None]]
 Reroute = Callable[[Exchange, ProxyRequest, str], Awaitable[str | None]]
-
-
-async def _settled() -> None:
-    return None
 
 
 class Wakers:
@@ -55,13 +50,11 @@ class Wakers:
         bus: EventBus,
         *,
         run_dir: Path | None = None,
-        settle: Settle = _settled,
     ) -> None:
         self.settings = settings
         self.upstreams = upstreams
         self.bus = bus
         self.run_dir = run_dir  # with several workers: where they agree who sends a packet
-        self.settle = settle  # waits for the watchers' first model-list reads
         self.wakers: dict[str, Waker] = {}
         for member in upstreams:
             self._build(member)
@@ -111,10 +104,7 @@ class Wakers:
         return await self._for_model(model, request)
 
     async def _for_model(self, model: str, request: ProxyRequest) -> ResponseTap | None:
-        if self.upstreams.offering(model):
-            return None
-        await self.settle()  # just started: an upstream that offers it may not have looked yet
-        if self.upstreams.offering(model):
+        if self.upstreams.offering(model):  # the first lists were read before serving began
             return None
         member = self.sleeper_for(model)
         if member is None:

@@ -91,6 +91,7 @@ def test_add_drain_remove_and_restart(tmp_path: Path) -> None:
             timeout=60,
         )
         assert resumed.returncode == 0, resumed.stderr
+        assert "upstream b takes requests again" in resumed.stdout
         assert _names(gw) == [("upstream", "up"), ("b", "up")]
         assert _ask(gw, ONLY_B).status_code == 200
         assert "event: upstream_resumed" in _events(gw, "upstream_resumed")

@@ -25,6 +25,15 @@ def _print(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
+def _act(url: str, key: str | None, method: str, path: str, as_json: bool) -> dict[str, Any]:
+    """One admin call; with `--json` its answer is printed and {} returned (nothing to say)."""
+    data: dict[str, Any] = call_gateway(url, key, method, path)
+    if as_json:
+        _print(data)
+        return {}
+    return data
+
+
 @upstreams_app.command("list")
 def list_upstreams(url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False) -> None:
     """Every upstream: kind, state, models offered and loaded."""
@@ -93,11 +102,8 @@ def add(
 @upstreams_app.command("drain")
 def drain(name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False) -> None:
     """Send no new requests to NAME; what runs there ends normally."""
-    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/drain")
-    if as_json:
-        _print(data)
-        return
-    console.print(f"draining upstream {name}")
+    if _act(url, admin_key, "POST", f"/admin/upstreams/{name}/drain", as_json):
+        console.print(f"draining upstream {name}")
 
 
 @upstreams_app.command("resume")
@@ -105,11 +111,8 @@ def resume(
     name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False
 ) -> None:
     """Let a drained upstream take new requests again."""
-    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/resume")
-    if as_json:
-        _print(data)
-        return
-    console.print(f"upstream {name} takes requests again")
+    if _act(url, admin_key, "POST", f"/admin/upstreams/{name}/resume", as_json):
+        console.print(f"upstream {name} takes requests again")
 
 
 @upstreams_app.command("remove")
@@ -117,19 +120,15 @@ def remove(
     name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False
 ) -> None:
     """Remove NAME (never the primary)."""
-    data = call_gateway(url, admin_key, "DELETE", f"/admin/upstreams/{name}")
-    if as_json:
-        _print(data)
-        return
-    console.print(f"removed upstream {name}")
+    if _act(url, admin_key, "DELETE", f"/admin/upstreams/{name}", as_json):
+        console.print(f"removed upstream {name}")
 
 
 @upstreams_app.command("wake")
 def wake(name: Name, url: Url = DEFAULT_URL, admin_key: Key = None, as_json: Json = False) -> None:
     """Send NAME's Wake-on-LAN packet (its table's wake entry) and let the gateway watch it."""
-    data = call_gateway(url, admin_key, "POST", f"/admin/upstreams/{name}/wake")
-    if as_json:
-        _print(data)
+    data = _act(url, admin_key, "POST", f"/admin/upstreams/{name}/wake", as_json)
+    if not data:
         return
     wake = data.get("wakeStatus") or {}
     if data.get("started"):

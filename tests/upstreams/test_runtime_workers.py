@@ -235,6 +235,19 @@ def _gateway_fds(gw: ServerProcess) -> tuple[int, int]:
     return fds, rss
 
 
+def _connections_to(gw: ServerProcess, ports: set[int]) -> int:
+    """The gateway's TCP connections to these upstream ports."""
+    assert gw.proc is not None
+    found = 0
+    for proc in [psutil.Process(gw.proc.pid), *psutil.Process(gw.proc.pid).children(True)]:
+        try:
+            conns = proc.net_connections("tcp")
+        except psutil.NoSuchProcess:
+            continue
+        found += sum(1 for c in conns if c.raddr and c.raddr.port in ports)
+    return found
+
+
 def test_adding_and_removing_again_and_again_leaks_no_clients(tmp_path: Path) -> None:
     a = start_emulator(tmp_path, "--no-sdk", "--models", catalog(tmp_path, "a", ONLY_A), name="a")
     c = start_emulator(tmp_path, "--no-sdk", "--models", catalog(tmp_path, "c", PLAIN), name="c")
@@ -288,6 +301,12 @@ def test_adding_and_removing_again_and_again_leaks_no_clients(tmp_path: Path) ->
         finally:
             stop.set()
             runner.join(60)
+        # Each worker closes a removed upstream's pooled connections as soon as its answers
+        # through them are over, not when an idle connection would time out (4 s).
+        ended = time.monotonic()
+        wait_for(lambda: _connections_to(gw, {c.port, d.port}) == 0, timeout=10)
+        closed_s = time.monotonic() - ended
+        assert closed_s < 2.5, closed_s
         for statuses in results:
             assert set(statuses) == {200, 201}, statuses
         assert served and set(served) == {200}, set(served)
@@ -302,7 +321,9 @@ def test_adding_and_removing_again_and_again_leaks_no_clients(tmp_path: Path) ->
             time.sleep(0.5)
         assert fds_after - fds_before <= 30, (fds_before, fds_after)
         assert rss_after - rss_before < 80 * 1024 * 1024, (rss_before, rss_after)
+        assert "Unclosed" not in gw.logs()  # every removed client was closed, none left to gc
         print(f"fds {fds_before} -> {fds_after}, rss {rss_before >> 20} -> {rss_after >> 20} MiB")
+        print(f"removed upstreams' connections closed within {closed_s:.2f} s")
     finally:
         gw.stop()
         for server in (a, c, d):

@@ -164,11 +164,22 @@ def test_a_change_through_one_worker_applies_on_every_worker(
     listings = _on_both(gw, lambda: _listing(gw))
     assert all(states == {"upstream": "up"} for _, states in listings), listings
     # Every worker told its own stream, naming the upstream and never its token.
-    for _, seen in _on_both(gw, lambda: _events(gw), rounds=6):
+    for _, seen in _on_both(gw, lambda: _events(gw), rounds=30):
         for kind in ("upstream_added", "upstream_draining", "upstream_resumed"):
             assert f"event: {kind}" in seen, seen
         assert '"upstream":"b"' in seen.replace(" ", "") and TOKEN not in seen
     assert TOKEN not in gw.logs()
+
+    def requests_seen() -> tuple[int, str]:
+        with httpx.Client(headers=ADMIN, timeout=10) as client:
+            answer = client.get(gw.url + "/debug/requests?limit=1000")
+        return int(answer.json()["worker"]["pid"]), answer.text
+
+    assert all(TOKEN not in text for _, text in _on_both(gw, requests_seen, rounds=30))
+    # Stored as given, in files only the owner may read.
+    data = Path(gw.env["LMGATE_DATA_DIR"])
+    stored = sorted(data.glob("lmgate.sqlite3*"))
+    assert stored and all(f.stat().st_mode & 0o077 == 0 for f in stored), stored
 
 
 def _stream(gw: ServerProcess, model: str, delay: str, out: list[tuple[int, str]]) -> None:

@@ -38,6 +38,7 @@ from lmgate.upstreams.registry import Listed, Query, Raw, UpstreamRegistry
 
 log = structlog.get_logger("lmgate.upstreams")
 FOLLOW_S = 0.5  # an idle worker looks for other workers' upstream changes this often
+RETIRE_CHECK_S = 0.25  # a removed upstream's client closes this soon after its last answer
 Change = tuple[str, "Member"]  # (event, the member it is about)
 
 
@@ -352,10 +353,14 @@ class Upstreams:
         return member
 
     async def _retire(self, member: Member, *, most_s: float = 3600.0) -> None:
+        """Close its client once this worker's answers through it have ended (a request just
+        admitted there gets a moment to open its answer first)."""
         waited = 0.0
-        while member.client.active and waited < most_s:
-            await asyncio.sleep(0.5)
-            waited += 0.5
+        while waited < most_s:
+            await asyncio.sleep(RETIRE_CHECK_S)
+            waited += RETIRE_CHECK_S
+            if not member.client.active:
+                break
         if self._removed.get(member.name) is member:
             del self._removed[member.name]
         await member.client.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psutil
 import pytest
 
@@ -71,8 +72,8 @@ def _listing(gw: ServerProcess) -> tuple[int, dict[str, str]]:
     return pid, {u["name"]: u["state"] for u in answer.json()["upstreams"]}
 
 
-def _events(gw: ServerProcess) -> tuple[int, str]:
-    """Every buffered upstream event of the worker that answers."""
+def _events(gw: ServerProcess, last: str = "upstream_removed") -> tuple[int, str]:
+    """The buffered upstream events of the worker that answers, up to the first `last`."""
     kinds = "upstream_added,upstream_draining,upstream_resumed,upstream_removed"
     with httpx.Client(headers={**ADMIN, "Last-Event-ID": "0"}, timeout=10) as client:
         pid = int(client.get(gw.url + "/debug/status").json()["worker"]["pid"])
@@ -80,9 +81,14 @@ def _events(gw: ServerProcess) -> tuple[int, str]:
         with client.stream("GET", gw.url + "/debug/stream?types=" + kinds) as stream:
             for line in stream.iter_lines():
                 seen += line + "\n"
-                if "upstream_removed" in seen and line == "":
+                if f"event: {last}" in seen and line == "":
                     break
     return pid, seen
+
+
+def _added_at(seen: str) -> float:
+    data = next(line for line in seen.splitlines() if '"upstream_added"' in line)
+    return float(orjson.loads(data.removeprefix("data:").strip())["timestamp"])
 
 
 @pytest.fixture
@@ -119,6 +125,16 @@ def test_a_change_through_one_worker_applies_on_every_worker(
     added = httpx.post(gw.url + "/admin/upstreams", json=table, headers=CLOSE, timeout=30)
     assert added.status_code == 201, added.text
     assert TOKEN not in added.text and added.json()["upstream"]["hasToken"] is True
+
+    # No request reaches the other worker for a while: it follows on its own, within about a
+    # second (each worker publishes the change on its own stream when it applies it).
+    time.sleep(2.0)
+    stamps = {
+        pid: _added_at(seen) for pid, seen in _on_both(gw, lambda: _events(gw, "upstream_added"))
+    }
+    lag = max(stamps.values()) - min(stamps.values())
+    print(f"the other worker applied the addition {lag:.3f} s later")
+    assert len(stamps) == 2 and lag < 1.5, stamps
 
     # At once, whichever worker takes the connection: it sees the table move on the request's
     # start and waits for the new upstream's first model list.
@@ -225,6 +241,7 @@ def test_waiters_for_a_drained_or_removed_upstream_are_refused_saying_why(
         thread.join(30)
     took = time.monotonic() - started
     assert len(waiters) == 6 and took < 10, (took, waiters)
+    print(f"{change}: 6 waiters refused within {took:.2f} s")
     for status, text in waiters:
         assert status == 503 and '"no_upstream"' in text and why in text, (status, text)
     holder.join(60)

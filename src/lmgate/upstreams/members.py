@@ -110,6 +110,8 @@ class Upstreams:
         self._started = False
         self._raw: Raw | None = None  # the stored table as this list last followed it
         self._stale = False  # the last look at the table failed: look again
+        self._looks = 0  # reads of the table started
+        self._taken = 0  # the latest read followed
         self._follower: asyncio.Task[None] | None = None
 
     def __iter__(self) -> Iterator[Member]:
@@ -262,9 +264,19 @@ class Upstreams:
                     changes.append(("upstream_resumed", self.resume(config.name)))
         return changes
 
-    def take(self, raw: Raw, **event: object) -> list[Change]:
-        """Follow the stored table `raw` unless it is what was followed last; each change is
-        published (`event`: extra fields, e.g. no request id for another worker's change)."""
+    def look(self) -> int:
+        """A number for a read of the table about to start: later reads, higher numbers."""
+        self._looks += 1
+        return self._looks
+
+    def take(self, raw: Raw, look: int, **event: object) -> list[Change]:
+        """Follow the stored table `raw` (read as `look`) unless it is what was followed last,
+        or older than it: a read that ran in a thread may end after a later one, and must not
+        undo what that one found. Each change is published (`event`: extra fields, e.g. no
+        request id for another worker's change)."""
+        if look < self._taken:
+            return []
+        self._taken = look
         self._stale = False
         if raw == self._raw:
             return []
@@ -282,13 +294,14 @@ class Upstreams:
         changed."""
         if self.parts is None or self.parts.registry is None:
             return
+        look = self.look()
         try:
             raw = self.parts.registry.raw(read)
         except sqlite3.Error as exc:
             self._stale = True  # the loop reads it again
             log.warning("upstreams_unreadable", error=str(exc))
             return
-        self.take(raw, requestId=None)
+        self.take(raw, look, requestId=None)
 
     async def _follow_loop(self) -> None:
         """An idle worker follows too: the state store's check every `FOLLOW_S`."""
@@ -298,7 +311,8 @@ class Upstreams:
             await asyncio.sleep(FOLLOW_S)
             try:
                 if self._stale:
-                    self.take(await asyncio.to_thread(parts.registry.raw), requestId=None)
+                    look = self.look()
+                    self.take(await asyncio.to_thread(parts.registry.raw), look, requestId=None)
                 else:
                     parts.state.refresh()
             except Exception:  # a bug or a busy database must not end following

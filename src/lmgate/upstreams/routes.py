@@ -63,7 +63,8 @@ async def _follow(ups: Upstreams, registry: UpstreamRegistry) -> None:
     """Make this worker's list the stored one now (another worker's last change included),
     publishing what changed: the same path every other worker takes when it sees the table
     move, so each applies a change exactly alike."""
-    ups.take(await asyncio.to_thread(registry.raw))
+    look = ups.look()
+    ups.take(await asyncio.to_thread(registry.raw), look)
 
 
 def _member(ups: Upstreams, name: str) -> Member:

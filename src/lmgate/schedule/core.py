@@ -80,7 +80,8 @@ class Scheduler:
             raise ValueError(f"request id {request.id!r} is already known")
         ups = self.candidates(request)
         if not ups:
-            return [reject(request.id, NO_UPSTREAM, "no such upstream for this request")]
+            why = "none of the upstreams this request may use takes requests (draining or removed)"
+            return [reject(request.id, NO_UPSTREAM, why)]
         up = pick_admission(request, ups, self.policies, self._slots)
         if up is not None:
             return [self._admit(request, up, now, 0.0, 0)]
@@ -124,7 +125,9 @@ class Scheduler:
 
     def load_started(self, upstream: str, model: str, now: float) -> list[Action]:
         """lmgate began a load outside the core's own decisions (e.g. a preload at start)."""
-        up = self.ups[upstream]
+        up = self.ups.get(upstream)
+        if up is None:  # removed meanwhile
+            return []
         if up.loading is None:
             up.loading, up.loading_since = model, now
         return self._settle(now)
@@ -133,7 +136,9 @@ class Scheduler:
         self, upstream: str, model: str, now: float, slots: int | None = None
     ) -> list[Action]:
         """The load ended well; `slots` is the new instance's `parallel` when known."""
-        up = self.ups[upstream]
+        up = self.ups.get(upstream)
+        if up is None:
+            return []
         if up.loading == model:
             self.estimates.loaded(model, now - up.loading_since)
             up.loading = None
@@ -156,7 +161,9 @@ class Scheduler:
     def load_failed(self, upstream: str, model: str, now: float, reason: str) -> list[Action]:
         """The load failed: requests that can only wait for it are refused, and the model is
         not tried again on this upstream for `load_retry_s`."""
-        up = self.ups[upstream]
+        up = self.ups.get(upstream)
+        if up is None:
+            return []
         if up.loading == model:
             up.loading = None
         up.failed[model] = (now + self.config.load_retry_s, reason)
@@ -165,7 +172,9 @@ class Scheduler:
 
     def unloaded(self, upstream: str, model: str, now: float) -> list[Action]:
         """The model is gone from the upstream (our unload, or someone else's)."""
-        up = self.ups[upstream]
+        up = self.ups.get(upstream)
+        if up is None:
+            return []
         up.unloading.pop(model, None)
         resident = up.residents.get(model)
         if resident is not None and not resident.implicit:
@@ -174,7 +183,9 @@ class Scheduler:
 
     def unload_failed(self, upstream: str, model: str, now: float) -> list[Action]:
         """An unload we asked for did not happen: the model is still loaded."""
-        up = self.ups[upstream]
+        up = self.ups.get(upstream)
+        if up is None:
+            return []
         resident = up.unloading.pop(model, None)
         if resident is not None and model not in up.residents:
             resident.last_used = now
@@ -191,7 +202,10 @@ class Scheduler:
         """The upstream's listing: loaded model keys with their summed `parallel` (or None),
         and `size_bytes` of the models it has. Models that appear here without lmgate loading
         them are someone else's: never unloaded for idleness unless `manage_all`."""
-        self.ups[upstream].apply_listing(loaded, sizes, now, self.policies, self._slots)
+        up = self.ups.get(upstream)
+        if up is None:
+            return []
+        up.apply_listing(loaded, sizes, now, self.policies, self._slots)
         return self._settle(now)
 
     def tick(self, now: float) -> list[Action]:
@@ -202,14 +216,37 @@ class Scheduler:
 
     def set_upstream(self, spec: UpstreamSpec, now: float) -> list[Action]:
         """Add an upstream, or change one's limits or capability (found out after start);
-        what it has loaded and runs is kept."""
+        what it has loaded and runs is kept. A draining one takes no request that names
+        upstreams (every request once there are several): those waiting that may go nowhere
+        else are refused."""
         up = self.ups.get(spec.name)
         if up is None:
             self.ups[spec.name] = UpstreamState(spec)
             self._all = tuple(self.ups.values())
         else:
             up.spec = spec
-        return self._settle(now)
+        actions = self._orphans(f"upstream '{spec.name}' is draining") if spec.draining else []
+        return actions + self._settle(now)
+
+    def drop_upstream(self, name: str, now: float) -> list[Action]:
+        """An upstream removed at runtime: nothing is admitted or loaded there any more, and
+        waiting requests that may go nowhere else are refused. What runs there ends normally
+        (`finish` frees its slot as ever); events still naming it are ignored."""
+        if self.ups.pop(name, None) is None:
+            return []
+        self._all = tuple(self.ups.values())
+        return self._orphans(f"upstream '{name}' was removed") + self._settle(now)
+
+    def _orphans(self, why: str) -> list[Action]:
+        """Refuse the waiting requests none of whose upstreams may take them any more."""
+        actions: list[Action] = []
+        for waiting in list(self.queue.entries.values()):
+            request = waiting.request
+            if request.upstreams is not None and not self.candidates(request):
+                self.queue.remove(request.id)
+                message = f"{why} while this request waited, and no other upstream may serve it"
+                actions.append(reject(request.id, NO_UPSTREAM, message))
+        return actions
 
     def set_active(self, model: str | None) -> None:
         """The active model is evicted last; the core never clears it."""
@@ -288,7 +325,10 @@ class Scheduler:
     def candidates(self, request: Request) -> tuple[UpstreamState, ...]:
         if request.upstreams is None:
             return self._all
-        return tuple(self.ups[n] for n in sorted(request.upstreams) if n in self.ups)
+        ups = self.ups
+        return tuple(
+            ups[n] for n in sorted(request.upstreams) if n in ups and not ups[n].spec.draining
+        )
 
     def _resident(
         self, up: UpstreamState, model: str, slots: int | None, now: float, *, owned: bool

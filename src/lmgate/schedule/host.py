@@ -160,6 +160,7 @@ class CoreHost:
             refused = Reject(cid, STATUS[QUEUE_FULL], QUEUE_FULL, "the queue is full", 1.0)
             _send_verdict(peer, cid, refused)
             return
+        shell.catch_up(request.upstreams)  # an upstream added a moment ago elsewhere
         now = shell.clock()
         verdict = shell._run(core.submit(replace(request, id=sid), now), sid)
         if verdict is not None:

@@ -126,7 +126,8 @@ class SchedulerShell:
         )
         self.primary = self.upstreams.primary.name
         self.upstreams.added.append(self._added)
-        self.upstreams.busy = self._busy
+        self.upstreams.changed.append(self._changed)
+        self.upstreams.removed.append(self._gone)
         margin = settings.upstream_affinity_margin
         self.affinity = None if margin is None else Affinity(margin)
         self.models = models
@@ -206,6 +207,7 @@ class SchedulerShell:
             default_slots=c.slots or (LMSTUDIO_03_SLOTS if old else None),
             max_concurrent=LMSTUDIO_03_SLOTS if old and c.slots is None else None,
             weight=c.weight,
+            draining=member.draining,
         )
 
     def synced(self) -> None:
@@ -224,10 +226,26 @@ class SchedulerShell:
                 self._spawn(self.preload(self.settings.preload))
 
     def _added(self, member: Member) -> None:
-        """An upstream added at runtime: the core knows it now, and each of its syncs."""
+        """An upstream added at runtime (here, or through another worker and followed here):
+        the core knows it now, and each of its syncs. A worker that does not host the core
+        keeps its own (idle) one in step too, for the day it becomes primary."""
         member.watcher.synced.append(self.synced)
-        if self.remote is None:
-            self._observe(member, self.clock(), listing=False)
+        self._observe(member, self.clock(), listing=False)
+
+    def _changed(self, member: Member) -> None:
+        """Drained or resumed: the core admits nothing new there, or does again."""
+        self._observe(member, self.clock(), listing=False)
+
+    def _gone(self, member: Member) -> None:
+        """Removed: the core drops it, refusing requests that waited for it alone."""
+        self.specs.pop(member.name, None)
+        self._run(self.local.drop_upstream(member.name, self.clock()))
+
+    def catch_up(self, names: frozenset[str] | None) -> None:
+        """Another worker's request names an upstream this core does not know: that worker
+        has seen a change this one has not yet; the database says which."""
+        if names is not None and any(name not in self.local.ups for name in names):
+            self.state.refresh()
 
     def _busy(self, upstream: str) -> int:
         """Answers running on `upstream` (this worker's core; 0 when another hosts it)."""

@@ -17,7 +17,7 @@ LOAD_DENIED = "load_denied"  # 409: the key may not make lmgate load a model
 LOAD_LIMIT = "load_limit"  # 429: the key caused `max_loads_per_hour` loads in the last hour
 MODEL_TOO_LARGE = "model_too_large"  # 503: larger than every candidate upstream's budget
 LOAD_FAILED = "load_failed"  # 503: the last load of this model failed moments ago
-NO_UPSTREAM = "no_upstream"  # 503: none of the named upstreams is known
+NO_UPSTREAM = "no_upstream"  # 503: none of the named upstreams is known (or takes requests)
 
 STATUS = {
     QUEUE_FULL: 429,
@@ -66,6 +66,7 @@ class UpstreamSpec:
     default_slots: int | None = None  # per model, when the upstream reports no `parallel`
     max_concurrent: int | None = None  # answers at once over all models (1 for LM Studio 0.3)
     weight: float = 1.0  # preference among equally good upstreams
+    draining: bool = False  # takes no new request; what runs there ends normally
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,10 @@ read connection and, as an exchange observer, asks it for `PRAGMA data_version` 
 request starts (about 3 us; a counter in shared memory, no disk, no lock with the writer
 thread). Only when it moved are the two small tables read again (also moved by other
 workers' usage writes, hence the compare before the swap), so an activation made through one
-worker applies to the next request any other worker serves. One worker: no connection, no
-check, exactly as before.
+worker applies to the next request any other worker serves. Other shared tables follow the
+same way: `moved` listeners are told, with a reader on that connection, whenever the counter
+moved (the upstream list: `upstreams/members.py`). One worker: no connection, no check,
+exactly as before.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class StateStore:
         self.injection = Injection()
         self.loaded_embedding: str | None = None
         self.listeners: list[Callable[[ModelState], None]] = []  # told of every new state
+        # told whenever another connection committed, with a reader on the follow connection
+        self.moved: list[Callable[[Callable[[str], list[Any]]], None]] = []
         self._follow: sqlite3.Connection | None = None
         self._version: int | None = None
         if follow:
@@ -132,15 +136,30 @@ class StateStore:
             version = self._data_version(conn)
             if version == self._version:
                 return False
-            self._version = version
-            fresh = self._read(lambda sql: conn.execute(sql).fetchall())
+            read = self._reader(conn)
+            fresh = self._read(read)
+            self._version = version  # only once read: a failed read is tried again next time
         except sqlite3.Error as exc:  # keep the last good state; look again next time
             log.warning("state_unreadable", error=str(exc))
             return False
+        for listener in self.moved:
+            try:
+                listener(read)
+            except Exception:  # one table's reader must not keep the others stale
+                log.exception("state_follower_failed")
         if fresh == self.state:
             return False
         self._swap(fresh)
         return True
+
+    @property
+    def follows(self) -> bool:
+        """Whether other processes write this database (several workers)."""
+        return self._follow is not None
+
+    @staticmethod
+    def _reader(conn: sqlite3.Connection) -> Callable[[str], list[Any]]:
+        return lambda sql: conn.execute(sql).fetchall()
 
     def on_start(self, ex: Exchange) -> None:
         self.refresh()

@@ -173,6 +173,7 @@ class UpstreamClient:
             ("Authorization", f"Bearer {token.get_secret_value()}") if token else None
         )
         self._session: aiohttp.ClientSession | None = None
+        self.active = 0  # answers under way (`open`): a retired client closes once none are
         self._shown = redact_url(self.base)  # in errors, and only for the operator's requests
         # Built once: the proxy sends every request with one of these two. A stream's silence
         # is aiohttp's read timer; a plain answer's total is our own deadline (`open`).
@@ -191,6 +192,10 @@ class UpstreamClient:
         }
 
     async def start(self) -> None:
+        self.start_now()
+
+    def start_now(self) -> None:
+        """`start` without an await, for an upstream added from synchronous code."""
         self._session = aiohttp.ClientSession(
             # LM Studio's server (Node) closes a connection idle for 5 s: one idle for 4 s is
             # not taken again, rather than risk writing a request as the upstream closes it.
@@ -247,10 +252,12 @@ class UpstreamClient:
         deadline = None if total is None else Deadline(total)
         upload = Upload(body, self.send_timeout, streaming=streaming) if body else None
         del body  # held by `upload` until it is sent, and not a moment longer
+        self.active += 1
         try:
             with translated(describe, self._waited[streaming]):
                 raw = await self._send(method, target, headers, upload, streaming)
         except BaseException as exc:
+            self.active -= 1
             if upload is not None:
                 upload.abort()  # what the upstream has not read yet is dropped, not queued
             if deadline is not None:
@@ -278,6 +285,7 @@ class UpstreamClient:
         try:
             yield answer
         finally:
+            self.active -= 1
             if deadline is not None:
                 deadline.cancel()
             answer.abort()  # a no-op for a finished answer, its connection back in the pool

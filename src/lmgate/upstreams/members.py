@@ -4,11 +4,19 @@ The primary (the first configured, or the one zero-config upstream) is the gatew
 `upstream`/`watcher`/`models` as before; the others are built the same way from their own
 settings (URL and token), so none ever sends another's token. With one upstream this is a
 list of one and the request path never looks at it.
+
+Runtime changes (`/admin/upstreams`) are stored first (`registry.py`), then applied by making
+the list the stored one (`follow`): the worker that took the call does so at once, and with
+several workers every other one does the same when it sees the table change, through the state
+store's `PRAGMA data_version` check (on each request's start, and every `FOLLOW_S` when idle).
+Each worker then adds, drains, resumes or removes members exactly alike, and tells its
+scheduler shell (`added`, `changed`, `removed`), so the core in the primary follows too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -26,9 +34,12 @@ from lmgate.upstream.sync import UpstreamWatcher
 from lmgate.upstreams.config import UpstreamConfig
 from lmgate.upstreams.health import Breaker
 from lmgate.upstreams.metrics import UpstreamMetrics
-from lmgate.upstreams.registry import UpstreamRegistry
+from lmgate.upstreams.registry import Listed, Query, Raw, UpstreamRegistry
 
 log = structlog.get_logger("lmgate.upstreams")
+FOLLOW_S = 0.5  # an idle worker looks for other workers' upstream changes this often
+RETIRE_CHECK_S = 0.25  # a removed upstream's client closes this soon after its last answer
+Change = tuple[str, "Member"]  # (event, the member it is about)
 
 
 def settings_for(settings: Settings, config: UpstreamConfig) -> Settings:
@@ -91,10 +102,17 @@ class Upstreams:
         for member in members:
             self._watch_health(member)
         self.added: list[Callable[[Member], None]] = []  # told of each runtime addition
-        self.busy: Callable[[str], int] = lambda name: 0  # answers running on an upstream
+        self.changed: list[Callable[[Member], None]] = []  # told of each drain and resume
+        self.removed: list[Callable[[Member], None]] = []  # told of each removal
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._removed: dict[str, Member] = {}  # until what was admitted there has ended
+        self._started = False
+        self._raw: Raw | None = None  # the stored table as this list last followed it
+        self._stale = False  # the last look at the table failed: look again
+        self._looks = 0  # reads of the table started
+        self._taken = 0  # the latest read followed
+        self._follower: asyncio.Task[None] | None = None
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self.members.values()))
@@ -195,69 +213,168 @@ class Upstreams:
             member.watcher.name = member.name
 
     async def start(self) -> None:
+        self._started = True
         for member in self.others():
-            await self._run(member)
+            self._run(member)
+        if self.parts is not None and self.parts.state.follows:
+            self._follower = asyncio.get_running_loop().create_task(self._follow_loop())
 
-    async def _run(self, member: Member) -> None:
-        await member.client.start()
+    def _run(self, member: Member) -> None:
+        member.client.start_now()
         self._tasks[member.name] = asyncio.get_running_loop().create_task(member.watcher.run())
 
     async def close(self) -> None:
         tasks = [*self._tasks.values(), *self._retiring]
+        if self._follower is not None:
+            tasks.append(self._follower)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(m.client.close() for m in self.others()), return_exceptions=True)
+        others = [*self.others(), *self._removed.values()]
+        await asyncio.gather(*(m.client.close() for m in others), return_exceptions=True)
 
-    # -- runtime changes (`/admin/upstreams`) ---------------------------------------------------
+    # -- runtime changes (`/admin/upstreams`, here or through another worker) ---------------
 
-    async def add(self, config: UpstreamConfig) -> Member:
+    def stored(self, raw: Raw | None = None) -> Listed:
+        """The configured list with the stored changes (`raw`: the table as read already)."""
+        if self.parts is None or self.parts.registry is None:
+            return [(m.config, m.draining) for m in self.members.values()]
+        return self.parts.registry.apply(self.parts.settings.upstream_configs(), raw)
+
+    def follow(self, listed: Listed) -> list[Change]:
+        """Make this worker's list `listed` (the stored one): add, replace, drain, resume and
+        remove members; the changes made, as (event, member). The primary stays, whatever."""
+        changes: list[Change] = []
+        wanted = {config.name: config for config, _ in listed}
+        for other in self.others():
+            if other.name not in wanted:
+                changes.append(("upstream_removed", self.remove(other.name)))
+        for config, draining in listed:
+            member: Member | None = self.members.get(config.name)
+            if member is not None and member is not self.primary and member.config != config:
+                changes.append(("upstream_removed", self.remove(config.name)))  # replaced
+                member = None
+            if member is None:
+                member = self.add(config)
+                changes.append(("upstream_added", member))
+            if member.draining != draining:
+                if draining:
+                    changes.append(("upstream_draining", self.drain(config.name)))
+                else:
+                    changes.append(("upstream_resumed", self.resume(config.name)))
+        return changes
+
+    def look(self) -> int:
+        """A number for a read of the table about to start: later reads, higher numbers."""
+        self._looks += 1
+        return self._looks
+
+    def take(self, raw: Raw, look: int, **event: object) -> list[Change]:
+        """Follow the stored table `raw` (read as `look`) unless it is what was followed last,
+        or older than it: a read that ran in a thread may end after a later one, and must not
+        undo what that one found. Each change is published (`event`: extra fields, e.g. no
+        request id for another worker's change)."""
+        if look < self._taken:
+            return []
+        self._taken = look
+        self._stale = False
+        if raw == self._raw:
+            return []
+        self._raw = raw
+        changes = self.follow(self.stored(raw))
+        if self.parts is not None:
+            for kind, member in changes:
+                more = {"url": member.config.public()["url"]} if kind == "upstream_added" else {}
+                self.parts.bus.publish(kind, upstream=member.name, **more, **event)
+        return changes
+
+    def _moved(self, read: Query) -> None:
+        """The database moved (the state store's check): another worker may have changed the
+        list. Reading the small table costs tens of microseconds; parsing it, only when it
+        changed."""
+        if self.parts is None or self.parts.registry is None:
+            return
+        look = self.look()
+        try:
+            raw = self.parts.registry.raw(read)
+        except sqlite3.Error as exc:
+            self._stale = True  # the loop reads it again
+            log.warning("upstreams_unreadable", error=str(exc))
+            return
+        self.take(raw, look, requestId=None)
+
+    async def _follow_loop(self) -> None:
+        """An idle worker follows too: the state store's check every `FOLLOW_S`."""
+        parts = self.parts
+        assert parts is not None and parts.registry is not None
+        while True:
+            await asyncio.sleep(FOLLOW_S)
+            try:
+                if self._stale:
+                    look = self.look()
+                    self.take(await asyncio.to_thread(parts.registry.raw), look, requestId=None)
+                else:
+                    parts.state.refresh()
+            except Exception:  # a bug or a busy database must not end following
+                log.exception("upstreams_follow_failed")
+
+    def add(self, config: UpstreamConfig) -> Member:
         """A new upstream, listed and taking requests from its first model-list read."""
         if self.parts is None:
             raise RuntimeError("upstreams cannot be added to this gateway")
-        gone = self._removed.pop(config.name, None)  # added again before it was retired
-        if gone is not None:
-            await gone.client.close()
+        self._removed.pop(config.name, None)  # added again before it was retired: it retires
         member = member_of(self.parts.settings, config, *self.parts.shared())
         self.members[member.name] = member
         self.routed = True
         self._name_watchers()
         self._watch_health(member)
+        if self._started:
+            self._run(member)
         for told in self.added:
             told(member)
-        await self._run(member)
         return member
 
     def drain(self, name: str) -> Member:
         """No new requests; what runs there ends normally."""
         member = self.members[name]
         member.draining = True
+        for told in self.changed:
+            told(member)
         return member
 
     def resume(self, name: str) -> Member:
         """A drained upstream takes new requests again."""
         member = self.members[name]
         member.draining = False
+        for told in self.changed:
+            told(member)
         return member
 
     def remove(self, name: str) -> Member:
-        """Gone from the list at once; its connections close once its answers have ended."""
+        """Gone from the list at once; its connections close once this worker's answers
+        through it have ended."""
         member = self.members.pop(name)
         member.draining = True
         self._removed[name] = member
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
+        for told in self.removed:
+            told(member)
         retire = asyncio.get_running_loop().create_task(self._retire(member))
         self._retiring.add(retire)
         retire.add_done_callback(self._retiring.discard)
         return member
 
     async def _retire(self, member: Member, *, most_s: float = 3600.0) -> None:
+        """Close its client once this worker's answers through it have ended (a request just
+        admitted there gets a moment to open its answer first)."""
         waited = 0.0
-        while self.busy(member.name) and waited < most_s:
-            await asyncio.sleep(0.5)
-            waited += 0.5
+        while waited < most_s:
+            await asyncio.sleep(RETIRE_CHECK_S)
+            waited += RETIRE_CHECK_S
+            if not member.client.active:
+                break
         if self._removed.get(member.name) is member:
             del self._removed[member.name]
         await member.client.close()
@@ -273,12 +390,18 @@ class Upstreams:
     ) -> Upstreams:
         parts = Parts(settings, state, bus, stats)
         configs = settings.upstream_configs()
-        listed = parts.registry.apply(configs) if parts.registry else [(c, False) for c in configs]
+        registry = parts.registry
+        raw = registry.raw() if registry else None
+        listed = registry.apply(configs, raw) if registry else [(c, False) for c in configs]
         members = [Member(configs[0], *primary, draining=listed[0][1])]
         for config, draining in listed[1:]:
             members.append(member_of(settings, config, state, bus, stats))
             members[-1].draining = draining
-        return cls(members, parts)
+        ups = cls(members, parts)
+        ups._raw = raw
+        if state.follows:  # other workers' changes, seen when the database moves
+            state.moved.append(ups._moved)
+        return ups
 
 
 @dataclass(slots=True)

@@ -1,21 +1,36 @@
 """Runtime changes to the upstream list, kept in SQLite (`upstreams` table, migration 012).
 
-A row overrides the configured upstream of its name or adds one; at start the configured
-list with the rows applied is the gateway's list. Tokens are stored as given (they are sent,
-so they cannot be digests); the database file is readable by its owner alone.
+A row overrides the configured upstream of its name or adds one; the configured list with the
+rows applied is the gateway's list, at start and, with several workers, whenever a worker
+sees the table change (`members.Upstreams.follow`). Tokens are stored as given (they are sent,
+so they cannot be digests) in the database file, which is readable by its owner alone (0600,
+as are SQLite's `-wal`/`-shm` files beside it); they leave it only in the `Authorization`
+header sent to their own upstream, never in a listing, an event or a log. A row that no longer
+validates is skipped with a warning naming the upstream and the fields at fault, never their
+values (the token among them).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
+import structlog
+from pydantic import ValidationError
 
 from lmgate.store.db import Database
 from lmgate.upstreams.config import UpstreamConfig
 
 ACTIVE, DRAINING, REMOVED = "active", "draining", "removed"
+SELECT = "SELECT name, config, state FROM upstreams ORDER BY updated_at, name"
+
+Query = Callable[[str], Sequence[Sequence[Any]]]  # runs a SELECT on some connection
+Raw = tuple[tuple[str, str, str], ...]  # (name, config JSON, state) as stored
+Listed = list[tuple[UpstreamConfig, bool]]  # the gateway's list: (config, draining)
+
+log = structlog.get_logger("lmgate.upstreams")
 
 
 def _stored(config: UpstreamConfig) -> bytes:
@@ -25,13 +40,29 @@ def _stored(config: UpstreamConfig) -> bytes:
     return orjson.dumps(table)
 
 
+def problems(exc: ValidationError) -> str:
+    """What is wrong, by field, without the values given (a token may be among them)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 class UpstreamRegistry:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def rows(self) -> list[tuple[UpstreamConfig, str]]:
-        found = self.db.query("SELECT config, state FROM upstreams ORDER BY updated_at, name")
-        return [(UpstreamConfig.model_validate(orjson.loads(r[0])), str(r[1])) for r in found]
+    def raw(self, query: Query | None = None) -> Raw:
+        """The table as stored, through `query` (another connection) or the database's own."""
+        found = query(SELECT) if query is not None else self.db.query(SELECT)
+        return tuple((str(r[0]), str(r[1]), str(r[2])) for r in found)
+
+    def rows(self, raw: Raw | None = None) -> list[tuple[UpstreamConfig, str]]:
+        out = []
+        for name, config, state in self.raw() if raw is None else raw:
+            try:
+                out.append((UpstreamConfig.model_validate(orjson.loads(config)), state))
+            except (ValidationError, orjson.JSONDecodeError) as exc:
+                why = problems(exc) if isinstance(exc, ValidationError) else "not JSON"
+                log.warning("upstream_row_invalid", upstream=name, error=why)
+        return out
 
     def save(self, config: UpstreamConfig, state: str) -> None:
         self.db.execute(
@@ -41,12 +72,12 @@ class UpstreamRegistry:
             (config.name, _stored(config).decode(), state, time.time()),
         )
 
-    def apply(self, configured: list[UpstreamConfig]) -> list[tuple[UpstreamConfig, bool]]:
+    def apply(self, configured: list[UpstreamConfig], raw: Raw | None = None) -> Listed:
         """The configured list with the stored changes: (config, draining), primary first.
         The primary (the first configured) is never removed."""
         out: dict[str, tuple[UpstreamConfig, bool]] = {c.name: (c, False) for c in configured}
         primary = configured[0].name
-        for config, state in self.rows():
+        for config, state in self.rows(raw):
             if state == REMOVED:
                 if config.name != primary:
                     out.pop(config.name, None)

@@ -1,5 +1,6 @@
 """`/admin/upstreams`: every upstream (its kind and capabilities, health and models), and
-adding, draining and removing them at runtime, each change stored and published as an event.
+adding, draining and removing them at runtime, each change stored, then applied and published
+as an event by every worker (`Upstreams.take`).
 
 Tokens are never shown (only whether one is set), URLs with their credentials masked.
 """
@@ -17,7 +18,7 @@ from lmgate.exchange import clip
 from lmgate.gateway import Gateway, gateway_of
 from lmgate.upstreams.config import UpstreamConfig, parse_upstreams
 from lmgate.upstreams.members import Member, Upstreams
-from lmgate.upstreams.registry import ACTIVE, DRAINING, REMOVED, UpstreamRegistry
+from lmgate.upstreams.registry import ACTIVE, DRAINING, REMOVED, UpstreamRegistry, problems
 from lmgate.upstreams.waking import power, wake_upstream
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -59,6 +60,14 @@ def _registry(gw: Gateway) -> tuple[Upstreams, UpstreamRegistry]:
     return ups, ups.parts.registry
 
 
+async def _follow(ups: Upstreams, registry: UpstreamRegistry) -> None:
+    """Make this worker's list the stored one now (another worker's last change included),
+    publishing what changed: the same path every other worker takes when it sees the table
+    move, so each applies a change exactly alike."""
+    look = ups.look()
+    ups.take(await asyncio.to_thread(registry.raw), look)
+
+
 def _member(ups: Upstreams, name: str) -> Member:
     member = ups.get(name)
     if member is None:
@@ -74,40 +83,36 @@ async def add(body: dict[str, Any], request: Request) -> dict[str, Any]:
     try:
         (config,) = [UpstreamConfig.model_validate(t) for t in parse_upstreams([body])]
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadRequest(f"invalid upstream: {problems}", code="invalid_upstream") from None
+        raise BadRequest(f"invalid upstream: {problems(exc)}", code="invalid_upstream") from None
+    await _follow(ups, registry)  # one another worker added a moment ago is known here too
     if ups.get(config.name) is not None:
         raise UpstreamConflict(f"an upstream is already named '{config.name}'")
     await asyncio.to_thread(registry.save, config, ACTIVE)
-    member = await ups.add(config)
-    gw.bus.publish("upstream_added", upstream=member.name, url=config.public()["url"])
-    return {"upstream": describe(member, primary=False)}
+    await _follow(ups, registry)
+    return {"upstream": describe(_member(ups, config.name), primary=False)}
 
 
-async def _set_state(request: Request, name: str, state: str, event: str) -> dict[str, Any]:
+async def _set_state(request: Request, name: str, state: str) -> dict[str, Any]:
     """Drain or resume: the state is saved first (kept across restarts), then applied."""
     gw = gateway_of(request)
     ups, registry = _registry(gw)
+    await _follow(ups, registry)
     member = _member(ups, name)
     await asyncio.to_thread(registry.save, member.config, state)
-    if state == DRAINING:
-        ups.drain(name)
-    else:
-        ups.resume(name)
-    gw.bus.publish(event, upstream=name)
+    await _follow(ups, registry)
     return {"upstream": describe(member, primary=member is ups.primary)}
 
 
 @router.post("/upstreams/{name}/drain")
 async def drain(name: str, request: Request) -> dict[str, Any]:
     """Take no new requests there; what runs ends normally. Kept across restarts."""
-    return await _set_state(request, name, DRAINING, "upstream_draining")
+    return await _set_state(request, name, DRAINING)
 
 
 @router.post("/upstreams/{name}/resume")
 async def resume(name: str, request: Request) -> dict[str, Any]:
     """A drained upstream takes new requests again. Kept across restarts."""
-    return await _set_state(request, name, ACTIVE, "upstream_resumed")
+    return await _set_state(request, name, ACTIVE)
 
 
 @router.delete("/upstreams/{name}")
@@ -115,12 +120,12 @@ async def remove(name: str, request: Request) -> dict[str, Any]:
     """Remove an upstream (never the primary); its running answers end normally first."""
     gw = gateway_of(request)
     ups, registry = _registry(gw)
+    await _follow(ups, registry)
     member = _member(ups, name)
     if member is ups.primary:
         raise UpstreamConflict(f"'{name}' is the primary upstream; drain it instead")
     await asyncio.to_thread(registry.save, member.config, REMOVED)
-    ups.remove(name)
-    gw.bus.publish("upstream_removed", upstream=name)
+    await _follow(ups, registry)
     return {"removed": name}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +32,6 @@ from lmgate.upstream.power import UpstreamPower
 from lmgate.upstream.sync import UpstreamWatcher
 from lmgate.upstreams.members import Upstreams
 from lmgate.workers.slot import Worker
-
-FIRST_SYNC_WAIT_S = 3.0  # a worker starts serving after its upstreams' first model lists
 
 
 @dataclass(slots=True)
@@ -85,18 +82,7 @@ class Gateway:
         await self.upstream.start()
         await self.upstreams.start()
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
-        await self._first_sync()
-
-    async def _first_sync(self) -> None:
-        """Serve once every upstream's model list has been read or has failed (at most
-        `FIRST_SYNC_WAIT_S`): a request in a worker's first instant would otherwise find no
-        model known, pass the scheduler unseen, or hear that no upstream offers its model."""
-        deadline = time.monotonic() + FIRST_SYNC_WAIT_S
-        while time.monotonic() < deadline:
-            watchers = [member.watcher for member in self.upstreams]
-            if all(w.synced_at is not None or w.last_error is not None for w in watchers):
-                return
-            await asyncio.sleep(0.02)
+        await self.upstreams.settle()  # serve once the first model lists are read
 
     async def stop(self) -> None:
         self.drain.close()

@@ -18,7 +18,7 @@ from tests.servers import ServerProcess, free_port, start_emulator, start_gatewa
 
 QWEN = "qwen/qwen3-4b"
 KEY = "sk-first-sync-0123456789"
-HOLD_S = 1.5  # model lists are answered this late while the front is young
+HOLD_S = 1.0  # model lists are answered this late while the front is young
 LIST_PATHS = ("/api/v1/models", "/api/v0/models", "/v1/models")
 
 

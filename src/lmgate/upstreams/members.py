@@ -16,7 +16,9 @@ scheduler shell (`added`, `changed`, `removed`), so the core in the primary foll
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -38,6 +40,7 @@ from lmgate.upstreams.registry import Listed, Query, Raw, UpstreamRegistry
 
 log = structlog.get_logger("lmgate.upstreams")
 FOLLOW_S = 0.5  # an idle worker looks for other workers' upstream changes this often
+FIRST_READ_S = 3.0  # requests wait this long at most for a new upstream's first model list
 RETIRE_CHECK_S = 0.25  # a removed upstream's client closes this soon after its last answer
 Change = tuple[str, "Member"]  # (event, the member it is about)
 
@@ -66,6 +69,20 @@ class Member:
     draining: bool = False  # takes no new requests; what runs there finishes
     breaker: Breaker = field(default_factory=Breaker)
     was_up: bool | None = None  # as last reported (`upstream_up` / `upstream_down`)
+    born: float = field(default_factory=time.monotonic)
+    first_read: asyncio.Event = field(default_factory=asyncio.Event)  # read, or failed
+
+    def __post_init__(self) -> None:
+        self.watcher.synced.append(self.first_read.set)
+        self.watcher.failed.append(self.first_read.set)
+
+    async def read_once(self) -> None:
+        """Until its first model-list read worked or failed, or `FIRST_READ_S` have passed
+        since it was added (a read that hangs delays nobody for longer)."""
+        left = self.born + FIRST_READ_S - time.monotonic()
+        if left > 0 and not self.first_read.is_set() and self.watcher.synced_at is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.first_read.wait(), left)
 
     @property
     def name(self) -> str:
@@ -113,6 +130,7 @@ class Upstreams:
         self._looks = 0  # reads of the table started
         self._taken = 0  # the latest read followed
         self._follower: asyncio.Task[None] | None = None
+        self._settled = False  # every member's first model list was read (or failed, or late)
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self.members.values()))
@@ -126,6 +144,18 @@ class Upstreams:
 
     def get(self, name: str) -> Member | None:
         return self.members.get(name)
+
+    async def settle(self) -> None:
+        """Until every upstream's first model list is read, or has failed, or `FIRST_READ_S`
+        have passed since it was added: a worker starting, or an upstream just added (here or
+        through another worker), would otherwise know none of its models, so a request would
+        pass the scheduler unseen or hear that no upstream offers its model. Once settled this
+        costs one attribute read."""
+        if self._settled:
+            return
+        for member in list(self.members.values()):
+            await member.read_once()
+        self._settled = True
 
     def client_of(self, name: str) -> UpstreamClient:
         """The client of upstream `name`; one just removed still serves what was admitted
@@ -325,6 +355,7 @@ class Upstreams:
         self._removed.pop(config.name, None)  # added again before it was retired: it retires
         member = member_of(self.parts.settings, config, *self.parts.shared())
         self.members[member.name] = member
+        self._settled = False
         self.routed = True
         self._name_watchers()
         self._watch_health(member)

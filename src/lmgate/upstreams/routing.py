@@ -10,6 +10,7 @@ path goes to an upstream that lists it; anything else goes to the primary.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -109,9 +110,17 @@ HeadersFor = Callable[[UpstreamClient], list[tuple[str, str]]]  # the relay's, p
 
 
 def not_accepted(exc: GatewayError) -> bool:
-    """The upstream never took the request: its connection was refused or not made in time.
-    Anything later (a connection lost after sending, a timeout) may have reached it."""
-    return isinstance(exc.__cause__, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    """The upstream never took the request: its connection was refused or not made in time, or
+    reset before any answer. A kernel resets a connection whose bytes its server never read
+    (a server killed with connections it had not accepted yet); one that read the request and
+    then died closes it instead. Anything else (a connection closed or lost after sending, a
+    timeout) may have reached it."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return True
+    return isinstance(cause, aiohttp.ClientConnectionResetError) or (
+        isinstance(cause, aiohttp.ClientOSError) and cause.errno == errno.ECONNRESET
+    )
 
 
 class Attempts:

@@ -240,13 +240,15 @@ async def _compare(args: argparse.Namespace, targets: dict[str, str]) -> dict[st
     return out
 
 
-async def _failover(args: argparse.Namespace, url: str, victim: Any, name: str) -> dict[str, Any]:
+async def _failover(
+    args: argparse.Namespace, url: str, victim: tuple[str, Any], name: str
+) -> dict[str, Any]:
     stop = asyncio.Event()
     killed_at: list[float] = []
 
     async def kill_halfway() -> None:
         await asyncio.sleep(args.failover_seconds / 2)
-        victim.proc.kill()
+        victim[1].proc.kill()
         killed_at.append(time.perf_counter())
         await asyncio.sleep(args.failover_seconds / 2)
         stop.set()
@@ -262,6 +264,10 @@ async def _failover(args: argparse.Namespace, url: str, victim: Any, name: str) 
     # A stream whose first event came from the killed upstream: it was under way there (that
     # upstream sent nothing after its death), the one kind of answer that cannot be moved.
     under_way = [a for a in failed if a.stream and a.upstream == name and a.first is not None]
+    # Requests the killed upstream had read and not yet answered when it died: the gateway's
+    # error names it (it closed their connections with no reset: it had read them), and they
+    # are not sent again, since a request is never sent twice.
+    unanswered = [a for a in failed if a not in under_way and victim[0] in a.why]
     retried = await _metric(url, "lmgate_upstream_requests_total")
     return {
         "killed": name,
@@ -269,6 +275,7 @@ async def _failover(args: argparse.Namespace, url: str, victim: Any, name: str) 
         "streams": streams,
         "failed": len(failed),
         "failedStreamingFromKilled": len(under_way),
+        "failedUnansweredByKilled": len(unanswered),
         "retried": sum(v for k, v in retried.items() if 'outcome="retried"' in k),
         "failures": [
             {
@@ -324,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadAverage": round(os.getloadavg()[0], 2),
             "options": vars(args) | {"json_path": str(args.json_path or "")},
             "compare": run(_compare(args, {"direct": urls[0], "one": one, "three": three})),
-            "failover": run(_failover(args, failover, ups[1][1], _name(1))),
+            "failover": run(_failover(args, failover, ups[1], _name(1))),
         }
     print(table(doc))
     write_results(doc, "upstreams", args.json_path)
@@ -357,9 +364,11 @@ def table(doc: dict[str, Any]) -> str:
             f"  {kind:8}{f['requests']:>6} answers, {f['failed']} failed; p50 {f['p50Ms']} ms, "
             f"p99 {f['p99Ms']} ms, longest {f['maxMs']} ms"
         )
+    other = fo["failed"] - fo["failedStreamingFromKilled"] - fo["failedUnansweredByKilled"]
     lines.append(
-        f"  failed: {fo['failed']}, of which streams already under way from {fo['killed']}: "
-        f"{fo['failedStreamingFromKilled']} (target: all)"
+        f"  failed: {fo['failed']}; streams already under way from {fo['killed']}: "
+        f"{fo['failedStreamingFromKilled']} (the target: only these); read by {fo['killed']} "
+        f"and not yet answered: {fo['failedUnansweredByKilled']}; other: {other}"
     )
     lines.append(f"  requests admitted once more on another upstream: {fo['retried']:g}")
     return "\n".join(lines)

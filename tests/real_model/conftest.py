@@ -80,11 +80,12 @@ def engine() -> Engine:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def llama(engine: Engine, tmp_root: Path) -> Iterator[ServerProcess]:
-    """The real server on a free loopback port; stopped by PID at the end of the session."""
+def start_llama(
+    engine: Engine, tmp_root: Path, config: ServerConfig | None = None
+) -> ServerProcess:
+    """A real server on a free loopback port, healthy (its model loaded); the caller stops it."""
     port = free_port()
-    argv, env = command(engine, port, ServerConfig())
+    argv, env = command(engine, port, config or ServerConfig())
     server = ServerProcess(
         argv, port=port, ready_path="/health", env=env, log=tmp_root / f"llama-{port}.log"
     )
@@ -94,6 +95,13 @@ def llama(engine: Engine, tmp_root: Path) -> Iterator[ServerProcess]:
     except RuntimeError as exc:
         server.stop()
         raise RuntimeError(f"{exc}\n{server.logs()[-3000:]}") from exc
+    return server
+
+
+@pytest.fixture(scope="session")
+def llama(engine: Engine, tmp_root: Path) -> Iterator[ServerProcess]:
+    """The real server on a free loopback port; stopped by PID at the end of the session."""
+    server = start_llama(engine, tmp_root)
     yield server
     server.stop()
 

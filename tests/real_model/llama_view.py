@@ -34,13 +34,23 @@ def last_task_params(base_url: str) -> dict[str, Any]:
     return params
 
 
-def tokens_predicted(base_url: str) -> float:
-    """The server's running count of generated tokens."""
+def metric(base_url: str, name: str) -> float:
+    """One of the server's own `/metrics` figures (`llamacpp:NAME`)."""
     text = httpx.get(base_url + "/metrics", timeout=10).raise_for_status().text
     for line in text.splitlines():
-        if line.startswith("llamacpp:tokens_predicted_total "):
+        if line.startswith(f"llamacpp:{name} "):
             return float(line.split()[1])
-    raise AssertionError("/metrics has no llamacpp:tokens_predicted_total")
+    raise AssertionError(f"/metrics has no llamacpp:{name}")
+
+
+def tokens_predicted(base_url: str) -> float:
+    """The server's running count of generated tokens."""
+    return metric(base_url, "tokens_predicted_total")
+
+
+def deferred(base_url: str) -> int:
+    """Requests the server holds back now because every slot is taken."""
+    return int(metric(base_url, "requests_deferred"))
 
 
 def wait_idle(base_url: str, timeout: float) -> bool:

@@ -13,6 +13,7 @@ primary.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -134,9 +135,21 @@ HeadersFor = Callable[[UpstreamClient], list[tuple[str, str]]]  # the relay's, p
 
 
 def not_accepted(exc: GatewayError) -> bool:
-    """The upstream never took the request: its connection was refused or not made in time.
-    Anything later (a connection lost after sending, a timeout) may have reached it."""
-    return isinstance(exc.__cause__, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    """The upstream never took the request: its connection was refused or not made in time,
+    or the request never reached its server whole. A kernel resets a connection whose bytes
+    its server never read (a server killed with connections it had not accepted yet), and a
+    request that could not be written whole cannot have been acted on; a server that read the
+    request and then died closes the connection instead. Anything else (a connection closed
+    or lost after sending, a timeout) may have reached it."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return True
+    if isinstance(cause, aiohttp.ClientConnectionResetError):  # closing before it was written
+        return True
+    return isinstance(cause, aiohttp.ClientOSError) and (
+        cause.errno == errno.ECONNRESET  # reset before any answer
+        or isinstance(cause.__cause__, ConnectionResetError | BrokenPipeError)  # body unwritten
+    )
 
 
 class Attempts:

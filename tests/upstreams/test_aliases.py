@@ -228,6 +228,15 @@ def _ids(gw: ServerProcess, key: str, path: str = "/v1/models") -> set[str]:
     return {e["key"] for e in listing["models"]}
 
 
+def test_a_model_path_naming_the_alias_asks_an_upstream_by_its_own_key(pair: Servers) -> None:
+    gw = pair["gateway"]
+    answer = httpx.get(gw.url + "/api/v0/models/" + ALIAS, headers=ADMIN, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] in (A_KEY, B_KEY)
+    missing = httpx.get(gw.url + "/api/v0/models/qwen-nowhere", headers=ADMIN, timeout=10)
+    assert missing.status_code == 404
+
+
 def test_a_keys_model_patterns_apply_to_the_alias_the_client_named(pair: Servers) -> None:
     gw = pair["gateway"]
     wait_for(lambda: _waiting(gw) == 0)

@@ -204,11 +204,11 @@ class ProxyApp:
                     taps.append(tap)
             if kind is not None:
                 self.events.started(ex)
-            target = quote_path(request.path)
-            if scope["query_string"]:
-                target += "?" + scope["query_string"].decode("latin-1")
             router = self.router
             upstream = self.upstream if router is None else router.client_for(ex, request)
+            target = quote_path(request.path)  # after routing: an alias's path names the key
+            if scope["query_string"]:
+                target += "?" + scope["query_string"].decode("latin-1")
             attempts = None if router is None else router.attempts
             if attempts is not None and ROUTE in ex.attributes:  # admitted on one of several
 

@@ -125,8 +125,10 @@ class Router:
                 return MergedListing(self.upstreams, request.path, *route.listing)
             if route.model is not None:
                 offering = self.upstreams.offering(route.model)
-                if offering:
-                    return offering[0][0].client
+                if offering:  # an alias: that upstream's own key in the path sent
+                    member, key = offering[0]
+                    request.path = route.path[: len(route.path) - len(route.model)] + key
+                    return member.client
         return self.upstreams.primary.client
 
 

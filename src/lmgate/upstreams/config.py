@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from lmgate.settings_values import normalize_upstream, parse_duration
 from lmgate.upstream import wake
 
+MAX_UPSTREAMS = 32  # configured and added together: each holds a pool, a watcher, a queue
+MAX_ITEMS = 64  # tags, model patterns, aliases: per upstream
+MAX_TEXT = 256  # each tag, pattern, alias and key
 DEFAULT_NAME = "upstream"  # the zero-config upstream's name (the scheduler's since day one)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 
 
 class UpstreamConfig(BaseModel):
@@ -28,12 +32,12 @@ class UpstreamConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    url: str
-    token: SecretStr | None = None
-    weight: float = Field(1.0, gt=0)
-    tags: list[str] = Field(default_factory=list)
+    url: str = Field(max_length=2048)
+    token: SecretStr | None = Field(None, max_length=4096)
+    weight: float = Field(1.0, gt=0, le=1000)
+    tags: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
     # fnmatch patterns over model keys; `!pattern` denies. No allow pattern: everything.
-    models: list[str] = Field(default_factory=list)
+    models: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
     # Wake-on-LAN: the machine's MAC address, where the packet goes (None: the gateway's
     # LMGATE_WAKE_BROADCAST) and how long a woken machine is waited for (None: LMGATE_WAKE_TIMEOUT)
     wake: str | None = None
@@ -43,7 +47,7 @@ class UpstreamConfig(BaseModel):
     memory_budget: int | None = Field(None, ge=1)
     slots: int | None = Field(None, ge=1)
     # gateway-level name -> this upstream's key for it (`qwen-small` = `qwen/qwen3-4b`)
-    aliases: dict[str, str] = Field(default_factory=dict)
+    aliases: dict[Text, Text] = Field(default_factory=dict, max_length=MAX_ITEMS)
 
     @field_validator("name")
     @classmethod
@@ -175,6 +179,8 @@ def parse_upstreams(value: Any) -> Any:
 
 
 def check_unique(configs: list[UpstreamConfig]) -> None:
+    if len(configs) > MAX_UPSTREAMS:
+        raise ValueError(f"at most {MAX_UPSTREAMS} upstreams, not {len(configs)}")
     seen: set[str] = set()
     for config in configs:
         if config.name in seen:

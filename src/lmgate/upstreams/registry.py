@@ -72,6 +72,10 @@ class UpstreamRegistry:
             (config.name, _stored(config).decode(), state, time.time()),
         )
 
+    def forget(self, name: str) -> None:
+        """An upstream added at runtime and removed: its row (and token) go."""
+        self.db.execute("DELETE FROM upstreams WHERE name = ?", (name,))
+
     def apply(self, configured: list[UpstreamConfig], raw: Raw | None = None) -> Listed:
         """The configured list with the stored changes: (config, draining), primary first.
         The primary (the first configured) is never removed."""

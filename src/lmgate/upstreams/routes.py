@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from lmgate.errors import BadRequest, GatewayError, NotFound
 from lmgate.exchange import clip
 from lmgate.gateway import Gateway, gateway_of
-from lmgate.upstreams.config import UpstreamConfig, parse_upstreams
+from lmgate.upstreams.config import MAX_UPSTREAMS, UpstreamConfig, parse_upstreams
 from lmgate.upstreams.members import Member, Upstreams
 from lmgate.upstreams.registry import ACTIVE, DRAINING, REMOVED, UpstreamRegistry, problems
 from lmgate.upstreams.waking import power, wake_upstream
@@ -87,6 +87,11 @@ async def add(body: dict[str, Any], request: Request) -> dict[str, Any]:
     await _follow(ups, registry)  # one another worker added a moment ago is known here too
     if ups.get(config.name) is not None:
         raise UpstreamConflict(f"an upstream is already named '{config.name}'")
+    if len(ups) >= MAX_UPSTREAMS:
+        raise UpstreamConflict(
+            f"there are {len(ups)} upstreams, the most one gateway serves; remove one first",
+            code="too_many_upstreams",
+        )
     await asyncio.to_thread(registry.save, config, ACTIVE)
     await _follow(ups, registry)
     return {"upstream": describe(_member(ups, config.name), primary=False)}
@@ -124,7 +129,11 @@ async def remove(name: str, request: Request) -> dict[str, Any]:
     member = _member(ups, name)
     if member is ups.primary:
         raise UpstreamConflict(f"'{name}' is the primary upstream; drain it instead")
-    await asyncio.to_thread(registry.save, member.config, REMOVED)
+    configured = {c.name for c in gw.settings.upstream_configs()}
+    if name in configured:  # the row keeps it removed over the configuration
+        await asyncio.to_thread(registry.save, member.config, REMOVED)
+    else:  # added at runtime: nothing is left of it
+        await asyncio.to_thread(registry.forget, name)
     await _follow(ups, registry)
     return {"removed": name}
 

@@ -308,7 +308,8 @@ class SchedulerShell:
         """Admit the request, or make it wait its turn, or refuse it."""
         if request.kind is None or not ex.model:
             return None
-        await self.upstreams.settle()  # an upstream added moments ago: its models, first
+        if not self.upstreams.settled:  # an upstream added moments ago: its models, first
+            await self.upstreams.settle()
         keys: dict[str, str] | None = None  # several upstreams: where it may go, by which key
         if self.upstreams.routed:  # the upstreams that may take it, or a 404 saying why not
             keys = candidates(self.upstreams, ex.model)

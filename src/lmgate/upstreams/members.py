@@ -130,7 +130,7 @@ class Upstreams:
         self._looks = 0  # reads of the table started
         self._taken = 0  # the latest read followed
         self._follower: asyncio.Task[None] | None = None
-        self._settled = False  # every member's first model list was read (or failed, or late)
+        self.settled = False  # every member's first model list was read (or failed, or late)
 
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self.members.values()))
@@ -150,12 +150,12 @@ class Upstreams:
         have passed since it was added: a worker starting, or an upstream just added (here or
         through another worker), would otherwise know none of its models, so a request would
         pass the scheduler unseen or hear that no upstream offers its model. Once settled this
-        costs one attribute read."""
-        if self._settled:
+        costs the caller one attribute read (`settled`)."""
+        if self.settled:
             return
         for member in list(self.members.values()):
             await member.read_once()
-        self._settled = True
+        self.settled = True
 
     def client_of(self, name: str) -> UpstreamClient:
         """The client of upstream `name`; one just removed still serves what was admitted
@@ -355,7 +355,7 @@ class Upstreams:
         self._removed.pop(config.name, None)  # added again before it was retired: it retires
         member = member_of(self.parts.settings, config, *self.parts.shared())
         self.members[member.name] = member
-        self._settled = False
+        self.settled = False
         self.routed = True
         self._name_watchers()
         self._watch_health(member)

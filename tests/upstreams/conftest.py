@@ -130,3 +130,13 @@ tags = ["plain"]
     finally:
         for server in servers.values():
             server.stop()
+
+
+def heavier_b(tmp: Path, a_url: str, b_url: str) -> Path:
+    """A config of two upstreams, `a` and `b`, where `b` weighs more (it is chosen first)."""
+    config = tmp / "lmgate.toml"
+    config.write_text(
+        f'[[upstreams]]\nname = "a"\nurl = "{a_url}"\n\n'
+        f'[[upstreams]]\nname = "b"\nurl = "{b_url}"\nweight = 5\n'
+    )
+    return config

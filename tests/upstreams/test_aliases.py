@@ -4,6 +4,7 @@ upstream's own key (a retry elsewhere too), and keys' model patterns apply to th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -138,15 +139,26 @@ def test_a_busy_upstream_sends_the_alias_to_the_other_by_its_own_key(pair: Serve
         assert not any(b["model"] == ALIAS for b in _bodies(pair[name], "alias-"))
 
 
-def test_with_both_busy_the_alias_waits_for_the_first_to_free(pair: Servers) -> None:
+@contextlib.contextmanager
+def _both_held(pair: Servers, tag: str) -> Iterator[dict[str, Any]]:
+    """A slow stream for the alias on each upstream (by where it landed), closed at the end."""
     gw = pair["gateway"]
     wait_for(lambda: _waiting(gw) == 0 and _loaded_on_both(gw))
     holds = {}
     try:
         for n in (1, 2):
-            stream = _hold(gw, f"alias-both-{n}")
-            holds[_landed(pair, f"alias-both-{n}")] = stream
+            stream = _hold(gw, f"{tag}-{n}")
+            holds[_landed(pair, f"{tag}-{n}")] = stream
         assert sorted(holds) == ["a", "b"]
+        yield holds
+    finally:
+        for stream in holds.values():
+            stream.close()
+
+
+def test_with_both_busy_the_alias_waits_for_the_first_to_free(pair: Servers) -> None:
+    gw = pair["gateway"]
+    with _both_held(pair, "alias-both") as holds:
         answers: list[httpx.Response] = []
         waiter = threading.Thread(target=lambda: answers.append(_ask(gw, "alias-queued-3")))
         waiter.start()
@@ -159,9 +171,6 @@ def test_with_both_busy_the_alias_waits_for_the_first_to_free(pair: Servers) -> 
         assert answer.status_code == 200, answer.text
         assert int(answer.headers["x-queue-position"]) == 1
         assert _landed(pair, "alias-queued-3") == "b"
-    finally:
-        for stream in holds.values():
-            stream.close()
 
 
 def test_a_stream_told_its_place_while_it_waited_goes_where_it_was_admitted(
@@ -170,13 +179,7 @@ def test_a_stream_told_its_place_while_it_waited_goes_where_it_was_admitted(
     """A waiting stream's answer starts early (queue comments); the upstream it is admitted
     on later is still the one it is sent to, as that upstream's key."""
     gw = pair["gateway"]
-    wait_for(lambda: _waiting(gw) == 0 and _loaded_on_both(gw))
-    holds = {}
-    try:
-        for n in (1, 2):
-            stream = _hold(gw, f"alias-told-{n}")
-            holds[_landed(pair, f"alias-told-{n}")] = stream
-        assert sorted(holds) == ["a", "b"]
+    with _both_held(pair, "alias-told") as holds:
         lines: list[str] = []
 
         def wait_streaming() -> None:
@@ -198,9 +201,6 @@ def test_a_stream_told_its_place_while_it_waited_goes_where_it_was_admitted(
         assert any(line.startswith(": queued") for line in lines), lines
         assert "data: [DONE]" in lines, lines
         assert _landed(pair, "alias-told-3") == "b"
-    finally:
-        for stream in holds.values():
-            stream.close()
 
 
 def _told(gw: ServerProcess) -> bool:

@@ -11,7 +11,7 @@ import httpx
 
 from lmgate.upstreams.health import THRESHOLD, Breaker
 from tests.servers import ADMIN_KEY, ServerProcess, start_emulator, start_gateway
-from tests.upstreams.conftest import SHARED, catalog, listed, wait_for
+from tests.upstreams.conftest import SHARED, catalog, heavier_b, listed, wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -60,11 +60,7 @@ def test_refused_requests_move_and_the_circuit_opens_and_closes(tmp_path: Path) 
     models = catalog(tmp_path, "shared", SHARED)
     a = start_emulator(tmp_path, "--no-sdk", "--models", models, name="a")
     b = start_emulator(tmp_path, "--no-sdk", "--models", models, name="b")
-    config = tmp_path / "lmgate.toml"
-    config.write_text(
-        f'[[upstreams]]\nname = "a"\nurl = "{a.url}"\n\n'
-        f'[[upstreams]]\nname = "b"\nurl = "{b.url}"\nweight = 5\n'
-    )
+    config = heavier_b(tmp_path, a.url, b.url)
     # Model lists are read rarely: only the requests themselves can find b gone.
     env = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_SYNC_INTERVAL": "60"}
     gw = start_gateway(tmp_path, a.url, "--config", str(config), env=env)

@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from tests.servers import ADMIN_KEY, start_emulator, start_gateway
-from tests.upstreams.conftest import SHARED, catalog, listed, wait_for
+from tests.upstreams.conftest import SHARED, catalog, heavier_b, listed, wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 _LISTEN = "0A"
@@ -79,11 +79,7 @@ class Backlogged:
 def test_a_request_reset_unread_goes_to_another_upstream(tmp_path: Path) -> None:
     a = start_emulator(tmp_path, "--no-sdk", "--models", catalog(tmp_path, "a", SHARED), name="a")
     b = Backlogged()
-    config = tmp_path / "lmgate.toml"
-    config.write_text(
-        f'[[upstreams]]\nname = "a"\nurl = "{a.url}"\n\n'
-        f'[[upstreams]]\nname = "b"\nurl = "{b.url}"\nweight = 5\n'
-    )
+    config = heavier_b(tmp_path, a.url, b.url)
     env = {"LMGATE_ADMIN_KEY": ADMIN_KEY, "LMGATE_SYNC_INTERVAL": "60"}
     gw = start_gateway(tmp_path, a.url, "--config", str(config), env=env)
     try:

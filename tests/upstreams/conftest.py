@@ -140,3 +140,17 @@ def heavier_b(tmp: Path, a_url: str, b_url: str) -> Path:
         f'[[upstreams]]\nname = "b"\nurl = "{b_url}"\nweight = 5\n'
     )
     return config
+
+
+def buffered_events(gw: ServerProcess, *kinds: str) -> str:
+    """The buffered events of these kinds, read from `/debug/stream` from the start until each
+    kind has been seen once."""
+    seen = ""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Last-Event-ID": "0"}
+    url = gw.url + "/debug/stream?types=" + ",".join(kinds)
+    with httpx.stream("GET", url, headers=headers, timeout=10) as stream:
+        for line in stream.iter_lines():
+            seen += line + "\n"
+            if all(f"event: {k}" in seen for k in kinds):
+                return seen
+    raise AssertionError(seen)

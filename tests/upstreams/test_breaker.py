@@ -11,7 +11,7 @@ import httpx
 
 from lmgate.upstreams.health import THRESHOLD, Breaker
 from tests.servers import ADMIN_KEY, ServerProcess, start_emulator, start_gateway
-from tests.upstreams.conftest import SHARED, catalog, heavier_b, listed, wait_for
+from tests.upstreams.conftest import SHARED, buffered_events, catalog, heavier_b, listed, wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -26,18 +26,6 @@ def _served(server: ServerProcess) -> int:
         items = client.get("/__emulator/requests").json()
     items = items["requests"] if isinstance(items, dict) else items
     return sum(1 for r in items if str(r.get("path", "")).endswith("/chat/completions"))
-
-
-def _events(gw: ServerProcess, *kinds: str) -> str:
-    seen = ""
-    headers = {**ADMIN, "Last-Event-ID": "0"}
-    url = gw.url + "/debug/stream?types=" + ",".join(kinds)
-    with httpx.stream("GET", url, headers=headers, timeout=10) as stream:
-        for line in stream.iter_lines():
-            seen += line + "\n"
-            if all(f"event: {k}" in seen for k in kinds):
-                return seen
-    raise AssertionError(seen)
 
 
 def test_breaker_opens_after_failures_and_closes_on_success() -> None:
@@ -76,7 +64,7 @@ def test_refused_requests_move_and_the_circuit_opens_and_closes(tmp_path: Path) 
             assert _ask(gw).status_code == 200
             assert time.monotonic() - begun < 10
         assert _served(a) == THRESHOLD + 3
-        events = _events(gw, "request_retried", "upstream_down")
+        events = buffered_events(gw, "request_retried", "upstream_down")
         assert '"upstream":"b"' in events.replace(" ", "") and '"to":"a"' in events.replace(" ", "")
         state = httpx.get(gw.url + "/admin/upstreams", headers=ADMIN, timeout=10).json()
         assert {u["name"]: u["state"] for u in state["upstreams"]}["b"] == "down"
@@ -94,7 +82,7 @@ def test_refused_requests_move_and_the_circuit_opens_and_closes(tmp_path: Path) 
         try:
             # After the cool-down a request tries b again; it answers: the circuit closes.
             wait_for(lambda: _ask(gw).status_code == 200 and _served(b2) >= 1, timeout=30)
-            assert "event: upstream_up" in _events(gw, "upstream_up")
+            assert "event: upstream_up" in buffered_events(gw, "upstream_up")
             state = httpx.get(gw.url + "/admin/upstreams", headers=ADMIN, timeout=10).json()
             assert {u["name"]: u["state"] for u in state["upstreams"]}["b"] == "up"
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.servers import ADMIN_KEY, ServerProcess, start_emulator, start_gateway
-from tests.upstreams.conftest import ONLY_A, ONLY_B, catalog, listed, wait_for
+from tests.upstreams.conftest import ONLY_A, ONLY_B, buffered_events, catalog, listed, wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TOKEN = "runtime-token-0123456789"
@@ -26,19 +26,6 @@ def _names(gw: ServerProcess) -> list[tuple[str, str]]:
     answer = httpx.get(gw.url + "/admin/upstreams", headers=ADMIN, timeout=10)
     assert TOKEN not in answer.text
     return [(u["name"], u["state"]) for u in answer.json()["upstreams"]]
-
-
-def _events(gw: ServerProcess, *kinds: str) -> str:
-    """The buffered events of these kinds, read from `/debug/stream` from the start."""
-    seen = ""
-    headers = {**ADMIN, "Last-Event-ID": "0"}
-    url = gw.url + "/debug/stream?types=" + ",".join(kinds)
-    with httpx.stream("GET", url, headers=headers, timeout=10) as stream:
-        for line in stream.iter_lines():
-            seen += line + "\n"
-            if all(f"event: {k}" in seen for k in kinds):
-                return seen
-    raise AssertionError(seen)
 
 
 def test_add_drain_remove_and_restart(tmp_path: Path) -> None:
@@ -77,7 +64,7 @@ def test_add_drain_remove_and_restart(tmp_path: Path) -> None:
         missing = httpx.delete(gw.url + "/admin/upstreams/nope", headers=ADMIN, timeout=10)
         assert missing.status_code == 404
 
-        events = _events(gw, "upstream_added", "upstream_draining")
+        events = buffered_events(gw, "upstream_added", "upstream_draining")
         assert '"upstream":"b"' in events.replace(" ", "") and TOKEN not in events
 
         gw.stop()  # the drained state and the added upstream outlive a restart
@@ -94,7 +81,7 @@ def test_add_drain_remove_and_restart(tmp_path: Path) -> None:
         assert "upstream b takes requests again" in resumed.stdout
         assert _names(gw) == [("upstream", "up"), ("b", "up")]
         assert _ask(gw, ONLY_B).status_code == 200
-        assert "event: upstream_resumed" in _events(gw, "upstream_resumed")
+        assert "event: upstream_resumed" in buffered_events(gw, "upstream_resumed")
 
         removed = httpx.delete(gw.url + "/admin/upstreams/b", headers=ADMIN, timeout=10)
         assert removed.status_code == 200

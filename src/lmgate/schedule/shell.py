@@ -242,9 +242,13 @@ class SchedulerShell:
         self._run(self.local.drop_upstream(member.name, self.clock()))
 
     def catch_up(self, names: frozenset[str] | None) -> None:
-        """Another worker's request names an upstream this core does not know: that worker
-        has seen a change this one has not yet; the database says which."""
-        if names is not None and any(name not in self.local.ups for name in names):
+        """Another worker's request names an upstream this core does not know, or holds as
+        draining: that worker may have seen a change (an addition, a resume) this one has not
+        yet; the database says which."""
+        if names is None:
+            return
+        ups = self.local.ups
+        if any(name not in ups or ups[name].spec.draining for name in names):
             self.state.refresh()
 
     def _busy(self, upstream: str) -> int:
